@@ -1,0 +1,1 @@
+//! dmaload-aidl (skeleton; filled by its issue).

@@ -1,0 +1,1 @@
+//! dmaload-bench (skeleton; filled by its issue).

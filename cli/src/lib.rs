@@ -1,0 +1,1 @@
+//! dmaload-cli (skeleton; filled by its issue).

@@ -1,0 +1,1 @@
+//! dmaload-client (skeleton; filled by its issue).

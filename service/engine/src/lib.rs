@@ -1,0 +1,1 @@
+//! dmaload-engine (skeleton; filled by its issue).

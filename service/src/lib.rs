@@ -1,0 +1,1 @@
+//! dmaload-service (skeleton; filled by its issue).

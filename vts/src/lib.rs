@@ -1,0 +1,1 @@
+//! dmaload-vts (skeleton; filled by its issue).
