@@ -1,1 +1,31 @@
-//! dmaload-engine (skeleton; filled by its issue).
+//! dmaload's load engine: given file descriptors and ranges, it produces a buffer fd (a
+//! dma-buf where the kernel has them) holding exactly those bytes, as fast as the storage
+//! allows. No binder in here: the service, the CLI and the benchmark all call [`Engine`].
+//!
+//! Pipeline: validate → admit (caps) → allocate ⇉ gather ⇉ read → hand out.
+//! * udmabuf / memfd: a sealed memfd is populated gather by gather (huge folios where the
+//!   kernel allows) while reader threads read each populated gather straight into it.
+//! * dma-heap: readers fill a ring of aligned bounce buffers while the allocation runs;
+//!   copiers move them into the mapping between `DMA_BUF_IOCTL_SYNC` start/end.
+
+mod engine;
+mod error;
+pub mod kernel;
+mod limits;
+mod pipeline;
+mod request;
+mod stats;
+
+pub use engine::{BackendInfo, Engine, LoadedBuffer};
+pub use error::{ErrorCode, LoadError};
+pub use limits::{Charge, EngineConfig, MemInfo, Usage};
+pub use request::{
+    BufferKind, CancelToken, IoMode, LoadRequest, NoProgress, Owner, Progress, Segment, Tunables,
+};
+pub use stats::{Backend, Fallback, FallbackKind, LoadStats};
+
+// The service shares one engine between binder threads.
+const _: () = {
+    const fn assert_sync_send<T: Sync + Send>() {}
+    assert_sync_send::<Engine>();
+};

@@ -1,0 +1,85 @@
+//! The engine: limits, accounting, backend discovery, and the entry point of every load.
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+use crate::error::{load_err, LoadError};
+use crate::limits::{Accounting, Charge, EngineConfig, Usage};
+use crate::request::{CancelToken, LoadRequest, Owner, Progress};
+use crate::stats::{Backend, LoadStats};
+
+/// A backend this device offers, with its limits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendInfo {
+    pub backend: Backend,
+    /// False when the service configuration disables it.
+    pub allowed: bool,
+    /// Largest buffer it can make (udmabuf's size limit, the engine's maximum otherwise).
+    pub max_buffer_bytes: u64,
+    /// True when the buffer fd is a dma-buf.
+    pub dma_buf: bool,
+    /// Human-readable details (device path, size limit source).
+    pub detail: String,
+}
+
+/// A filled buffer, handed out only after the last byte is in.
+#[derive(Debug)]
+pub struct LoadedBuffer {
+    /// The buffer fd (`O_CLOEXEC`): a dma-buf unless `backend` is `Memfd`.
+    pub fd: OwnedFd,
+    /// Buffer size in bytes (page-rounded).
+    pub size: u64,
+    pub backend: Backend,
+    pub stats: LoadStats,
+    /// The owner's charge for this buffer; released when dropped.
+    pub charge: Charge,
+}
+
+/// One per process; `Sync`, so binder threads share it.
+#[derive(Debug)]
+pub struct Engine {
+    config: EngineConfig,
+    accounting: Arc<Accounting>,
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig) -> Result<Engine, LoadError> {
+        if config.max_concurrent_loads == 0 || config.max_concurrent_loads_per_owner == 0 {
+            return Err(load_err!(InvalidArgument, "concurrent load limits must be at least 1"));
+        }
+        if config.max_segments == 0 {
+            return Err(load_err!(InvalidArgument, "max_segments must be at least 1"));
+        }
+        Ok(Engine { config, accounting: Accounting::new() })
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Heaps, udmabuf and memfd as present on this device, with their limits.
+    pub fn backends(&self) -> Vec<BackendInfo> {
+        crate::pipeline::discover_backends(&self.config)
+    }
+
+    /// What `uid` holds now.
+    pub fn usage(&self, uid: u32) -> Usage {
+        self.accounting.usage(uid)
+    }
+
+    /// What everybody holds now.
+    pub fn total_usage(&self) -> Usage {
+        self.accounting.total()
+    }
+
+    /// Loads the request's segments into a new buffer charged to `owner`.
+    pub fn load(
+        &self,
+        owner: Owner,
+        req: LoadRequest,
+        cancel: &CancelToken,
+        progress: &dyn Progress,
+    ) -> Result<LoadedBuffer, LoadError> {
+        crate::pipeline::load(&self.config, &self.accounting, owner, req, cancel, progress)
+    }
+}

@@ -1,0 +1,150 @@
+//! The engine's one error type. Its numeric codes are stable: the AIDL `ErrorCode` and the
+//! C API's `DMALOAD_E_*` values reuse them (docs/DESIGN.md).
+
+use std::fmt;
+
+/// Stable error codes. Numbers never change meaning; new codes are appended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(i32)]
+pub enum ErrorCode {
+    /// A request field is malformed (negative/zero where not allowed, bad tunable).
+    InvalidArgument = 1,
+    /// A segment fd is closed, not a regular file, `O_PATH`, or not open for reading.
+    BadFd = 2,
+    /// File range past EOF or `offset + length` overflows.
+    Range = 3,
+    /// No segments, too many, overlapping in the buffer, or beyond the buffer.
+    BadSegments = 4,
+    /// Heap/backend name not known or not present on this device.
+    UnknownBackend = 5,
+    /// Backend present but disabled by the service configuration.
+    BackendNotAllowed = 6,
+    /// Buffer larger than the maximum buffer size.
+    TooLarge = 7,
+    /// Would exceed the service's global byte cap.
+    GlobalCap = 8,
+    /// Would exceed this caller's byte cap.
+    CallerCap = 9,
+    /// Too many concurrent loads (service-wide or for this caller).
+    Busy = 10,
+    /// The kernel refused the allocation.
+    NoMemory = 11,
+    /// A read failed.
+    Io = 12,
+    /// The file shrank/was truncated during the load.
+    FileChanged = 13,
+    /// The load was cancelled.
+    Cancelled = 14,
+    /// The caller is not allowed to use the service.
+    PermissionDenied = 15,
+    /// Unknown load handle / buffer id.
+    NotFound = 16,
+    /// A bug; the message has details.
+    Internal = 17,
+}
+
+impl ErrorCode {
+    /// Every code, in numeric order.
+    pub const ALL: [ErrorCode; 17] = [
+        ErrorCode::InvalidArgument,
+        ErrorCode::BadFd,
+        ErrorCode::Range,
+        ErrorCode::BadSegments,
+        ErrorCode::UnknownBackend,
+        ErrorCode::BackendNotAllowed,
+        ErrorCode::TooLarge,
+        ErrorCode::GlobalCap,
+        ErrorCode::CallerCap,
+        ErrorCode::Busy,
+        ErrorCode::NoMemory,
+        ErrorCode::Io,
+        ErrorCode::FileChanged,
+        ErrorCode::Cancelled,
+        ErrorCode::PermissionDenied,
+        ErrorCode::NotFound,
+        ErrorCode::Internal,
+    ];
+
+    /// The stable number (AIDL / C API value).
+    pub fn code(self) -> i32 {
+        self as i32
+    }
+
+    /// The code with this stable number, if any.
+    pub fn from_code(code: i32) -> Option<ErrorCode> {
+        ErrorCode::ALL.iter().copied().find(|c| c.code() == code)
+    }
+
+    /// The stable name, as in the DESIGN.md table (`INVALID_ARGUMENT`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidArgument => "INVALID_ARGUMENT",
+            ErrorCode::BadFd => "BAD_FD",
+            ErrorCode::Range => "RANGE",
+            ErrorCode::BadSegments => "BAD_SEGMENTS",
+            ErrorCode::UnknownBackend => "UNKNOWN_BACKEND",
+            ErrorCode::BackendNotAllowed => "BACKEND_NOT_ALLOWED",
+            ErrorCode::TooLarge => "TOO_LARGE",
+            ErrorCode::GlobalCap => "GLOBAL_CAP",
+            ErrorCode::CallerCap => "CALLER_CAP",
+            ErrorCode::Busy => "BUSY",
+            ErrorCode::NoMemory => "NO_MEMORY",
+            ErrorCode::Io => "IO",
+            ErrorCode::FileChanged => "FILE_CHANGED",
+            ErrorCode::Cancelled => "CANCELLED",
+            ErrorCode::PermissionDenied => "PERMISSION_DENIED",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::Internal => "INTERNAL",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}({})", self.name(), self.code())
+    }
+}
+
+/// An engine error: a stable code and a message that says what to do.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct LoadError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl LoadError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> LoadError {
+        LoadError { code, message: message.into() }
+    }
+
+    /// An error carrying an OS error (errno named in the message).
+    pub(crate) fn os(code: ErrorCode, what: &str, err: std::io::Error) -> LoadError {
+        LoadError::new(code, format!("{what}: {err}"))
+    }
+}
+
+/// Shorthand constructors, so call sites read as the condition they report.
+macro_rules! load_err {
+    ($code:ident, $($arg:tt)*) => {
+        $crate::error::LoadError::new($crate::error::ErrorCode::$code, format!($($arg)*))
+    };
+}
+pub(crate) use load_err;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_stable_and_round_trip() {
+        for (i, code) in ErrorCode::ALL.iter().enumerate() {
+            assert_eq!(code.code(), i as i32 + 1);
+            assert_eq!(ErrorCode::from_code(code.code()), Some(*code));
+        }
+        assert_eq!(ErrorCode::from_code(0), None);
+        assert_eq!(ErrorCode::from_code(18), None);
+        assert_eq!(ErrorCode::FileChanged.code(), 13);
+        assert_eq!(ErrorCode::Internal.name(), "INTERNAL");
+    }
+}

@@ -1,0 +1,1 @@
+//! Kernel interfaces, one small module each, with typed fds and commented `unsafe`.

@@ -1,0 +1,328 @@
+//! Limits and accounting: every byte a load will allocate is reserved here before any
+//! allocation, so no request can summon the OOM killer (dma-buf memory is in no process's RSS).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::error::{load_err, LoadError};
+use crate::request::{Owner, Tunables};
+
+/// Service-wide configuration of the engine.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Bytes all live buffers and loads together may hold.
+    pub global_cap_bytes: u64,
+    /// Bytes one owner (uid) may hold.
+    pub per_owner_cap_bytes: u64,
+    /// Largest single buffer.
+    pub max_buffer_bytes: u64,
+    /// Loads running at once, service-wide.
+    pub max_concurrent_loads: u32,
+    /// Loads running at once for one owner.
+    pub max_concurrent_loads_per_owner: u32,
+    /// Segments in one request.
+    pub max_segments: usize,
+    /// Memory the kernel must keep available after a reservation (checked against
+    /// MemAvailable at reservation time).
+    pub min_available_after_bytes: u64,
+    /// Backend names allowed (`heap:<name>`, `udmabuf`, `memfd`); empty = all present.
+    pub allowed_backends: Vec<String>,
+    /// Directory of dma-heap devices.
+    pub dma_heap_dir: PathBuf,
+    /// The udmabuf device.
+    pub udmabuf_device: PathBuf,
+    /// sysfs file holding udmabuf's per-buffer limit in MiB.
+    pub udmabuf_size_limit_file: PathBuf,
+    /// Defaults for tunables a request leaves at 0.
+    pub default_tunables: Tunables,
+}
+
+/// Memory figures from /proc/meminfo, in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemInfo {
+    pub total: u64,
+    pub available: u64,
+}
+
+impl MemInfo {
+    /// Reads /proc/meminfo; `None` if it is unreadable.
+    pub fn read() -> Option<MemInfo> {
+        let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+        let field = |name: &str| -> Option<u64> {
+            let line = text.lines().find(|l| l.starts_with(name))?;
+            let kib: u64 = line[name.len()..].trim().trim_end_matches("kB").trim().parse().ok()?;
+            Some(kib * 1024)
+        };
+        Some(MemInfo { total: field("MemTotal:")?, available: field("MemAvailable:")? })
+    }
+}
+
+impl EngineConfig {
+    /// Defaults derived from this machine's memory: the global cap is half of MemTotal but no
+    /// more than three quarters of what is available now; one owner may use three quarters of
+    /// that; a single buffer may be as large as one owner's cap.
+    pub fn from_system() -> EngineConfig {
+        let mem = MemInfo::read().unwrap_or(MemInfo { total: 1 << 30, available: 1 << 30 });
+        EngineConfig::for_memory(mem)
+    }
+
+    /// Defaults for a machine with this much memory.
+    pub fn for_memory(mem: MemInfo) -> EngineConfig {
+        let global = (mem.total / 2).min(mem.available / 4 * 3).max(64 << 20);
+        let per_owner = global / 4 * 3;
+        EngineConfig {
+            global_cap_bytes: global,
+            per_owner_cap_bytes: per_owner,
+            max_buffer_bytes: per_owner,
+            max_concurrent_loads: 8,
+            max_concurrent_loads_per_owner: 4,
+            max_segments: 4096,
+            min_available_after_bytes: (mem.total / 16).min(256 << 20),
+            allowed_backends: Vec::new(),
+            dma_heap_dir: PathBuf::from("/dev/dma_heap"),
+            udmabuf_device: PathBuf::from("/dev/udmabuf"),
+            udmabuf_size_limit_file: PathBuf::from("/sys/module/udmabuf/parameters/size_limit_mb"),
+            default_tunables: Tunables::default(),
+        }
+    }
+}
+
+impl Default for EngineConfig {
+    fn default() -> EngineConfig {
+        EngineConfig::from_system()
+    }
+}
+
+/// What one owner (or the whole engine) holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Bytes charged: loads in flight plus finished buffers whose charge is alive.
+    pub charged_bytes: u64,
+    /// Charges alive (loads in flight + buffers handed out and not released).
+    pub charges: u32,
+    /// Loads running now.
+    pub loads_in_flight: u32,
+}
+
+#[derive(Debug, Default)]
+struct Ledger {
+    total: Usage,
+    per_uid: HashMap<u32, Usage>,
+}
+
+/// The shared ledger behind [`Charge`] and [`LoadSlot`].
+#[derive(Debug)]
+pub(crate) struct Accounting {
+    ledger: Mutex<Ledger>,
+}
+
+impl Accounting {
+    pub(crate) fn new() -> Arc<Accounting> {
+        Arc::new(Accounting { ledger: Mutex::new(Ledger::default()) })
+    }
+
+    fn ledger(&self) -> MutexGuard<'_, Ledger> {
+        // A panic while holding the lock leaves plain counters behind: still usable.
+        self.ledger.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn usage(&self, uid: u32) -> Usage {
+        self.ledger().per_uid.get(&uid).copied().unwrap_or_default()
+    }
+
+    pub(crate) fn total(&self) -> Usage {
+        self.ledger().total
+    }
+
+    /// Admits a load of `bytes` for `owner`: checks every limit and, if all pass, records a
+    /// running load and charges the bytes. Nothing is allocated before this succeeds.
+    pub(crate) fn admit(
+        self: &Arc<Self>,
+        config: &EngineConfig,
+        owner: Owner,
+        bytes: u64,
+        mem_available: Option<u64>,
+    ) -> Result<(LoadSlot, Charge), LoadError> {
+        if bytes > config.max_buffer_bytes {
+            return Err(load_err!(
+                TooLarge,
+                "buffer of {bytes} bytes exceeds the maximum buffer size of {} bytes; load \
+                 the file in smaller parts",
+                config.max_buffer_bytes
+            ));
+        }
+        let mut guard = self.ledger();
+        let ledger = &mut *guard;
+        let mine = ledger.per_uid.get(&owner.uid).copied().unwrap_or_default();
+        if ledger.total.loads_in_flight >= config.max_concurrent_loads {
+            return Err(load_err!(
+                Busy,
+                "{} loads are running (service limit {}); retry when one finishes",
+                ledger.total.loads_in_flight,
+                config.max_concurrent_loads
+            ));
+        }
+        if mine.loads_in_flight >= config.max_concurrent_loads_per_owner {
+            return Err(load_err!(
+                Busy,
+                "uid {} already runs {} loads (limit {}); wait for one to finish",
+                owner.uid,
+                mine.loads_in_flight,
+                config.max_concurrent_loads_per_owner
+            ));
+        }
+        if mine.charged_bytes.saturating_add(bytes) > config.per_owner_cap_bytes {
+            return Err(load_err!(
+                CallerCap,
+                "uid {} holds {} bytes; {bytes} more would exceed its cap of {} bytes; release \
+                 buffers first",
+                owner.uid,
+                mine.charged_bytes,
+                config.per_owner_cap_bytes
+            ));
+        }
+        if ledger.total.charged_bytes.saturating_add(bytes) > config.global_cap_bytes {
+            return Err(load_err!(
+                GlobalCap,
+                "the service holds {} bytes; {bytes} more would exceed its cap of {} bytes; \
+                 retry later or free buffers",
+                ledger.total.charged_bytes,
+                config.global_cap_bytes
+            ));
+        }
+        if let Some(available) = mem_available {
+            if bytes.saturating_add(config.min_available_after_bytes) > available {
+                return Err(load_err!(
+                    NoMemory,
+                    "only {available} bytes of memory are available; {bytes} bytes would leave \
+                     less than {} bytes; retry later",
+                    config.min_available_after_bytes
+                ));
+            }
+        }
+        for usage in [&mut ledger.total, ledger_uid(&mut ledger.per_uid, owner.uid)] {
+            usage.charged_bytes += bytes;
+            usage.charges += 1;
+            usage.loads_in_flight += 1;
+        }
+        Ok((
+            LoadSlot { accounting: Arc::clone(self), uid: owner.uid },
+            Charge { accounting: Arc::clone(self), uid: owner.uid, bytes },
+        ))
+    }
+
+    fn release_charge(&self, uid: u32, bytes: u64) {
+        let mut guard = self.ledger();
+        let ledger = &mut *guard;
+        for usage in [&mut ledger.total, ledger_uid(&mut ledger.per_uid, uid)] {
+            usage.charged_bytes = usage.charged_bytes.saturating_sub(bytes);
+            usage.charges = usage.charges.saturating_sub(1);
+        }
+        ledger.per_uid.retain(|_, u| *u != Usage::default());
+    }
+
+    fn release_slot(&self, uid: u32) {
+        let mut guard = self.ledger();
+        let ledger = &mut *guard;
+        for usage in [&mut ledger.total, ledger_uid(&mut ledger.per_uid, uid)] {
+            usage.loads_in_flight = usage.loads_in_flight.saturating_sub(1);
+        }
+        ledger.per_uid.retain(|_, u| *u != Usage::default());
+    }
+}
+
+fn ledger_uid(per_uid: &mut HashMap<u32, Usage>, uid: u32) -> &mut Usage {
+    per_uid.entry(uid).or_default()
+}
+
+/// Bytes charged to an owner; released when dropped (the service drops it when the owner
+/// releases the buffer or dies).
+#[derive(Debug)]
+pub struct Charge {
+    accounting: Arc<Accounting>,
+    uid: u32,
+    bytes: u64,
+}
+
+impl Charge {
+    pub fn uid(&self) -> u32 {
+        self.uid
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.accounting.release_charge(self.uid, self.bytes);
+    }
+}
+
+/// A running load; dropped when the load ends, successfully or not.
+#[derive(Debug)]
+pub(crate) struct LoadSlot {
+    accounting: Arc<Accounting>,
+    uid: u32,
+}
+
+impl Drop for LoadSlot {
+    fn drop(&mut self) {
+        self.accounting.release_slot(self.uid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorCode;
+
+    fn config() -> EngineConfig {
+        let mut c = EngineConfig::for_memory(MemInfo { total: 16 << 30, available: 16 << 30 });
+        c.global_cap_bytes = 1000;
+        c.per_owner_cap_bytes = 600;
+        c.max_buffer_bytes = 500;
+        c.max_concurrent_loads = 3;
+        c.max_concurrent_loads_per_owner = 2;
+        c
+    }
+
+    #[test]
+    fn limits_are_checked_in_order_and_released_on_drop() {
+        let acc = Accounting::new();
+        let c = config();
+        let a = Owner::new(10);
+        let b = Owner::new(20);
+        let err = acc.admit(&c, a, 501, None).unwrap_err();
+        assert_eq!(err.code, ErrorCode::TooLarge);
+        let (slot1, charge1) = acc.admit(&c, a, 400, None).unwrap();
+        assert_eq!(acc.usage(10), Usage { charged_bytes: 400, charges: 1, loads_in_flight: 1 });
+        assert_eq!(acc.admit(&c, a, 201, None).unwrap_err().code, ErrorCode::CallerCap);
+        let (slot2, _charge2) = acc.admit(&c, a, 200, None).unwrap();
+        assert_eq!(acc.admit(&c, a, 1, None).unwrap_err().code, ErrorCode::Busy);
+        drop(slot2);
+        let (slot3, charge3) = acc.admit(&c, b, 400, None).unwrap();
+        assert_eq!(acc.admit(&c, b, 1, None).unwrap_err().code, ErrorCode::GlobalCap);
+        drop(slot3);
+        drop(charge3);
+        drop(slot1);
+        assert_eq!(acc.usage(10).loads_in_flight, 0);
+        assert_eq!(acc.usage(10).charged_bytes, 600);
+        drop(charge1);
+        assert_eq!(acc.usage(10).charged_bytes, 200);
+        assert_eq!(acc.usage(20), Usage::default());
+        assert_eq!(acc.total().charged_bytes, 200);
+        assert_eq!(acc.admit(&c, b, 300, Some(100)).unwrap_err().code, ErrorCode::NoMemory);
+    }
+
+    #[test]
+    fn default_caps_follow_memory() {
+        let c = EngineConfig::for_memory(MemInfo { total: 8 << 30, available: 4 << 30 });
+        assert_eq!(c.global_cap_bytes, 3 << 30);
+        assert!(c.per_owner_cap_bytes < c.global_cap_bytes);
+        let c = EngineConfig::for_memory(MemInfo { total: 8 << 30, available: 8 << 30 });
+        assert_eq!(c.global_cap_bytes, 4 << 30);
+    }
+}

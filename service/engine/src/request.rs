@@ -1,0 +1,171 @@
+//! What a caller asks for: segments of files, a buffer kind, an I/O mode, tunables.
+
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Who a load is charged to (the service passes the binder caller's uid).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Owner {
+    pub uid: u32,
+}
+
+impl Owner {
+    pub fn new(uid: u32) -> Owner {
+        Owner { uid }
+    }
+}
+
+/// One piece of a file placed at an offset of the buffer.
+#[derive(Debug)]
+pub struct Segment {
+    /// The caller's file, read as it is: never re-opened, flags never changed. Direct I/O is
+    /// used when it was opened with `O_DIRECT`.
+    pub fd: OwnedFd,
+    pub file_offset: u64,
+    /// Bytes to load; 0 means "to the end of the file".
+    pub length: u64,
+    pub buffer_offset: u64,
+}
+
+impl Segment {
+    /// The whole file at the start of the buffer.
+    pub fn whole_file(fd: OwnedFd) -> Segment {
+        Segment { fd, file_offset: 0, length: 0, buffer_offset: 0 }
+    }
+}
+
+/// Which allocator holds the buffer.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum BufferKind {
+    /// The fastest backend this device offers (see [`crate::Engine::backends`]).
+    Auto,
+    /// A named dma-heap under /dev/dma_heap (`system`, `system-uncached`, `cma`, ...).
+    Heap(String),
+    /// A sealed memfd wrapped by /dev/udmabuf (zero-copy direct I/O).
+    Udmabuf,
+    /// A plain sealed memfd: not a dma-buf (for hosts without dma-buf support).
+    Memfd,
+}
+
+impl BufferKind {
+    /// Parses `auto`, `udmabuf`, `memfd`, or a heap name (`system`, `heap:system`).
+    pub fn parse(name: &str) -> BufferKind {
+        match name {
+            "auto" | "" => BufferKind::Auto,
+            "udmabuf" => BufferKind::Udmabuf,
+            "memfd" => BufferKind::Memfd,
+            other => BufferKind::Heap(other.strip_prefix("heap:").unwrap_or(other).to_string()),
+        }
+    }
+}
+
+/// How the file is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IoMode {
+    /// Direct when the fd was opened with `O_DIRECT` and its file system supports it,
+    /// buffered otherwise (reported as a fallback).
+    Auto,
+    /// Direct I/O is required: the fd must carry `O_DIRECT`; file systems without it fall
+    /// back to buffered reads, counted and reported in the stats.
+    Direct,
+    /// Buffered reads; the pages read are dropped from the page cache afterwards.
+    Buffered,
+}
+
+/// Knobs with sensible defaults; 0 in a field means "use the default".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tunables {
+    /// Bytes of buffer allocated/populated before readers are let into them (default 128 MiB).
+    pub gather_size: u64,
+    /// Bytes per read request (default 8 MiB).
+    pub chunk_size: u64,
+    /// Reader threads, i.e. reads in flight (default 2 × CPUs, at most 8).
+    pub reader_threads: u32,
+    /// Threads populating memfd memory for udmabuf/memfd (default: number of CPUs, at most 4).
+    pub populate_threads: u32,
+    /// Bounce buffers in the dma-heap ring (default 4).
+    pub bounce_buffers: u32,
+}
+
+impl Tunables {
+    pub const DEFAULT_GATHER_SIZE: u64 = 128 << 20;
+    pub const DEFAULT_CHUNK_SIZE: u64 = 8 << 20;
+    pub const MAX_THREADS: u32 = 64;
+}
+
+impl Default for Tunables {
+    fn default() -> Tunables {
+        Tunables { gather_size: 0, chunk_size: 0, reader_threads: 0, populate_threads: 0, bounce_buffers: 0 }
+    }
+}
+
+/// A load request.
+#[derive(Debug)]
+pub struct LoadRequest {
+    pub segments: Vec<Segment>,
+    pub buffer: BufferKind,
+    pub io_mode: IoMode,
+    /// Debug name given to the dma-buf (`DMA_BUF_SET_NAME`) / memfd.
+    pub name: String,
+    pub tunables: Tunables,
+}
+
+impl LoadRequest {
+    /// A request for one whole file with defaults (auto backend, auto I/O mode).
+    pub fn whole_file(fd: OwnedFd, name: impl Into<String>) -> LoadRequest {
+        LoadRequest {
+            segments: vec![Segment::whole_file(fd)],
+            buffer: BufferKind::Auto,
+            io_mode: IoMode::Auto,
+            name: name.into(),
+            tunables: Tunables::default(),
+        }
+    }
+
+    pub fn with_buffer(mut self, buffer: BufferKind) -> LoadRequest {
+        self.buffer = buffer;
+        self
+    }
+
+    pub fn with_io_mode(mut self, io_mode: IoMode) -> LoadRequest {
+        self.io_mode = io_mode;
+        self
+    }
+
+    pub fn with_tunables(mut self, tunables: Tunables) -> LoadRequest {
+        self.tunables = tunables;
+        self
+    }
+}
+
+/// Cancels a load between chunks; clones share the flag (the service cancels on client death).
+#[derive(Clone, Debug, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    pub fn new() -> CancelToken {
+        CancelToken::default()
+    }
+
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// Receives progress; called from the engine's threads, so it must be `Sync`.
+pub trait Progress: Sync {
+    /// `bytes_done` of `bytes_total` file bytes are in the buffer.
+    fn progress(&self, bytes_done: u64, bytes_total: u64);
+}
+
+/// A progress sink that ignores everything.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn progress(&self, _bytes_done: u64, _bytes_total: u64) {}
+}
