@@ -45,12 +45,21 @@ pub struct Engine {
 impl Engine {
     pub fn new(config: EngineConfig) -> Result<Engine, LoadError> {
         if config.max_concurrent_loads == 0 || config.max_concurrent_loads_per_owner == 0 {
-            return Err(load_err!(InvalidArgument, "concurrent load limits must be at least 1"));
+            return Err(load_err!(
+                InvalidArgument,
+                "concurrent load limits must be at least 1"
+            ));
         }
         if config.max_segments == 0 {
-            return Err(load_err!(InvalidArgument, "max_segments must be at least 1"));
+            return Err(load_err!(
+                InvalidArgument,
+                "max_segments must be at least 1"
+            ));
         }
-        Ok(Engine { config, accounting: Accounting::new() })
+        Ok(Engine {
+            config,
+            accounting: Accounting::new(),
+        })
     }
 
     pub fn config(&self) -> &EngineConfig {

@@ -115,12 +115,10 @@ pub struct LoadError {
 
 impl LoadError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> LoadError {
-        LoadError { code, message: message.into() }
-    }
-
-    /// An error carrying an OS error (errno named in the message).
-    pub(crate) fn os(code: ErrorCode, what: &str, err: std::io::Error) -> LoadError {
-        LoadError::new(code, format!("{what}: {err}"))
+        LoadError {
+            code,
+            message: message.into(),
+        }
     }
 }
 

@@ -51,10 +51,18 @@ impl MemInfo {
         let text = std::fs::read_to_string("/proc/meminfo").ok()?;
         let field = |name: &str| -> Option<u64> {
             let line = text.lines().find(|l| l.starts_with(name))?;
-            let kib: u64 = line[name.len()..].trim().trim_end_matches("kB").trim().parse().ok()?;
+            let kib: u64 = line[name.len()..]
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .ok()?;
             Some(kib * 1024)
         };
-        Some(MemInfo { total: field("MemTotal:")?, available: field("MemAvailable:")? })
+        Some(MemInfo {
+            total: field("MemTotal:")?,
+            available: field("MemAvailable:")?,
+        })
     }
 }
 
@@ -63,7 +71,10 @@ impl EngineConfig {
     /// more than three quarters of what is available now; one owner may use three quarters of
     /// that; a single buffer may be as large as one owner's cap.
     pub fn from_system() -> EngineConfig {
-        let mem = MemInfo::read().unwrap_or(MemInfo { total: 1 << 30, available: 1 << 30 });
+        let mem = MemInfo::read().unwrap_or(MemInfo {
+            total: 1 << 30,
+            available: 1 << 30,
+        });
         EngineConfig::for_memory(mem)
     }
 
@@ -119,12 +130,16 @@ pub(crate) struct Accounting {
 
 impl Accounting {
     pub(crate) fn new() -> Arc<Accounting> {
-        Arc::new(Accounting { ledger: Mutex::new(Ledger::default()) })
+        Arc::new(Accounting {
+            ledger: Mutex::new(Ledger::default()),
+        })
     }
 
     fn ledger(&self) -> MutexGuard<'_, Ledger> {
         // A panic while holding the lock leaves plain counters behind: still usable.
-        self.ledger.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.ledger
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(crate) fn usage(&self, uid: u32) -> Usage {
@@ -201,14 +216,24 @@ impl Accounting {
                 ));
             }
         }
-        for usage in [&mut ledger.total, ledger_uid(&mut ledger.per_uid, owner.uid)] {
+        for usage in [
+            &mut ledger.total,
+            ledger_uid(&mut ledger.per_uid, owner.uid),
+        ] {
             usage.charged_bytes += bytes;
             usage.charges += 1;
             usage.loads_in_flight += 1;
         }
         Ok((
-            LoadSlot { accounting: Arc::clone(self), uid: owner.uid },
-            Charge { accounting: Arc::clone(self), uid: owner.uid, bytes },
+            LoadSlot {
+                accounting: Arc::clone(self),
+                uid: owner.uid,
+            },
+            Charge {
+                accounting: Arc::clone(self),
+                uid: owner.uid,
+                bytes,
+            },
         ))
     }
 
@@ -280,7 +305,10 @@ mod tests {
     use crate::error::ErrorCode;
 
     fn config() -> EngineConfig {
-        let mut c = EngineConfig::for_memory(MemInfo { total: 16 << 30, available: 16 << 30 });
+        let mut c = EngineConfig::for_memory(MemInfo {
+            total: 16 << 30,
+            available: 16 << 30,
+        });
         c.global_cap_bytes = 1000;
         c.per_owner_cap_bytes = 600;
         c.max_buffer_bytes = 500;
@@ -298,13 +326,26 @@ mod tests {
         let err = acc.admit(&c, a, 501, None).unwrap_err();
         assert_eq!(err.code, ErrorCode::TooLarge);
         let (slot1, charge1) = acc.admit(&c, a, 400, None).unwrap();
-        assert_eq!(acc.usage(10), Usage { charged_bytes: 400, charges: 1, loads_in_flight: 1 });
-        assert_eq!(acc.admit(&c, a, 201, None).unwrap_err().code, ErrorCode::CallerCap);
+        assert_eq!(
+            acc.usage(10),
+            Usage {
+                charged_bytes: 400,
+                charges: 1,
+                loads_in_flight: 1
+            }
+        );
+        assert_eq!(
+            acc.admit(&c, a, 201, None).unwrap_err().code,
+            ErrorCode::CallerCap
+        );
         let (slot2, _charge2) = acc.admit(&c, a, 200, None).unwrap();
         assert_eq!(acc.admit(&c, a, 1, None).unwrap_err().code, ErrorCode::Busy);
         drop(slot2);
         let (slot3, charge3) = acc.admit(&c, b, 400, None).unwrap();
-        assert_eq!(acc.admit(&c, b, 1, None).unwrap_err().code, ErrorCode::GlobalCap);
+        assert_eq!(
+            acc.admit(&c, b, 1, None).unwrap_err().code,
+            ErrorCode::GlobalCap
+        );
         drop(slot3);
         drop(charge3);
         drop(slot1);
@@ -314,15 +355,24 @@ mod tests {
         assert_eq!(acc.usage(10).charged_bytes, 200);
         assert_eq!(acc.usage(20), Usage::default());
         assert_eq!(acc.total().charged_bytes, 200);
-        assert_eq!(acc.admit(&c, b, 300, Some(100)).unwrap_err().code, ErrorCode::NoMemory);
+        assert_eq!(
+            acc.admit(&c, b, 300, Some(100)).unwrap_err().code,
+            ErrorCode::NoMemory
+        );
     }
 
     #[test]
     fn default_caps_follow_memory() {
-        let c = EngineConfig::for_memory(MemInfo { total: 8 << 30, available: 4 << 30 });
+        let c = EngineConfig::for_memory(MemInfo {
+            total: 8 << 30,
+            available: 4 << 30,
+        });
         assert_eq!(c.global_cap_bytes, 3 << 30);
         assert!(c.per_owner_cap_bytes < c.global_cap_bytes);
-        let c = EngineConfig::for_memory(MemInfo { total: 8 << 30, available: 8 << 30 });
+        let c = EngineConfig::for_memory(MemInfo {
+            total: 8 << 30,
+            available: 8 << 30,
+        });
         assert_eq!(c.global_cap_bytes, 4 << 30);
     }
 }

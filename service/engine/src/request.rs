@@ -31,7 +31,12 @@ pub struct Segment {
 impl Segment {
     /// The whole file at the start of the buffer.
     pub fn whole_file(fd: OwnedFd) -> Segment {
-        Segment { fd, file_offset: 0, length: 0, buffer_offset: 0 }
+        Segment {
+            fd,
+            file_offset: 0,
+            length: 0,
+            buffer_offset: 0,
+        }
     }
 }
 
@@ -74,7 +79,7 @@ pub enum IoMode {
 }
 
 /// Knobs with sensible defaults; 0 in a field means "use the default".
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Tunables {
     /// Bytes of buffer allocated/populated before readers are let into them (default 128 MiB).
     pub gather_size: u64,
@@ -94,11 +99,6 @@ impl Tunables {
     pub const MAX_THREADS: u32 = 64;
 }
 
-impl Default for Tunables {
-    fn default() -> Tunables {
-        Tunables { gather_size: 0, chunk_size: 0, reader_threads: 0, populate_threads: 0, bounce_buffers: 0 }
-    }
-}
 
 /// A load request.
 #[derive(Debug)]

@@ -82,7 +82,11 @@ pub struct LoadStats {
 impl LoadStats {
     pub(crate) fn add_fallback(&mut self, kind: FallbackKind, reason: impl Into<String>) {
         let reason = reason.into();
-        if !self.fallbacks.iter().any(|f| f.kind == kind && f.reason == reason) {
+        if !self
+            .fallbacks
+            .iter()
+            .any(|f| f.kind == kind && f.reason == reason)
+        {
             self.fallbacks.push(Fallback { kind, reason });
         }
     }

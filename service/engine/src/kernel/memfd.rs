@@ -1,0 +1,94 @@
+//! Sealed memfds: the memory behind the udmabuf and memfd backends.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+/// A memfd of a fixed size.
+#[derive(Debug)]
+pub struct Memfd {
+    fd: OwnedFd,
+    size: u64,
+}
+
+impl Memfd {
+    /// Creates a close-on-exec, sealable memfd of `size` bytes (sparse until populated).
+    /// `name` shows in /proc/*/fd links and /proc/*/maps.
+    pub fn create(name: &str, size: u64) -> io::Result<Memfd> {
+        let name = CString::new(name.replace('\0', "_")).map_err(io::Error::other)?;
+        let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
+        // SAFETY: `name` is NUL-terminated; the returned fd is owned only here.
+        let raw = super::check(unsafe { libc::memfd_create(name.as_ptr(), flags) })?;
+        // SAFETY: `raw` is a fresh fd nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let len =
+            libc::off_t::try_from(size).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+        // SAFETY: plain syscall on an fd we own.
+        super::check(unsafe { libc::ftruncate(fd.as_raw_fd(), len) })?;
+        Ok(Memfd { fd, size })
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Seals the size (udmabuf requires `F_SEAL_SHRINK`; growing is sealed too, and so is
+    /// sealing itself, so nobody can change the seals later).
+    pub fn seal_size(&self) -> io::Result<()> {
+        let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+        // SAFETY: plain fcntl on an fd we own.
+        super::check(unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_ADD_SEALS, seals) })?;
+        Ok(())
+    }
+
+    pub fn into_fd(self) -> OwnedFd {
+        self.fd
+    }
+}
+
+impl AsFd for Memfd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// How shmem huge pages are configured (`/sys/kernel/mm/transparent_hugepage/shmem_enabled`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ShmemThp {
+    /// memfds get huge folios when they ask (`advise`) or always (`always`, `within_size`,
+    /// `force`).
+    Available(String),
+    /// Disabled (`never`, `deny`) or unknown; the string says why.
+    Unavailable(String),
+}
+
+/// Reads the shmem THP policy, plus whether 64 KiB mTHP is enabled for shmem.
+pub fn shmem_thp() -> ShmemThp {
+    let path = "/sys/kernel/mm/transparent_hugepage/shmem_enabled";
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return ShmemThp::Unavailable(format!("{path} is not readable (no THP)"));
+    };
+    let selected = text
+        .split_whitespace()
+        .find(|w| w.starts_with('['))
+        .map(|w| w.trim_matches(['[', ']']).to_string())
+        .unwrap_or_default();
+    match selected.as_str() {
+        "always" | "within_size" | "advise" | "force" => ShmemThp::Available(selected),
+        _ => {
+            let mthp = std::fs::read_to_string(
+                "/sys/kernel/mm/transparent_hugepage/hugepages-64kB/shmem_enabled",
+            )
+            .unwrap_or_default();
+            if ["[always]", "[within_size]", "[advise]"]
+                .iter()
+                .any(|w| mthp.contains(w))
+            {
+                return ShmemThp::Available("64kB mTHP".to_string());
+            }
+            ShmemThp::Unavailable(format!(
+                "{path} is '{selected}': memfds get 4 KiB pages; set it to 'advise' for huge folios"
+            ))
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! dma-heap backend. O_DIRECT cannot target a dma-heap mapping (EFAULT), so reader threads
+//! fill a small ring of aligned bounce buffers while the allocation is still running, and
+//! copier threads move them into the mapping between `DMA_BUF_IOCTL_SYNC` start and end.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use super::control::{run_thread, Control, Failure};
+use super::plan::Plan;
+use super::read::{read_buffered, read_into_block};
+use super::Filled;
+use crate::error::{load_err, LoadError};
+use crate::kernel::dma_buf;
+use crate::kernel::dma_heap::DmaHeap;
+use crate::kernel::mmap::Mapping;
+use crate::kernel::page_size;
+use crate::request::{CancelToken, Progress};
+
+struct RingState {
+    free: Vec<Mapping>,
+    /// Filled blocks: (block, chunk index, offset of the chunk's first byte in the block).
+    filled: VecDeque<(Mapping, usize, usize)>,
+    next_chunk: usize,
+    /// Direct chunks not yet queued for copying.
+    unqueued: usize,
+    first_gather_left: usize,
+    first_gather_at: Option<Instant>,
+    alloc_done: Option<Duration>,
+}
+
+/// The allocated, mapped buffer, published by the allocating thread.
+struct Allocated {
+    fd: OwnedFd,
+    mapping: Mapping,
+}
+
+pub(crate) fn fill(
+    plan: &Plan,
+    heap: &DmaHeap,
+    name: &str,
+    cancel: &CancelToken,
+    progress: &dyn Progress,
+    started: Instant,
+) -> Result<(OwnedFd, Filled), LoadError> {
+    let knobs = plan.knobs;
+    let max_align = plan.sources.iter().map(|s| s.align()).max().unwrap_or(1);
+    let page = page_size();
+    let block_len = (knobs.chunk_size + 2 * max_align).div_ceil(page) * page;
+    let direct_chunks = plan
+        .chunks
+        .iter()
+        .filter(|c| plan.sources[c.source].direct)
+        .count();
+    let readers = knobs.reader_threads.min(plan.chunks.len()).max(1);
+    let ring = if direct_chunks == 0 {
+        0
+    } else {
+        knobs.bounce_buffers.max(readers + 1)
+    };
+    let mut free = Vec::with_capacity(ring);
+    for _ in 0..ring.min(direct_chunks + 1) {
+        free.push(
+            Mapping::anonymous(block_len as usize)
+                .map_err(|e| load_err!(NoMemory, "bounce ring: {e}"))?,
+        );
+    }
+    let state = RingState {
+        free,
+        filled: VecDeque::new(),
+        next_chunk: 0,
+        unqueued: direct_chunks,
+        first_gather_left: plan
+            .chunks
+            .iter()
+            .filter(|c| c.buffer_offset < knobs.gather_size)
+            .count(),
+        first_gather_at: None,
+        alloc_done: None,
+    };
+    let control = Control::new(cancel, progress, plan.file_bytes, state);
+    let allocated: OnceLock<Allocated> = OnceLock::new();
+    let size = plan.buffer_size;
+    let alloc_start = Instant::now();
+
+    let chunk_done = |index: usize| {
+        control.advance(plan.chunks[index].len);
+        if plan.chunks[index].buffer_offset < knobs.gather_size {
+            let mut s = control.lock();
+            s.first_gather_left -= 1;
+            if s.first_gather_left == 0 {
+                s.first_gather_at = Some(Instant::now());
+            }
+        }
+    };
+    let wait_mapped = || -> Result<&Mapping, Failure> {
+        control.wait_for(|s| s.alloc_done.map(|_| ()))?;
+        allocated
+            .get()
+            .map(|a| &a.mapping)
+            .ok_or_else(|| Failure::Error(load_err!(Internal, "allocation not published")))
+    };
+
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            run_thread(&control, || {
+                let fd = heap.allocate(size).map_err(|e| {
+                    load_err!(
+                        NoMemory,
+                        "{} refused {size} bytes ({e}); free memory and retry",
+                        heap.path().display()
+                    )
+                })?;
+                if let Err(e) = dma_buf::set_name(fd.as_fd(), name) {
+                    log::warn!("DMA_BUF_SET_NAME failed: {e}");
+                }
+                let mapping = Mapping::map_shared(fd.as_fd(), size as usize)
+                    .map_err(|e| load_err!(NoMemory, "mapping the dma-buf failed: {e}"))?;
+                dma_buf::begin_cpu_write(fd.as_fd())
+                    .map_err(|e| load_err!(Internal, "DMA_BUF_IOCTL_SYNC start failed: {e}"))?;
+                if allocated.set(Allocated { fd, mapping }).is_err() {
+                    return Err(load_err!(Internal, "allocated twice").into());
+                }
+                control.lock().alloc_done = Some(alloc_start.elapsed());
+                control.notify();
+                Ok(())
+            })
+        });
+        for _ in 0..readers {
+            scope.spawn(|| {
+                run_thread(&control, || loop {
+                    control.checkpoint()?;
+                    let index = {
+                        let mut s = control.lock();
+                        let index = s.next_chunk;
+                        s.next_chunk += 1;
+                        index
+                    };
+                    let Some(chunk) = plan.chunks.get(index) else {
+                        return Ok(());
+                    };
+                    let src = &plan.sources[chunk.source];
+                    if !src.direct {
+                        // Buffered reads can target the mapping itself (one copy, as `normal`).
+                        let mapping = wait_mapped()?;
+                        read_buffered(&control, src, chunk, mapping)?;
+                        chunk_done(index);
+                        continue;
+                    }
+                    let block = control.wait_for(|s| s.free.pop())?;
+                    match read_into_block(&control, src, chunk, &block) {
+                        Ok(start) => {
+                            let mut s = control.lock();
+                            s.filled.push_back((block, index, start));
+                            s.unqueued -= 1;
+                            drop(s);
+                            control.notify();
+                        }
+                        Err(e) => {
+                            control.lock().free.push(block);
+                            return Err(e.into());
+                        }
+                    }
+                })
+            });
+        }
+        let copiers = if direct_chunks == 0 {
+            0
+        } else {
+            knobs.populate_threads.max(1)
+        };
+        for _ in 0..copiers {
+            scope.spawn(|| {
+                run_thread(&control, || {
+                    let mapping = wait_mapped()?;
+                    loop {
+                        let next = control.wait_for(|s| match s.filled.pop_front() {
+                            Some(item) => Some(Some(item)),
+                            None if s.unqueued == 0 => Some(None),
+                            None => None,
+                        })?;
+                        let Some((block, index, start)) = next else {
+                            return Ok(());
+                        };
+                        let chunk = &plan.chunks[index];
+                        let copy_start = Instant::now();
+                        // SAFETY: the block is this thread's now; the chunk's part of the
+                        // mapping is written by this thread only.
+                        unsafe {
+                            mapping.write_at(
+                                chunk.buffer_offset as usize,
+                                block.slice(start, chunk.len as usize),
+                            );
+                        }
+                        control
+                            .copy_ns
+                            .fetch_add(copy_start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                        control.lock().free.push(block);
+                        control.notify();
+                        chunk_done(index);
+                    }
+                })
+            });
+        }
+    });
+    let allocated = allocated.into_inner();
+    if let Some(err) = control.take_error() {
+        if let Some(a) = &allocated {
+            let _ = dma_buf::end_cpu_write(a.fd.as_fd());
+        }
+        return Err(err);
+    }
+    let Some(Allocated { fd, mapping }) = allocated else {
+        return Err(load_err!(
+            Internal,
+            "the allocation thread ended without a buffer"
+        ));
+    };
+    drop(mapping);
+    dma_buf::end_cpu_write(fd.as_fd())
+        .map_err(|e| load_err!(Internal, "DMA_BUF_IOCTL_SYNC end failed: {e}"))?;
+    let s = control.lock();
+    let filled = Filled {
+        alloc: s.alloc_done.unwrap_or_default(),
+        first_gather: s
+            .first_gather_at
+            .map(|t| t.duration_since(started))
+            .unwrap_or_default(),
+        io: control.io_wall(),
+        copy: Duration::from_nanos(control.copy_ns.load(Ordering::Relaxed)),
+        bytes_direct: control.bytes_direct.load(Ordering::Relaxed),
+        bytes_buffered: control.bytes_buffered.load(Ordering::Relaxed),
+        bytes_bounced: control.bytes_bounced.load(Ordering::Relaxed),
+        fallbacks: control.fallbacks(),
+    };
+    drop(s);
+    Ok((fd, filled))
+}

@@ -1,0 +1,252 @@
+//! udmabuf and memfd backends: a sealed memfd is populated gather by gather (huge folios
+//! where the kernel allows) by populating threads, while reader threads read each populated
+//! gather straight into it with direct I/O. udmabuf wraps the memfd at the end.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::control::{run_thread, Control};
+use super::plan::Plan;
+use super::read::read_chunk;
+use super::Filled;
+use crate::error::{load_err, LoadError};
+use crate::kernel::memfd::{shmem_thp, Memfd, ShmemThp};
+use crate::kernel::mmap::Mapping;
+use crate::kernel::page_size;
+use crate::request::{CancelToken, Progress};
+use crate::stats::FallbackKind;
+
+/// Population granule: a PMD-sized huge folio.
+const HUGE: u64 = 2 << 20;
+
+struct FillState {
+    /// Next population piece to hand out.
+    next_piece: usize,
+    /// Pieces not yet populated, per gather.
+    pieces_left: Vec<u32>,
+    /// Gathers `0..gathers_ready` are populated.
+    gathers_ready: usize,
+    populated_at: Option<Instant>,
+    next_chunk: usize,
+    /// Chunks of the first gather not yet read.
+    first_gather_left: usize,
+    first_gather_at: Option<Instant>,
+}
+
+/// A population piece: `[offset, offset + len)` of gather `gather`.
+#[derive(Clone, Copy)]
+struct Piece {
+    gather: usize,
+    offset: u64,
+    len: u64,
+}
+
+fn pieces(size: u64, gather: u64, threads: usize) -> Vec<Piece> {
+    // Split each gather among the populating threads so the first gather is ready soonest.
+    let per = (gather / threads.max(1) as u64).div_ceil(HUGE).max(1) * HUGE;
+    let mut out = Vec::new();
+    let mut g_start = 0;
+    while g_start < size {
+        let g_end = (g_start + gather).min(size);
+        let mut at = g_start;
+        while at < g_end {
+            let end = (at + per).min(g_end);
+            out.push(Piece {
+                gather: (g_start / gather) as usize,
+                offset: at,
+                len: end - at,
+            });
+            at = end;
+        }
+        g_start = g_end;
+    }
+    out
+}
+
+fn populate(mapping: &Mapping, piece: Piece) -> Result<(), LoadError> {
+    match mapping.populate_write(piece.offset as usize, piece.len as usize) {
+        Ok(()) => Ok(()),
+        // Kernels before 5.14 have no MADV_POPULATE_WRITE: fault the pages in instead.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => mapping
+            .touch_pages(
+                piece.offset as usize,
+                piece.len as usize,
+                page_size() as usize,
+            )
+            .map_err(|e| load_err!(Internal, "touching memfd pages failed: {e}")),
+        Err(e) => Err(load_err!(
+            NoMemory,
+            "the kernel could not provide {} bytes of memory ({e}); free memory and retry",
+            piece.len
+        )),
+    }
+}
+
+/// Fills a new memfd with the plan's bytes. Returns the sealed memfd.
+pub(crate) fn fill(
+    plan: &Plan,
+    name: &str,
+    cancel: &CancelToken,
+    progress: &dyn Progress,
+    started: Instant,
+) -> Result<(Memfd, Filled), LoadError> {
+    let size = plan.buffer_size;
+    let alloc_start = Instant::now();
+    let memfd = Memfd::create(name, size)
+        .map_err(|e| load_err!(NoMemory, "memfd_create of {size} bytes failed: {e}"))?;
+    memfd
+        .seal_size()
+        .map_err(|e| load_err!(Internal, "sealing the memfd failed: {e}"))?;
+    let mapping = Mapping::map_shared(std::os::fd::AsFd::as_fd(&memfd), size as usize)
+        .map_err(|e| load_err!(NoMemory, "mapping the memfd failed: {e}"))?;
+
+    let knobs = plan.knobs;
+    let gather = knobs.gather_size;
+    let pieces = pieces(size, gather, knobs.populate_threads);
+    let gathers = size.div_ceil(gather) as usize;
+    let mut pieces_left = vec![0u32; gathers];
+    for p in &pieces {
+        pieces_left[p.gather] += 1;
+    }
+    let state = FillState {
+        next_piece: 0,
+        pieces_left,
+        gathers_ready: 0,
+        populated_at: None,
+        next_chunk: 0,
+        first_gather_left: plan
+            .chunks
+            .iter()
+            .filter(|c| c.buffer_offset < gather)
+            .count(),
+        first_gather_at: None,
+    };
+    let control = Control::new(cancel, progress, plan.file_bytes, state);
+    let huge = match shmem_thp() {
+        ShmemThp::Available(mode) => match mapping.advise_huge() {
+            Ok(()) => Some(mode),
+            Err(e) => {
+                control.add_fallback(
+                    FallbackKind::SmallPages,
+                    format!("MADV_HUGEPAGE failed: {e}"),
+                );
+                None
+            }
+        },
+        ShmemThp::Unavailable(why) => {
+            control.add_fallback(FallbackKind::SmallPages, why);
+            None
+        }
+    };
+    log::debug!("memfd fill: {size} bytes, huge folios: {huge:?}");
+
+    let max_align = plan.sources.iter().map(|s| s.align()).max().unwrap_or(1);
+    let bounce_len = (1u64 << 20).max(2 * max_align) as usize;
+    let readers = knobs.reader_threads.min(plan.chunks.len()).max(1);
+    std::thread::scope(|scope| {
+        for _ in 0..knobs.populate_threads {
+            scope.spawn(|| {
+                run_thread(&control, || loop {
+                    control.checkpoint()?;
+                    let index = {
+                        let mut s = control.lock();
+                        let index = s.next_piece;
+                        s.next_piece += 1;
+                        index
+                    };
+                    let Some(&piece) = pieces.get(index) else {
+                        return Ok(());
+                    };
+                    populate(&mapping, piece)?;
+                    let mut s = control.lock();
+                    s.pieces_left[piece.gather] -= 1;
+                    while s.gathers_ready < gathers && s.pieces_left[s.gathers_ready] == 0 {
+                        s.gathers_ready += 1;
+                    }
+                    if s.gathers_ready == gathers && s.populated_at.is_none() {
+                        s.populated_at = Some(Instant::now());
+                    }
+                    drop(s);
+                    control.notify();
+                })
+            });
+        }
+        for _ in 0..readers {
+            scope.spawn(|| {
+                run_thread(&control, || {
+                    let bounce = Mapping::anonymous(bounce_len)
+                        .map_err(|e| load_err!(NoMemory, "bounce block: {e}"))?;
+                    loop {
+                        control.checkpoint()?;
+                        let index = {
+                            let mut s = control.lock();
+                            let index = s.next_chunk;
+                            s.next_chunk += 1;
+                            index
+                        };
+                        let Some(chunk) = plan.chunks.get(index) else {
+                            return Ok(());
+                        };
+                        let needed = ((chunk.buffer_offset + chunk.len - 1) / gather) as usize;
+                        control.wait_for(|s| (s.gathers_ready > needed).then_some(()))?;
+                        let src = &plan.sources[chunk.source];
+                        read_chunk(&control, src, chunk, &mapping, true, &bounce)?;
+                        control.advance(chunk.len);
+                        if chunk.buffer_offset < gather {
+                            let mut s = control.lock();
+                            s.first_gather_left -= 1;
+                            if s.first_gather_left == 0 {
+                                s.first_gather_at = Some(Instant::now());
+                            }
+                        }
+                    }
+                })
+            });
+        }
+    });
+    if let Some(err) = control.take_error() {
+        return Err(err);
+    }
+    let s = control.lock();
+    if s.gathers_ready != gathers {
+        return Err(load_err!(Internal, "memfd population ended early"));
+    }
+    let populated = s.populated_at.unwrap_or_else(Instant::now);
+    let first_gather = s
+        .first_gather_at
+        .map(|t| t.duration_since(started))
+        .unwrap_or_default();
+    drop(s);
+    let filled = Filled {
+        alloc: populated.duration_since(alloc_start),
+        first_gather,
+        io: control.io_wall(),
+        copy: Duration::from_nanos(control.copy_ns.load(Ordering::Relaxed)),
+        bytes_direct: control.bytes_direct.load(Ordering::Relaxed),
+        bytes_buffered: control.bytes_buffered.load(Ordering::Relaxed),
+        bytes_bounced: control.bytes_bounced.load(Ordering::Relaxed),
+        fallbacks: control.fallbacks(),
+    };
+    drop(mapping);
+    Ok((memfd, filled))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_cover_the_buffer_gather_by_gather() {
+        let size = 300 << 20;
+        let ps = pieces(size, 128 << 20, 2);
+        let mut at = 0;
+        for p in &ps {
+            assert_eq!(p.offset, at);
+            assert_eq!(p.gather as u64, p.offset / (128 << 20));
+            assert!(p.len <= 64 << 20);
+            at += p.len;
+        }
+        assert_eq!(at, size);
+        assert_eq!(ps.len(), 2 + 2 + 1);
+    }
+}

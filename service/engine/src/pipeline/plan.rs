@@ -1,0 +1,337 @@
+//! Validation of a request and the read plan: sources, the buffer size, and chunks.
+//! Everything here runs before any allocation.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use crate::error::{load_err, LoadError};
+use crate::kernel::file::OpenFlags;
+use crate::kernel::statx::{file_facts, FileFacts};
+use crate::kernel::{cpu_count, page_size};
+use crate::request::{IoMode, LoadRequest, Tunables};
+use crate::stats::{FallbackKind, LoadStats};
+
+/// Longest debug name accepted.
+pub(crate) const MAX_NAME_LEN: usize = 255;
+
+/// A caller's file, checked and described.
+#[derive(Debug)]
+pub(crate) struct Source {
+    fd: OwnedFd,
+    /// Reads are direct: the fd carries O_DIRECT and its file system supports it.
+    pub(crate) direct: bool,
+    /// Direct-I/O memory alignment (1 when buffered).
+    pub(crate) mem_align: u64,
+    /// Direct-I/O offset/length alignment (1 when buffered).
+    pub(crate) offset_align: u64,
+    /// The file must stay at least this long until the load ends.
+    pub(crate) required_end: u64,
+}
+
+impl Source {
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Alignment satisfying both memory and offset constraints (powers of two).
+    pub(crate) fn align(&self) -> u64 {
+        self.mem_align.max(self.offset_align)
+    }
+}
+
+/// A piece of one segment, read as one unit by one thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Chunk {
+    pub(crate) source: usize,
+    pub(crate) file_offset: u64,
+    pub(crate) len: u64,
+    pub(crate) buffer_offset: u64,
+}
+
+/// Tunables with defaults applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Knobs {
+    pub(crate) gather_size: u64,
+    pub(crate) chunk_size: u64,
+    pub(crate) reader_threads: usize,
+    pub(crate) populate_threads: usize,
+    pub(crate) bounce_buffers: usize,
+}
+
+/// A validated request.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    pub(crate) sources: Vec<Source>,
+    /// Sorted by buffer offset.
+    pub(crate) chunks: Vec<Chunk>,
+    pub(crate) buffer_size: u64,
+    pub(crate) file_bytes: u64,
+    pub(crate) knobs: Knobs,
+}
+
+fn pick(value: u64, default: u64) -> u64 {
+    if value == 0 {
+        default
+    } else {
+        value
+    }
+}
+
+pub(crate) fn knobs(t: &Tunables, defaults: &Tunables) -> Result<Knobs, LoadError> {
+    let page = page_size();
+    let cpus = u64::from(cpu_count());
+    let gather_size = pick(
+        t.gather_size,
+        pick(defaults.gather_size, Tunables::DEFAULT_GATHER_SIZE),
+    );
+    let chunk_size = pick(
+        t.chunk_size,
+        pick(defaults.chunk_size, Tunables::DEFAULT_CHUNK_SIZE),
+    );
+    let reader_threads = pick(
+        u64::from(t.reader_threads),
+        pick(u64::from(defaults.reader_threads), (2 * cpus).clamp(2, 8)),
+    );
+    let populate_threads = pick(
+        u64::from(t.populate_threads),
+        pick(u64::from(defaults.populate_threads), cpus.clamp(1, 4)),
+    );
+    let bounce_buffers = pick(
+        u64::from(t.bounce_buffers),
+        pick(u64::from(defaults.bounce_buffers), 4),
+    );
+    if gather_size % page != 0 || !((1 << 20)..=(64 << 30)).contains(&gather_size) {
+        return Err(load_err!(
+            InvalidArgument,
+            "gather_size {gather_size} must be a multiple of {page} between 1 MiB and 64 GiB"
+        ));
+    }
+    if chunk_size % page != 0 || !((64 << 10)..=(256 << 20)).contains(&chunk_size) {
+        return Err(load_err!(
+            InvalidArgument,
+            "chunk_size {chunk_size} must be a multiple of {page} between 64 KiB and 256 MiB"
+        ));
+    }
+    let max = u64::from(Tunables::MAX_THREADS);
+    if reader_threads > max || populate_threads > max {
+        return Err(load_err!(
+            InvalidArgument,
+            "thread counts must be at most {max}"
+        ));
+    }
+    if bounce_buffers > 256 || bounce_buffers * chunk_size > (1 << 30) {
+        return Err(load_err!(
+            InvalidArgument,
+            "bounce_buffers × chunk_size must stay within 1 GiB (got {bounce_buffers} × {chunk_size})"
+        ));
+    }
+    Ok(Knobs {
+        gather_size,
+        chunk_size,
+        reader_threads: reader_threads as usize,
+        populate_threads: populate_threads as usize,
+        bounce_buffers: bounce_buffers as usize,
+    })
+}
+
+/// Checks a caller fd: open, readable, not `O_PATH`, a regular file.
+fn check_source(index: usize, fd: BorrowedFd<'_>) -> Result<(OpenFlags, FileFacts), LoadError> {
+    let flags = OpenFlags::of(fd).map_err(|e| {
+        load_err!(
+            BadFd,
+            "segment {index}: the fd is not open ({e}); pass an open file"
+        )
+    })?;
+    if flags.is_path_only() {
+        return Err(load_err!(
+            BadFd,
+            "segment {index}: the fd is O_PATH; open the file for reading (O_RDONLY)"
+        ));
+    }
+    if !flags.readable() {
+        return Err(load_err!(
+            BadFd,
+            "segment {index}: the fd is not open for reading; open it O_RDONLY"
+        ));
+    }
+    let facts = file_facts(fd)
+        .map_err(|e| load_err!(BadFd, "segment {index}: cannot stat the fd ({e})"))?;
+    if !facts.is_regular() {
+        return Err(load_err!(
+            BadFd,
+            "segment {index}: not a regular file (mode {:o}); pass a regular file",
+            facts.mode & libc::S_IFMT
+        ));
+    }
+    Ok((flags, facts))
+}
+
+/// Validates `req` and plans the reads. Consumes the request's fds into the plan.
+pub(crate) fn plan(
+    req: LoadRequest,
+    defaults: &Tunables,
+    max_segments: usize,
+    stats: &mut LoadStats,
+) -> Result<Plan, LoadError> {
+    if req.name.len() > MAX_NAME_LEN || req.name.contains('\0') {
+        return Err(load_err!(
+            InvalidArgument,
+            "name must be at most {MAX_NAME_LEN} bytes without NUL characters"
+        ));
+    }
+    let knobs = knobs(&req.tunables, defaults)?;
+    if req.segments.is_empty() {
+        return Err(load_err!(
+            BadSegments,
+            "no segments; pass at least one file segment"
+        ));
+    }
+    if req.segments.len() > max_segments {
+        return Err(load_err!(
+            BadSegments,
+            "{} segments exceed the limit of {max_segments}",
+            req.segments.len()
+        ));
+    }
+    let mut sources = Vec::with_capacity(req.segments.len());
+    // (buffer_offset, length, source index, file offset)
+    let mut spans = Vec::with_capacity(req.segments.len());
+    for (index, seg) in req.segments.into_iter().enumerate() {
+        let (flags, facts) = check_source(index, seg.fd.as_fd())?;
+        let length = if seg.length == 0 {
+            if seg.file_offset >= facts.size {
+                return Err(load_err!(
+                    Range,
+                    "segment {index}: offset {} is at or past the end of the file ({} bytes); \
+                     nothing to load",
+                    seg.file_offset,
+                    facts.size
+                ));
+            }
+            facts.size - seg.file_offset
+        } else {
+            seg.length
+        };
+        let Some(file_end) = seg.file_offset.checked_add(length) else {
+            return Err(load_err!(
+                Range,
+                "segment {index}: offset {} + length {length} overflows",
+                seg.file_offset
+            ));
+        };
+        if file_end > facts.size {
+            return Err(load_err!(
+                Range,
+                "segment {index}: bytes {}..{file_end} lie past the end of the file ({} bytes)",
+                seg.file_offset,
+                facts.size
+            ));
+        }
+        if seg
+            .buffer_offset
+            .checked_add(length)
+            .is_none_or(|end| end > i64::MAX as u64)
+        {
+            return Err(load_err!(
+                BadSegments,
+                "segment {index}: buffer offset {} + length {length} overflows",
+                seg.buffer_offset
+            ));
+        }
+        let wants_direct = req.io_mode != IoMode::Buffered;
+        let dio = facts.dio_offset_align.zip(facts.dio_mem_align);
+        let direct = match (flags.direct(), dio) {
+            (true, Some(_)) => {
+                if req.io_mode == IoMode::Buffered {
+                    stats.add_fallback(
+                        FallbackKind::BufferedIo,
+                        "io_mode buffered, but the fd was opened with O_DIRECT: read direct",
+                    );
+                }
+                true
+            }
+            (true, None) => {
+                stats.add_fallback(
+                    FallbackKind::BufferedIo,
+                    "the file system reports no direct I/O support (statx DIOALIGN): read \
+                     buffered",
+                );
+                false
+            }
+            (false, _) => {
+                if wants_direct {
+                    let reason = if req.io_mode == IoMode::Direct {
+                        "io_mode direct, but the fd was not opened with O_DIRECT (the service \
+                         never changes a caller's flags): read buffered; open with O_DIRECT"
+                    } else {
+                        "the fd was not opened with O_DIRECT: read buffered"
+                    };
+                    stats.add_fallback(FallbackKind::BufferedIo, reason);
+                }
+                false
+            }
+        };
+        let (mem_align, offset_align) = match (direct, dio) {
+            (true, Some((off, mem))) => (u64::from(mem).max(1), u64::from(off).max(1)),
+            _ => (1, 1),
+        };
+        if !mem_align.is_power_of_two() || !offset_align.is_power_of_two() {
+            return Err(load_err!(
+                Internal,
+                "segment {index}: odd direct-I/O alignment {mem_align}/{offset_align}"
+            ));
+        }
+        spans.push((seg.buffer_offset, length, index, seg.file_offset));
+        sources.push(Source {
+            fd: seg.fd,
+            direct,
+            mem_align,
+            offset_align,
+            required_end: file_end,
+        });
+    }
+    spans.sort_unstable();
+    for pair in spans.windows(2) {
+        let (a, b) = (pair[0], pair[1]);
+        if a.0 + a.1 > b.0 {
+            return Err(load_err!(
+                BadSegments,
+                "segments {} and {} overlap in the buffer (bytes {}..{} and {}..{})",
+                a.2,
+                b.2,
+                a.0,
+                a.0 + a.1,
+                b.0,
+                b.0 + b.1
+            ));
+        }
+    }
+    let page = page_size();
+    let end = spans.iter().map(|s| s.0 + s.1).max().unwrap_or(0);
+    let buffer_size = end.div_ceil(page) * page;
+    let file_bytes = spans.iter().map(|s| s.1).sum();
+    let mut chunks = Vec::new();
+    for &(buffer_offset, length, source, file_offset) in &spans {
+        // Cut at multiples of chunk_size in the file so that inner chunks stay aligned.
+        let mut at = file_offset;
+        let end = file_offset + length;
+        while at < end {
+            let next = ((at / knobs.chunk_size) + 1)
+                .saturating_mul(knobs.chunk_size)
+                .min(end);
+            chunks.push(Chunk {
+                source,
+                file_offset: at,
+                len: next - at,
+                buffer_offset: buffer_offset + (at - file_offset),
+            });
+            at = next;
+        }
+    }
+    Ok(Plan {
+        sources,
+        chunks,
+        buffer_size,
+        file_bytes,
+        knobs,
+    })
+}

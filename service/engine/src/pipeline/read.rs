@@ -1,0 +1,306 @@
+//! Reading one chunk of a caller's file into buffer memory.
+//!
+//! Buffered fds are read straight into the destination, and their pages dropped afterwards.
+//! `O_DIRECT` fds need every read aligned (statx DIOALIGN): the aligned body of a chunk goes
+//! straight into the destination when the destination accepts direct I/O (memfd pages) and
+//! is aligned; unaligned heads and tails, and whole chunks for destinations that do not
+//! accept direct I/O (dma-heap mappings), go through an aligned bounce block.
+
+use std::io;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Instant;
+
+use super::control::Control;
+use super::plan::{Chunk, Source};
+use crate::error::{load_err, LoadError};
+use crate::kernel::file::{drop_cached, pread_raw, RWF_DONTCACHE};
+use crate::kernel::mmap::Mapping;
+use crate::stats::FallbackKind;
+
+fn align_down(x: u64, a: u64) -> u64 {
+    x & !(a - 1)
+}
+
+fn align_up(x: u64, a: u64) -> u64 {
+    x.div_ceil(a) * a
+}
+
+/// Whether `RWF_DONTCACHE` works here: 0 unknown, 1 yes, 2 no (Linux < 6.14 or the file
+/// system lacks it).
+static DONTCACHE: AtomicU8 = AtomicU8::new(0);
+
+/// Reads until `len` bytes, end of file, or (direct) an unaligned short read, which only
+/// happens at end of file. Returns the bytes read.
+///
+/// # Safety
+/// `dst` must be valid for writes of `len` bytes and owned by this thread during the call.
+unsafe fn read_full<S>(
+    control: &Control<'_, S>,
+    src: &Source,
+    dst: *mut u8,
+    len: u64,
+    offset: u64,
+    rwf: libc::c_int,
+) -> io::Result<u64> {
+    let mut done = 0u64;
+    while done < len {
+        let start = Instant::now();
+        // SAFETY: `dst + done .. dst + len` is valid per this function's contract.
+        let n = unsafe {
+            pread_raw(
+                src.fd(),
+                dst.add(done as usize),
+                (len - done) as usize,
+                offset + done,
+                rwf,
+            )
+        }?;
+        control.note_io(start, Instant::now());
+        if n == 0 {
+            break;
+        }
+        done += n as u64;
+        if src.direct && done % src.offset_align != 0 {
+            break;
+        }
+    }
+    Ok(done)
+}
+
+fn io_error(chunk: &Chunk, at: u64, err: io::Error) -> LoadError {
+    load_err!(
+        Io,
+        "reading segment {} at file offset {at} failed: {err}; check the storage and retry",
+        chunk.source
+    )
+}
+
+fn shrunk(chunk: &Chunk, src: &Source, at: u64) -> LoadError {
+    load_err!(
+        FileChanged,
+        "segment {}: the file ended at byte {at} while {} bytes were expected; it was truncated \
+         during the load: reload it once it is stable",
+        chunk.source,
+        src.required_end
+    )
+}
+
+/// Reads `chunk` into `dst` at the chunk's buffer offset. `dst_direct`: `dst` memory
+/// accepts O_DIRECT. `bounce` is this thread's aligned scratch block.
+pub(crate) fn read_chunk<S>(
+    control: &Control<'_, S>,
+    src: &Source,
+    chunk: &Chunk,
+    dst: &Mapping,
+    dst_direct: bool,
+    bounce: &Mapping,
+) -> Result<(), LoadError> {
+    let end_in_dst = chunk.buffer_offset.checked_add(chunk.len);
+    if end_in_dst.is_none_or(|end| end > dst.len() as u64) {
+        return Err(load_err!(
+            Internal,
+            "chunk {chunk:?} lies outside the buffer"
+        ));
+    }
+    if !src.direct {
+        return read_buffered(control, src, chunk, dst);
+    }
+    let a = src.align();
+    let (off, end) = (chunk.file_offset, chunk.file_offset + chunk.len);
+    let body_start = align_up(off, a).min(end);
+    let body_end = align_down(end, a).max(body_start);
+    let body_dst = chunk.buffer_offset + (body_start - off);
+    let dst_aligned = (dst.ptr_at(body_dst as usize) as u64) % src.mem_align == 0;
+    if !(dst_direct && dst_aligned && body_end > body_start) {
+        if dst_direct && body_end > body_start {
+            control.add_fallback(
+                FallbackKind::BounceBlock,
+                "file offset and buffer offset differ in alignment: segment read through a \
+                 bounce block",
+            );
+        }
+        return read_bounced(control, src, chunk, off, end, dst, bounce);
+    }
+    if body_start > off {
+        read_bounced(control, src, chunk, off, body_start, dst, bounce)?;
+    }
+    let body_len = body_end - body_start;
+    // SAFETY: `[body_dst, body_dst + body_len)` lies within this chunk's part of `dst`
+    // (checked above), which only this thread writes.
+    let got = unsafe {
+        read_full(
+            control,
+            src,
+            dst.ptr_at(body_dst as usize),
+            body_len,
+            body_start,
+            0,
+        )
+    };
+    match got {
+        Ok(n) if n == body_len => {
+            control.bytes_direct.fetch_add(body_len, Ordering::Relaxed);
+        }
+        Ok(n) => {
+            // Short: the file shrank (EOF) — or an unaligned EOF inside the body.
+            return Err(shrunk(chunk, src, body_start + n));
+        }
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EFAULT) | Some(libc::EINVAL)) => {
+            control.add_fallback(
+                FallbackKind::BounceBlock,
+                format!("direct read into the buffer memory failed ({e}): bounced"),
+            );
+            read_bounced(control, src, chunk, body_start, body_end, dst, bounce)?;
+        }
+        Err(e) => return Err(io_error(chunk, body_start, e)),
+    }
+    if end > body_end {
+        read_bounced(control, src, chunk, body_end, end, dst, bounce)?;
+    }
+    Ok(())
+}
+
+/// Reads file bytes `[from, to)` of a direct source through `bounce` into `dst`.
+fn read_bounced<S>(
+    control: &Control<'_, S>,
+    src: &Source,
+    chunk: &Chunk,
+    from: u64,
+    to: u64,
+    dst: &Mapping,
+    bounce: &Mapping,
+) -> Result<(), LoadError> {
+    let a = src.align();
+    let cap = align_down(bounce.len() as u64, a);
+    if cap == 0 {
+        return Err(load_err!(
+            Internal,
+            "bounce block smaller than the alignment {a}"
+        ));
+    }
+    let mut at = from;
+    while at < to {
+        let window_start = align_down(at, a);
+        let window_end = align_up(to, a).min(window_start + cap);
+        // SAFETY: the bounce block is this thread's own and at least `cap` bytes long.
+        let got = unsafe {
+            read_full(
+                control,
+                src,
+                bounce.ptr_at(0),
+                window_end - window_start,
+                window_start,
+                0,
+            )
+        }
+        .map_err(|e| io_error(chunk, window_start, e))?;
+        let want_end = to.min(window_end);
+        if window_start + got < want_end {
+            return Err(shrunk(chunk, src, window_start + got));
+        }
+        let copy_start = Instant::now();
+        // SAFETY: the bounce block is ours; the destination range lies inside this chunk's
+        // part of the buffer, written by this thread only.
+        unsafe {
+            let bytes = bounce.slice((at - window_start) as usize, (want_end - at) as usize);
+            dst.write_at(
+                (chunk.buffer_offset + (at - chunk.file_offset)) as usize,
+                bytes,
+            );
+        }
+        control
+            .copy_ns
+            .fetch_add(copy_start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        control
+            .bytes_direct
+            .fetch_add(want_end - at, Ordering::Relaxed);
+        control
+            .bytes_bounced
+            .fetch_add(want_end - at, Ordering::Relaxed);
+        at = want_end;
+    }
+    Ok(())
+}
+
+/// Reads a direct source's chunk wholly into `block` (aligned window), returning the offset
+/// of the chunk's first byte in `block`. The dma-heap path copies it into the buffer later.
+pub(crate) fn read_into_block<S>(
+    control: &Control<'_, S>,
+    src: &Source,
+    chunk: &Chunk,
+    block: &Mapping,
+) -> Result<usize, LoadError> {
+    let a = src.align();
+    let window_start = align_down(chunk.file_offset, a);
+    let window_end = align_up(chunk.file_offset + chunk.len, a);
+    if window_end - window_start > block.len() as u64 {
+        return Err(load_err!(
+            Internal,
+            "bounce buffer too small for chunk {chunk:?}"
+        ));
+    }
+    // SAFETY: the block is owned by this thread until it is queued for copying.
+    let got = unsafe {
+        read_full(
+            control,
+            src,
+            block.ptr_at(0),
+            window_end - window_start,
+            window_start,
+            0,
+        )
+    }
+    .map_err(|e| io_error(chunk, window_start, e))?;
+    if window_start + got < chunk.file_offset + chunk.len {
+        return Err(shrunk(chunk, src, window_start + got));
+    }
+    control.bytes_direct.fetch_add(chunk.len, Ordering::Relaxed);
+    control
+        .bytes_bounced
+        .fetch_add(chunk.len, Ordering::Relaxed);
+    Ok((chunk.file_offset - window_start) as usize)
+}
+
+/// Reads a buffered source's chunk straight into `dst`, leaving no page cache behind.
+pub(crate) fn read_buffered<S>(
+    control: &Control<'_, S>,
+    src: &Source,
+    chunk: &Chunk,
+    dst: &Mapping,
+) -> Result<(), LoadError> {
+    let dst_ptr = dst.ptr_at(chunk.buffer_offset as usize);
+    let mut dontcache = DONTCACHE.load(Ordering::Relaxed) != 2;
+    let got = loop {
+        let rwf = if dontcache { RWF_DONTCACHE } else { 0 };
+        // SAFETY: the chunk's range of `dst` is in bounds (checked by the caller) and written
+        // by this thread only.
+        match unsafe { read_full(control, src, dst_ptr, chunk.len, chunk.file_offset, rwf) } {
+            Err(e)
+                if dontcache
+                    && matches!(
+                        e.raw_os_error(),
+                        Some(libc::EOPNOTSUPP) | Some(libc::EINVAL)
+                    ) =>
+            {
+                DONTCACHE.store(2, Ordering::Relaxed);
+                dontcache = false;
+            }
+            other => break other,
+        }
+    }
+    .map_err(|e| io_error(chunk, chunk.file_offset, e))?;
+    if dontcache {
+        DONTCACHE.store(1, Ordering::Relaxed);
+    }
+    if got < chunk.len {
+        return Err(shrunk(chunk, src, chunk.file_offset + got));
+    }
+    if !dontcache {
+        // Advisory: the bytes are in the buffer already, so a failure only leaves cache.
+        let _ = drop_cached(src.fd(), chunk.file_offset, chunk.len);
+    }
+    control
+        .bytes_buffered
+        .fetch_add(chunk.len, Ordering::Relaxed);
+    Ok(())
+}

@@ -1,0 +1,538 @@
+//! Engine tests that run anywhere: memfd backend, validation, limits, cancel, truncation.
+//! Real files on ext4 (direct I/O) and tmpfs (no direct I/O).
+
+mod common;
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::{Arc, Barrier, Mutex};
+
+use common::*;
+use dmaload_engine::{
+    Backend, BufferKind, CancelToken, Engine, EngineConfig, ErrorCode, FallbackKind, IoMode,
+    LoadRequest, NoProgress, Owner, Progress, Segment, Tunables,
+};
+
+const ODD_SIZES: [usize; 9] = [
+    1,
+    511,
+    4095,
+    4096,
+    4097,
+    8191,
+    512 * 1024 + 123,
+    (2 << 20) + 4096 * 3 + 1,
+    7 << 20,
+];
+
+#[test]
+fn memfd_whole_files_are_byte_exact_direct_and_buffered() {
+    let dir = dio_dir();
+    let engine = engine();
+    for len in ODD_SIZES {
+        for direct in [true, false] {
+            check_whole_file(&dir, &engine, BufferKind::Memfd, len, direct);
+        }
+    }
+    assert_eq!(
+        engine.total_usage().charged_bytes,
+        0,
+        "charges released with the buffers"
+    );
+}
+
+#[test]
+fn default_tunables_load_a_larger_file() {
+    let dir = dio_dir();
+    let engine = engine();
+    let len = (130 << 20) + 12345; // more than one 128 MiB gather
+    let data = pattern(len, 42);
+    let path = write_file(&dir, "big", &data);
+    let req = LoadRequest::whole_file(open_direct(&path), "big").with_buffer(BufferKind::Memfd);
+    let buf = load(&engine, req).expect("load");
+    assert!(contents(&buf)[..len] == data[..]);
+    assert_eq!(buf.stats.bytes_direct, len as u64);
+    assert!(
+        buf.stats.bytes_bounced < 1 << 20,
+        "only the unaligned tail is bounced"
+    );
+    assert!(buf.stats.first_gather <= buf.stats.total);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn segments_at_offsets_land_where_asked() {
+    let dir = dio_dir();
+    let engine = engine();
+    let data = pattern(3 << 20, 9);
+    let path = write_file(&dir, "segs", &data);
+    for direct in [true, false] {
+        // (file offset, length, buffer offset): aligned, unaligned on both sides, mismatched
+        // alignment between file and buffer, and a gap left in the buffer.
+        let layout: [(u64, u64, u64); 4] = [
+            (0, 4096, 8192),
+            (4097, 100_000, 20_000),
+            (1 << 20, 1 << 20, 1 << 20),
+            (3 * 4096 + 5, 0, (2 << 20) + 3), // to EOF
+        ];
+        let segments = layout
+            .iter()
+            .map(|&(file_offset, length, buffer_offset)| Segment {
+                fd: open(&path, direct),
+                file_offset,
+                length,
+                buffer_offset,
+            })
+            .collect();
+        let req = request(segments, BufferKind::Memfd, IoMode::Auto);
+        let buf = load(&engine, req).unwrap_or_else(|e| panic!("direct {direct}: {e}"));
+        let got = contents(&buf);
+        let mut expected = vec![0u8; buf.size as usize];
+        for &(fo, len, bo) in &layout {
+            let len = if len == 0 {
+                data.len() as u64 - fo
+            } else {
+                len
+            };
+            expected[bo as usize..(bo + len) as usize]
+                .copy_from_slice(&data[fo as usize..(fo + len) as usize]);
+        }
+        let end = (2 << 20) + 3 + (data.len() - (3 * 4096 + 5));
+        assert_eq!(buf.size, (end as u64).div_ceil(4096) * 4096);
+        assert!(got == expected, "direct {direct}: segment bytes differ");
+        if direct {
+            assert!(buf.stats.bytes_bounced > 0);
+            assert!(buf
+                .stats
+                .fallbacks
+                .iter()
+                .any(|f| f.kind == FallbackKind::BounceBlock));
+        }
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn tmpfs_files_are_read_buffered_and_say_so() {
+    let dir = tmpfs_dir();
+    let engine = engine();
+    let len = (1 << 20) + 77;
+    let data = pattern(len, 3);
+    let path = write_file(&dir, "t", &data);
+    // tmpfs may accept O_DIRECT opens; try it, else a plain fd.
+    let fd: OwnedFd = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&path)
+        .map(Into::into)
+        .unwrap_or_else(|_| open_buffered(&path));
+    let req = request(
+        vec![Segment::whole_file(fd)],
+        BufferKind::Memfd,
+        IoMode::Direct,
+    );
+    let buf = load(&engine, req).expect("load");
+    assert!(contents(&buf)[..len] == data[..]);
+    assert_eq!(
+        buf.stats.bytes_buffered, len as u64,
+        "tmpfs has no direct I/O"
+    );
+    assert!(
+        buf.stats
+            .fallbacks
+            .iter()
+            .any(|f| f.kind == FallbackKind::BufferedIo),
+        "the buffered fallback is reported: {:?}",
+        buf.stats.fallbacks
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn direct_mode_without_o_direct_falls_back_with_a_reason() {
+    let dir = dio_dir();
+    let engine = engine();
+    let path = write_file(&dir, "nd", &pattern(10_000, 1));
+    let req = request(
+        vec![Segment::whole_file(open_buffered(&path))],
+        BufferKind::Memfd,
+        IoMode::Direct,
+    );
+    let buf = load(&engine, req).expect("load");
+    let fb = &buf.stats.fallbacks;
+    assert!(fb
+        .iter()
+        .any(|f| f.kind == FallbackKind::BufferedIo && f.reason.contains("O_DIRECT")));
+    assert_eq!(buf.stats.bytes_buffered, 10_000);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+fn expect_code(engine: &Engine, req: LoadRequest, code: ErrorCode) -> String {
+    match load(engine, req) {
+        Ok(buf) => panic!("expected {code}, got a buffer of {} bytes", buf.size),
+        Err(e) => {
+            assert_eq!(e.code, code, "{e}");
+            assert!(!e.message.is_empty());
+            e.message
+        }
+    }
+}
+
+#[test]
+fn bad_fds_of_each_kind_are_refused() {
+    let dir = dio_dir();
+    let engine = engine();
+    let path = write_file(&dir, "f", &pattern(5000, 1));
+    let write_only: OwnedFd = OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("wo")
+        .into();
+    let o_path: OwnedFd = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(&path)
+        .expect("path")
+        .into();
+    let directory: OwnedFd = File::open(&dir).expect("dir").into();
+    let (pipe_reader, _pipe_writer) = std::io::pipe().expect("pipe");
+    let char_device: OwnedFd = File::open("/dev/null").expect("null").into();
+    for (what, fd) in [
+        ("write-only", write_only),
+        ("O_PATH", o_path),
+        ("directory", directory),
+        ("pipe", OwnedFd::from(pipe_reader)),
+        ("char device", char_device),
+    ] {
+        let req = request(
+            vec![Segment::whole_file(fd)],
+            BufferKind::Memfd,
+            IoMode::Auto,
+        );
+        let msg = expect_code(&engine, req, ErrorCode::BadFd);
+        assert!(msg.contains("segment 0"), "{what}: {msg}");
+    }
+    drop(_pipe_writer);
+    assert_eq!(fds_to(&path.to_string_lossy()), 0, "no fd leaked");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn ranges_and_segments_are_validated_before_allocation() {
+    let dir = dio_dir();
+    let engine = engine();
+    let path = write_file(&dir, "f", &pattern(10_000, 1));
+    let seg = |file_offset, length, buffer_offset| Segment {
+        fd: open_buffered(&path),
+        file_offset,
+        length,
+        buffer_offset,
+    };
+    let one = |s| request(vec![s], BufferKind::Memfd, IoMode::Auto);
+    expect_code(&engine, one(seg(9_000, 1_001, 0)), ErrorCode::Range);
+    expect_code(&engine, one(seg(10_000, 0, 0)), ErrorCode::Range);
+    expect_code(&engine, one(seg(20_000, 0, 0)), ErrorCode::Range);
+    expect_code(&engine, one(seg(u64::MAX - 10, 100, 0)), ErrorCode::Range);
+    expect_code(
+        &engine,
+        one(seg(0, 10, u64::MAX - 5)),
+        ErrorCode::BadSegments,
+    );
+    expect_code(
+        &engine,
+        request(vec![], BufferKind::Memfd, IoMode::Auto),
+        ErrorCode::BadSegments,
+    );
+    let overlapping = vec![seg(0, 5000, 0), seg(0, 5000, 4999)];
+    expect_code(
+        &engine,
+        request(overlapping, BufferKind::Memfd, IoMode::Auto),
+        ErrorCode::BadSegments,
+    );
+    let empty_file = write_file(&dir, "empty", &[]);
+    let req = request(
+        vec![Segment::whole_file(open_buffered(&empty_file))],
+        BufferKind::Memfd,
+        IoMode::Auto,
+    );
+    expect_code(&engine, req, ErrorCode::Range);
+    // Bad tunables.
+    for tunables in [
+        Tunables {
+            chunk_size: 1000,
+            ..Tunables::default()
+        },
+        Tunables {
+            gather_size: 4096,
+            ..Tunables::default()
+        },
+        Tunables {
+            reader_threads: 1000,
+            ..Tunables::default()
+        },
+    ] {
+        let req = one(seg(0, 0, 0)).with_tunables(tunables);
+        expect_code(&engine, req, ErrorCode::InvalidArgument);
+    }
+    let mut req = one(seg(0, 0, 0));
+    req.name = "x".repeat(300);
+    expect_code(&engine, req, ErrorCode::InvalidArgument);
+    assert_eq!(engine.total_usage(), Default::default(), "nothing charged");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn unknown_and_disallowed_backends_are_refused() {
+    let dir = dio_dir();
+    let path = write_file(&dir, "f", &pattern(5000, 1));
+    let engine = engine();
+    let one = |kind| {
+        request(
+            vec![Segment::whole_file(open_buffered(&path))],
+            kind,
+            IoMode::Auto,
+        )
+    };
+    expect_code(
+        &engine,
+        one(BufferKind::Heap("no-such-heap".into())),
+        ErrorCode::UnknownBackend,
+    );
+    let mut config = EngineConfig::from_system();
+    config.allowed_backends = vec!["udmabuf".into()];
+    let strict = Engine::new(config).expect("engine");
+    expect_code(
+        &strict,
+        one(BufferKind::Memfd),
+        ErrorCode::BackendNotAllowed,
+    );
+    let listed = engine.backends();
+    let memfd = listed
+        .iter()
+        .find(|b| b.backend == Backend::Memfd)
+        .expect("memfd listed");
+    assert!(!memfd.dma_buf && memfd.allowed);
+    if !std::path::Path::new("/dev/udmabuf").exists() {
+        expect_code(&engine, one(BufferKind::Udmabuf), ErrorCode::UnknownBackend);
+    }
+    if !std::path::Path::new("/dev/dma_heap").exists() {
+        // Auto on a host without dma-bufs: a memfd, and the result says so plainly.
+        let buf = load(&engine, one(BufferKind::Auto)).expect("auto");
+        assert_eq!(buf.backend, Backend::Memfd);
+        assert!(!buf.backend.is_dma_buf());
+        assert!(buf
+            .stats
+            .fallbacks
+            .iter()
+            .any(|f| f.reason.contains("NOT a dma-buf")));
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
+
+fn capped_engine() -> Engine {
+    let mut config = EngineConfig::from_system();
+    config.global_cap_bytes = 3 << 20;
+    config.per_owner_cap_bytes = 2 << 20;
+    config.max_buffer_bytes = (3 << 19) + 4096;
+    Engine::new(config).expect("engine")
+}
+
+#[test]
+fn caps_are_enforced_before_allocation_and_released_on_drop() {
+    let dir = dio_dir();
+    let engine = capped_engine();
+    let path = write_file(&dir, "f", &pattern(2 << 20, 1));
+    let part = |len| {
+        request(
+            vec![Segment {
+                fd: open_direct(&path),
+                file_offset: 0,
+                length: len,
+                buffer_offset: 0,
+            }],
+            BufferKind::Memfd,
+            IoMode::Auto,
+        )
+    };
+    let load_as = |uid, req| engine.load(Owner::new(uid), req, &CancelToken::new(), &NoProgress);
+    assert_eq!(
+        load_as(1, part(2 << 20)).unwrap_err().code,
+        ErrorCode::TooLarge
+    );
+    let a = load_as(1, part(1 << 20)).expect("first");
+    assert_eq!(engine.usage(1).charged_bytes, 1 << 20);
+    assert_eq!(engine.usage(1).loads_in_flight, 0);
+    assert_eq!(
+        load_as(1, part((1 << 20) + 1)).unwrap_err().code,
+        ErrorCode::CallerCap
+    );
+    let b = load_as(2, part(3 << 19)).expect("other owner");
+    assert_eq!(
+        load_as(3, part(1 << 20)).unwrap_err().code,
+        ErrorCode::GlobalCap
+    );
+    drop(a);
+    assert_eq!(engine.usage(1).charged_bytes, 0);
+    let c = load_as(3, part(1 << 20)).expect("after release");
+    drop((b, c));
+    assert_eq!(engine.total_usage(), Default::default());
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// A progress sink that runs an action once, after the first chunk.
+struct OnFirstProgress<F: Fn() + Sync>(F, Mutex<bool>);
+
+impl<F: Fn() + Sync> Progress for OnFirstProgress<F> {
+    fn progress(&self, _done: u64, _total: u64) {
+        let mut fired = self.1.lock().expect("lock");
+        if !*fired {
+            *fired = true;
+            (self.0)();
+        }
+    }
+}
+
+#[test]
+fn cancel_mid_load_frees_everything() {
+    let dir = dio_dir();
+    let engine = engine();
+    let path = write_file(&dir, "f", &pattern(24 << 20, 5));
+    let cancel = CancelToken::new();
+    let sink = OnFirstProgress(|| cancel.cancel(), Mutex::new(false));
+    let req = request(
+        vec![Segment::whole_file(open_direct(&path))],
+        BufferKind::Memfd,
+        IoMode::Auto,
+    )
+    .with_tunables(Tunables {
+        chunk_size: 64 << 10,
+        reader_threads: 1,
+        ..small_tunables()
+    });
+    let mut req = req;
+    req.name = "cancel-me".into();
+    let err = engine
+        .load(Owner::new(7), req, &cancel, &sink)
+        .expect_err("cancelled");
+    assert_eq!(err.code, ErrorCode::Cancelled, "{err}");
+    assert_eq!(
+        engine.usage(7),
+        Default::default(),
+        "charge and slot released"
+    );
+    assert_eq!(fds_to("cancel-me"), 0, "memfd closed");
+    assert_eq!(fds_to(&path.to_string_lossy()), 0, "file fd closed");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn a_file_truncated_mid_load_is_a_specific_error() {
+    let dir = dio_dir();
+    let engine = engine();
+    for direct in [true, false] {
+        let path = write_file(&dir, "f", &pattern(24 << 20, 5));
+        let truncate = || {
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .expect("open for truncate");
+            f.set_len(1 << 20).expect("truncate");
+        };
+        let sink = OnFirstProgress(truncate, Mutex::new(false));
+        let req = request(
+            vec![Segment::whole_file(open(&path, direct))],
+            BufferKind::Memfd,
+            IoMode::Auto,
+        )
+        .with_tunables(Tunables {
+            chunk_size: 64 << 10,
+            reader_threads: 1,
+            ..small_tunables()
+        });
+        let err = engine
+            .load(Owner::new(8), req, &CancelToken::new(), &sink)
+            .expect_err("shrunk");
+        assert_eq!(err.code, ErrorCode::FileChanged, "direct {direct}: {err}");
+        assert_eq!(engine.usage(8), Default::default());
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn concurrent_loads_beyond_the_limit_are_busy() {
+    let dir = dio_dir();
+    let mut config = EngineConfig::from_system();
+    config.max_concurrent_loads = 1;
+    let engine = Arc::new(Engine::new(config).expect("engine"));
+    let path = write_file(&dir, "f", &pattern(4 << 20, 5));
+    let in_load = Arc::new(Barrier::new(2));
+    let may_finish = Arc::new(Barrier::new(2));
+    let first = {
+        let (engine, path, in_load, may_finish) = (
+            engine.clone(),
+            path.clone(),
+            in_load.clone(),
+            may_finish.clone(),
+        );
+        std::thread::spawn(move || {
+            let sink = OnFirstProgress(
+                || {
+                    in_load.wait();
+                    may_finish.wait();
+                },
+                Mutex::new(false),
+            );
+            let req = request(
+                vec![Segment::whole_file(open_direct(&path))],
+                BufferKind::Memfd,
+                IoMode::Auto,
+            );
+            engine
+                .load(Owner::new(1), req, &CancelToken::new(), &sink)
+                .map(|b| b.size)
+        })
+    };
+    in_load.wait();
+    let req = request(
+        vec![Segment::whole_file(open_direct(&path))],
+        BufferKind::Memfd,
+        IoMode::Auto,
+    );
+    let err = engine
+        .load(Owner::new(2), req, &CancelToken::new(), &NoProgress)
+        .expect_err("busy");
+    assert_eq!(err.code, ErrorCode::Busy);
+    may_finish.wait();
+    assert_eq!(first.join().expect("thread").expect("first load"), 4 << 20);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn engine_is_shared_by_many_threads() {
+    let dir = dio_dir();
+    let engine = Arc::new(engine());
+    let path = write_file(&dir, "f", &pattern((3 << 20) + 5, 11));
+    let data = pattern((3 << 20) + 5, 11);
+    let threads: Vec<_> = (0..4)
+        .map(|i| {
+            let (engine, path) = (engine.clone(), path.clone());
+            std::thread::spawn(move || {
+                let req = request(
+                    vec![Segment::whole_file(open(&path, i % 2 == 0))],
+                    BufferKind::Memfd,
+                    IoMode::Auto,
+                );
+                let buf = engine
+                    .load(Owner::new(i), req, &CancelToken::new(), &NoProgress)
+                    .expect("load");
+                contents(&buf)
+            })
+        })
+        .collect();
+    for t in threads {
+        let got = t.join().expect("thread");
+        assert!(got[..data.len()] == data[..]);
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
