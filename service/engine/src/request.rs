@@ -99,7 +99,6 @@ impl Tunables {
     pub const MAX_THREADS: u32 = 64;
 }
 
-
 /// A load request.
 #[derive(Debug)]
 pub struct LoadRequest {
