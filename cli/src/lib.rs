@@ -1,1 +1,3 @@
-//! dmaload-cli (skeleton; filled by its issue).
+//! The `dmaload` command (in progress: argument syntax first).
+
+pub mod args;

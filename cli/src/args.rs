@@ -1,0 +1,235 @@
+//! Command-line syntax of `dmaload`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dmaload",
+    version,
+    about = "Load files into dma-bufs through the dmaload service",
+    after_help = "Endpoint: --endpoint, else $DMALOAD_ENDPOINT, $DMALOAD_SOCKET, kernel binder where \
+                  registered, else the RPC socket $XDG_RUNTIME_DIR/dmaload/dmaloadd.sock \
+                  (/tmp/dmaload-$UID/dmaloadd.sock). On Linux, when nothing answers on the \
+                  default socket, a private dmaloadd is started there."
+)]
+pub struct Cli {
+    /// Service endpoint: "binder", "binder:<instance>", "unix:<socket>" or a socket path.
+    #[arg(long, global = true, value_name = "ENDPOINT")]
+    pub endpoint: Option<String>,
+    /// Never start a private dmaloadd; fail when no service answers.
+    #[arg(long, global = true)]
+    pub no_spawn: bool,
+    /// The dmaloadd binary to start when none answers (default: next to this binary, then $PATH).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub dmaloadd: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load files (or FILE:OFFSET:LEN segments, placed one after another) into one buffer.
+    Load(LoadArgs),
+    /// List the buffer backends (dma-heaps, udmabuf, memfd) the service offers.
+    Heaps(OutputArgs),
+    /// Show the service's accounting for this caller and overall.
+    Stats(OutputArgs),
+    /// Print the service's dump (what dumpsys shows).
+    Dump {
+        /// Arguments passed to the dump.
+        args: Vec<String>,
+    },
+    /// Run the engine benchmark inside the service.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// FILE or FILE:OFFSET:LEN (LEN 0 = to the end of the file; sizes accept K, M, G suffixes).
+    #[arg(required = true, value_name = "FILE[:OFFSET:LEN]")]
+    pub segments: Vec<String>,
+    /// Buffer backend (see `dmaload heaps`); default: the service chooses.
+    #[arg(long)]
+    pub heap: Option<String>,
+    /// I/O mode: auto, direct or buffered.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "direct", "buffered"])]
+    pub mode: String,
+    /// Gather size: bytes of buffer filled per batch (e.g. 128M); default: the service's.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub gather: Option<u64>,
+    /// Buffer name.
+    #[arg(long, default_value = "dmaload-cli")]
+    pub name: String,
+    /// Compute the SHA-256 of the loaded bytes by reading the returned buffer.
+    #[arg(long)]
+    pub checksum: bool,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// File to load in the benchmark.
+    pub file: PathBuf,
+    /// Repetitions per scheme.
+    #[arg(long, default_value_t = 3)]
+    pub runs: u32,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A `FILE[:OFFSET:LEN]` argument.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentArg {
+    pub path: PathBuf,
+    pub offset: u64,
+    /// 0 = to the end of the file.
+    pub length: u64,
+}
+
+impl SegmentArg {
+    /// Parses from the right, so paths containing ':' still work when no range is given.
+    pub fn parse(text: &str) -> Result<SegmentArg, String> {
+        let mut parts = text.rsplitn(3, ':');
+        let last = parts.next().unwrap_or_default();
+        let middle = parts.next();
+        let first = parts.next();
+        if let (Some(path), Some(offset), length) = (first, middle, last) {
+            if let (Ok(offset), Ok(length)) = (parse_size(offset), parse_size(length)) {
+                if path.is_empty() {
+                    return Err(format!("{text:?}: missing file name before :OFFSET:LEN"));
+                }
+                return Ok(SegmentArg {
+                    path: PathBuf::from(path),
+                    offset,
+                    length,
+                });
+            }
+        }
+        if text.is_empty() {
+            return Err("empty file name".to_string());
+        }
+        Ok(SegmentArg {
+            path: PathBuf::from(text),
+            offset: 0,
+            length: 0,
+        })
+    }
+}
+
+/// Parses a byte count: decimal or 0x-hex, with an optional K/M/G/T (binary) suffix.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let bad = || format!("{text:?} is not a size (examples: 4096, 0x1000, 64K, 128M, 2GiB)");
+    let t = text.trim();
+    // "128MiB" and "128MB" mean "128M".
+    let t = match t.strip_suffix("iB").or_else(|| t.strip_suffix('B')) {
+        Some(rest) if rest.ends_with(|c: char| "kKmMgGtT".contains(c)) => rest,
+        _ => t,
+    };
+    let (digits, shift) = match t.chars().last() {
+        Some(c) if "kKmMgGtT".contains(c) => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                _ => 40,
+            };
+            (&t[..t.len() - 1], shift)
+        }
+        _ => (t, 0),
+    };
+    let value = match digits.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => digits.parse::<u64>(),
+    }
+    .map_err(|_| bad())?;
+    value
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_parse_from_the_right() {
+        assert_eq!(
+            SegmentArg::parse("/m/w.bin:4096:1M").unwrap(),
+            SegmentArg {
+                path: "/m/w.bin".into(),
+                offset: 4096,
+                length: 1 << 20
+            }
+        );
+        assert_eq!(
+            SegmentArg::parse("/m/w.bin").unwrap(),
+            SegmentArg {
+                path: "/m/w.bin".into(),
+                offset: 0,
+                length: 0
+            }
+        );
+        // A path with colons but no numeric range is a path.
+        assert_eq!(
+            SegmentArg::parse("a:b:c").unwrap().path,
+            PathBuf::from("a:b:c")
+        );
+        assert!(SegmentArg::parse(":0:0").is_err());
+        assert!(SegmentArg::parse("").is_err());
+    }
+
+    #[test]
+    fn sizes_accept_suffixes_and_hex() {
+        assert_eq!(parse_size("128M"), Ok(128 << 20));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("0xB"), Ok(11));
+        assert_eq!(parse_size("0x1000"), Ok(4096));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("99999999999T").is_err());
+        assert!(parse_size("").is_err());
+    }
+
+    #[test]
+    fn the_readme_command_line_parses() {
+        let cli = Cli::try_parse_from([
+            "dmaload",
+            "load",
+            "/tmp/w.bin",
+            "/tmp/x.bin:0:4K",
+            "--heap",
+            "system",
+            "--mode",
+            "direct",
+            "--gather",
+            "64M",
+            "--checksum",
+            "--json",
+        ])
+        .expect("parse");
+        let Command::Load(load) = cli.command else {
+            panic!("not load")
+        };
+        assert_eq!(load.segments.len(), 2);
+        assert_eq!(load.gather, Some(64 << 20));
+        assert!(load.checksum && load.json);
+        assert!(Cli::try_parse_from(["dmaload", "load", "f", "--mode", "fast"]).is_err());
+        assert!(Cli::try_parse_from(["dmaload", "load"]).is_err());
+    }
+}

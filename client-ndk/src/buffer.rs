@@ -1,0 +1,98 @@
+//! What a load returns, and what the service reports about itself.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use crate::dmabuf::MappedBuffer;
+use crate::error::{Error, Result};
+use crate::request::IoMode;
+
+/// Timings (nanoseconds) and byte counts of one load, as the service measured them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoadStats {
+    pub total_ns: u64,
+    pub alloc_ns: u64,
+    pub first_gather_ns: u64,
+    pub io_ns: u64,
+    pub copy_ns: u64,
+    pub direct_bytes: u64,
+    pub buffered_bytes: u64,
+    pub bounced_bytes: u64,
+    /// Every fallback as "<kind>: <reason>".
+    pub fallbacks: Vec<String>,
+}
+
+/// A filled buffer. Owns the buffer fd until [`LoadedBuffer::take_fd`].
+#[derive(Debug)]
+pub struct LoadedBuffer {
+    pub(crate) fd: Option<OwnedFd>,
+    pub(crate) size: u64,
+    pub(crate) buffer_id: i64,
+    pub(crate) backend: String,
+    pub(crate) name: String,
+    pub(crate) io_mode: IoMode,
+    pub(crate) stats: LoadStats,
+    pub(crate) opened_direct: bool,
+}
+
+impl LoadedBuffer {
+    /// The buffer fd while this object still owns it.
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.fd.as_ref().map(|fd| fd.as_fd())
+    }
+
+    /// Takes ownership of the buffer fd (once).
+    pub fn take_fd(&mut self) -> Option<OwnedFd> {
+        self.fd.take()
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The service's id of the buffer, for [`crate::Loader::release_buffer`].
+    pub fn buffer_id(&self) -> i64 {
+        self.buffer_id
+    }
+
+    /// `heap:<name>`, `udmabuf` or `memfd`.
+    pub fn backend(&self) -> &str {
+        &self.backend
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// How the file was read: `Direct`, `Buffered`, or `Auto` when both were used.
+    pub fn io_mode(&self) -> IoMode {
+        self.io_mode
+    }
+
+    pub fn stats(&self) -> &LoadStats {
+        &self.stats
+    }
+
+    /// False when a path-based segment had to be opened without O_DIRECT.
+    pub fn opened_direct(&self) -> bool {
+        self.opened_direct
+    }
+
+    /// Maps the first `len` bytes for reading (synced with `DMA_BUF_IOCTL_SYNC`).
+    pub fn map(&self, len: u64) -> Result<MappedBuffer<'_>> {
+        let fd = self
+            .fd()
+            .ok_or_else(|| Error::os(libc::EBADF, "the buffer fd was taken"))?;
+        MappedBuffer::map(fd, len.min(self.size))
+    }
+}
+
+/// One buffer backend the service offers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeapInfo {
+    /// The name a request uses: `heap:<name>`, `udmabuf` or `memfd`.
+    pub name: String,
+    pub allowed: bool,
+    pub max_buffer_bytes: u64,
+    pub dma_buf: bool,
+    pub detail: String,
+}

@@ -1,0 +1,233 @@
+//! The client's one error type.
+//!
+//! Two kinds of failure reach a client: the service refused or failed a request (a stable
+//! [`ErrorCode`], docs/DESIGN.md), or something on this side failed before or while talking
+//! to the service (an OS error: opening a file, connecting, a broken transport). The C API
+//! returns the first as the positive code and the second as a negative errno, so one `int`
+//! carries both.
+
+use std::fmt;
+
+/// Stable service error codes (docs/DESIGN.md). Same numbers as the AIDL `ErrorCode` and the
+/// C API's `DMALOAD_E_*`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(i32)]
+pub enum ErrorCode {
+    InvalidArgument = 1,
+    BadFd = 2,
+    Range = 3,
+    BadSegments = 4,
+    UnknownBackend = 5,
+    BackendNotAllowed = 6,
+    TooLarge = 7,
+    GlobalCap = 8,
+    CallerCap = 9,
+    Busy = 10,
+    NoMemory = 11,
+    Io = 12,
+    FileChanged = 13,
+    Cancelled = 14,
+    PermissionDenied = 15,
+    NotFound = 16,
+    Internal = 17,
+}
+
+impl ErrorCode {
+    /// Every code, in numeric order.
+    pub const ALL: [ErrorCode; 17] = [
+        ErrorCode::InvalidArgument,
+        ErrorCode::BadFd,
+        ErrorCode::Range,
+        ErrorCode::BadSegments,
+        ErrorCode::UnknownBackend,
+        ErrorCode::BackendNotAllowed,
+        ErrorCode::TooLarge,
+        ErrorCode::GlobalCap,
+        ErrorCode::CallerCap,
+        ErrorCode::Busy,
+        ErrorCode::NoMemory,
+        ErrorCode::Io,
+        ErrorCode::FileChanged,
+        ErrorCode::Cancelled,
+        ErrorCode::PermissionDenied,
+        ErrorCode::NotFound,
+        ErrorCode::Internal,
+    ];
+
+    pub fn code(self) -> i32 {
+        self as i32
+    }
+
+    pub fn from_code(code: i32) -> Option<ErrorCode> {
+        ErrorCode::ALL.iter().copied().find(|c| c.code() == code)
+    }
+
+    /// The stable name (`INVALID_ARGUMENT`, ...), as in docs/DESIGN.md.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidArgument => "INVALID_ARGUMENT",
+            ErrorCode::BadFd => "BAD_FD",
+            ErrorCode::Range => "RANGE",
+            ErrorCode::BadSegments => "BAD_SEGMENTS",
+            ErrorCode::UnknownBackend => "UNKNOWN_BACKEND",
+            ErrorCode::BackendNotAllowed => "BACKEND_NOT_ALLOWED",
+            ErrorCode::TooLarge => "TOO_LARGE",
+            ErrorCode::GlobalCap => "GLOBAL_CAP",
+            ErrorCode::CallerCap => "CALLER_CAP",
+            ErrorCode::Busy => "BUSY",
+            ErrorCode::NoMemory => "NO_MEMORY",
+            ErrorCode::Io => "IO",
+            ErrorCode::FileChanged => "FILE_CHANGED",
+            ErrorCode::Cancelled => "CANCELLED",
+            ErrorCode::PermissionDenied => "PERMISSION_DENIED",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::Internal => "INTERNAL",
+        }
+    }
+
+    /// What the code means and what the caller should do (docs/DESIGN.md). Static, so the C
+    /// API can hand it out without ownership questions.
+    pub fn description(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidArgument => {
+                "invalid argument: a request field is malformed (negative or zero where not allowed, bad tunable)"
+            }
+            ErrorCode::BadFd => {
+                "bad file descriptor: a segment fd is closed, not a regular file, O_PATH, or not open for reading"
+            }
+            ErrorCode::Range => "range: the file range is past end of file or offset + length overflows",
+            ErrorCode::BadSegments => {
+                "bad segments: no segments, too many, overlapping in the buffer, or beyond the buffer"
+            }
+            ErrorCode::UnknownBackend => {
+                "unknown backend: the heap/backend name is not known or not present on this device; list heaps first"
+            }
+            ErrorCode::BackendNotAllowed => {
+                "backend not allowed: the backend is present but disabled by the service configuration"
+            }
+            ErrorCode::TooLarge => "too large: the buffer is larger than the service's maximum buffer size",
+            ErrorCode::GlobalCap => {
+                "global cap: the load would exceed the service's global byte cap; retry later or release buffers"
+            }
+            ErrorCode::CallerCap => {
+                "caller cap: the load would exceed this caller's byte cap; release buffers first"
+            }
+            ErrorCode::Busy => "busy: too many concurrent loads (service-wide or for this caller); retry later",
+            ErrorCode::NoMemory => "no memory: the kernel refused the buffer allocation",
+            ErrorCode::Io => "I/O error: a read of the file failed (the message names the errno)",
+            ErrorCode::FileChanged => "file changed: the file shrank or was truncated during the load",
+            ErrorCode::Cancelled => "cancelled: the load was cancelled (by the caller or its death)",
+            ErrorCode::PermissionDenied => "permission denied: the caller is not allowed to use the service",
+            ErrorCode::NotFound => "not found: unknown load handle or buffer id",
+            ErrorCode::Internal => "internal error in the service: a bug; please report it with the message",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}({})", self.name(), self.code())
+    }
+}
+
+/// A failed client call.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The service answered with one of its stable codes.
+    #[error("{code}: {message}")]
+    Service { code: ErrorCode, message: String },
+    /// A failure on this side or in the transport, as a positive errno.
+    #[error("{message} ({})", std::io::Error::from_raw_os_error(*errno))]
+    Os { errno: i32, message: String },
+}
+
+impl Error {
+    pub fn service(code: ErrorCode, message: impl Into<String>) -> Error {
+        Error::Service {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn os(errno: i32, message: impl Into<String>) -> Error {
+        Error::Os {
+            errno,
+            message: message.into(),
+        }
+    }
+
+    /// An OS error with what was being done, e.g. `open /data/model.bin`.
+    pub fn from_io(what: impl fmt::Display, err: &std::io::Error) -> Error {
+        let errno = err.raw_os_error().unwrap_or(libc::EIO);
+        Error::os(errno, format!("{what}: {err}"))
+    }
+
+    /// The service code, if the service produced this error.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Error::Service { code, .. } => Some(*code),
+            Error::Os { .. } => None,
+        }
+    }
+
+    /// The C API's value: the positive service code, or a negative errno.
+    pub fn c_code(&self) -> i32 {
+        match self {
+            Error::Service { code, .. } => code.code(),
+            Error::Os { errno, .. } => -errno.abs().max(1),
+        }
+    }
+
+    /// The detailed message (without the code's name).
+    pub fn message(&self) -> &str {
+        match self {
+            Error::Service { message, .. } | Error::Os { message, .. } => message,
+        }
+    }
+}
+
+/// A message for any C API return value: a service code, a negative errno, or 0.
+pub fn describe_code(code: i32) -> String {
+    if code == 0 {
+        return "success".to_string();
+    }
+    if let Some(c) = ErrorCode::from_code(code) {
+        return c.description().to_string();
+    }
+    if code < 0 {
+        if let Some(errno) = code.checked_neg() {
+            return std::io::Error::from_raw_os_error(errno).to_string();
+        }
+    }
+    format!("unknown dmaload status {code}")
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_match_the_design_table() {
+        for (i, code) in ErrorCode::ALL.iter().enumerate() {
+            assert_eq!(code.code(), i as i32 + 1);
+            assert_eq!(ErrorCode::from_code(code.code()), Some(*code));
+        }
+        assert_eq!(ErrorCode::from_code(0), None);
+        assert_eq!(ErrorCode::from_code(18), None);
+        assert_eq!(ErrorCode::Cancelled.code(), 14);
+        assert_eq!(ErrorCode::Internal.name(), "INTERNAL");
+    }
+
+    #[test]
+    fn c_codes_keep_service_and_os_errors_apart() {
+        assert_eq!(Error::service(ErrorCode::Range, "x").c_code(), 3);
+        assert_eq!(Error::os(libc::ENOENT, "x").c_code(), -libc::ENOENT);
+        assert!(describe_code(-libc::ENOENT).contains("No such file"));
+        assert!(describe_code(9).starts_with("caller cap"));
+        assert_eq!(describe_code(0), "success");
+        assert!(describe_code(1000).contains("unknown"));
+        assert!(describe_code(i32::MIN).contains("unknown"));
+    }
+}
