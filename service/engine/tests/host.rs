@@ -62,6 +62,29 @@ fn default_tunables_load_a_larger_file() {
 }
 
 #[test]
+fn chunks_larger_than_gathers_still_complete() {
+    let dir = dio_dir();
+    let engine = engine();
+    let len = (9 << 20) + 3;
+    let data = pattern(len, 77);
+    let path = write_file(&dir, "g", &data);
+    let tunables = Tunables {
+        gather_size: 1 << 20,
+        chunk_size: 4 << 20,
+        ..Tunables::default()
+    };
+    let req = request(
+        vec![Segment::whole_file(open_direct(&path))],
+        BufferKind::Memfd,
+        IoMode::Auto,
+    )
+    .with_tunables(tunables);
+    let buf = load(&engine, req).expect("load");
+    assert!(contents(&buf)[..len] == data[..]);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
 fn segments_at_offsets_land_where_asked() {
     let dir = dio_dir();
     let engine = engine();

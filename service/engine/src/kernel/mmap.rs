@@ -103,6 +103,13 @@ impl Mapping {
         self.madvise(offset, len, libc::MADV_POPULATE_WRITE)
     }
 
+    /// Removes a range's pages from this mapping (`MADV_DONTNEED`). For a shared file
+    /// mapping the data stays in the file (the memfd); only our page tables let go, so the
+    /// process's RSS does not grow with the buffer.
+    pub fn drop_pages(&self, offset: usize, len: usize) -> io::Result<()> {
+        self.madvise(offset, len, libc::MADV_DONTNEED)
+    }
+
     /// Fallback for kernels without `MADV_POPULATE_WRITE`: touch one byte per page.
     pub fn touch_pages(&self, offset: usize, len: usize, page: usize) -> io::Result<()> {
         if offset.checked_add(len).is_none_or(|end| end > self.len) {

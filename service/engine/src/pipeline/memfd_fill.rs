@@ -28,9 +28,30 @@ struct FillState {
     gathers_ready: usize,
     populated_at: Option<Instant>,
     next_chunk: usize,
-    /// Chunks of the first gather not yet read.
-    first_gather_left: usize,
+    /// Chunks not yet read, per gather (a chunk counts in every gather it touches).
+    chunks_left: Vec<u32>,
+    /// Gathers `0..gathers_read` are populated and read; their pages left our mapping.
+    gathers_read: usize,
     first_gather_at: Option<Instant>,
+}
+
+/// Gathers populated ahead of the readers at most. The memfd mapping only holds these
+/// (finished gathers are dropped from it), so the process's peak RSS stays bounded by
+/// `IN_FLIGHT_GATHERS × gather_size` whatever the file size.
+const IN_FLIGHT_GATHERS: usize = 2;
+
+impl FillState {
+    /// Advances `gathers_read` over finished gathers; returns the newly finished range.
+    fn finish_gathers(&mut self) -> std::ops::Range<usize> {
+        let from = self.gathers_read;
+        while self.gathers_read < self.gathers_ready && self.chunks_left[self.gathers_read] == 0 {
+            self.gathers_read += 1;
+        }
+        if from == 0 && self.gathers_read > 0 && self.first_gather_at.is_none() {
+            self.first_gather_at = Some(Instant::now());
+        }
+        from..self.gathers_read
+    }
 }
 
 /// A population piece: `[offset, offset + len)` of gather `gather`.
@@ -108,17 +129,22 @@ pub(crate) fn fill(
     for p in &pieces {
         pieces_left[p.gather] += 1;
     }
+    let mut chunks_left = vec![0u32; gathers];
+    for c in &plan.chunks {
+        let first = (c.buffer_offset / gather) as usize;
+        let last = ((c.buffer_offset + c.len - 1) / gather) as usize;
+        for left in &mut chunks_left[first..=last] {
+            *left += 1;
+        }
+    }
     let state = FillState {
         next_piece: 0,
         pieces_left,
         gathers_ready: 0,
         populated_at: None,
         next_chunk: 0,
-        first_gather_left: plan
-            .chunks
-            .iter()
-            .filter(|c| c.buffer_offset < gather)
-            .count(),
+        chunks_left,
+        gathers_read: 0,
         first_gather_at: None,
     };
     let control = Control::new(cancel, progress, plan.file_bytes, state);
@@ -143,20 +169,35 @@ pub(crate) fn fill(
     let max_align = plan.sources.iter().map(|s| s.align()).max().unwrap_or(1);
     let bounce_len = (1u64 << 20).max(2 * max_align) as usize;
     let readers = knobs.reader_threads.min(plan.chunks.len()).max(1);
+    // Drops finished gathers from our mapping: the memfd keeps the pages.
+    let release = |range: std::ops::Range<usize>| -> Result<(), LoadError> {
+        if range.is_empty() {
+            return Ok(());
+        }
+        let start = range.start as u64 * gather;
+        let end = (range.end as u64 * gather).min(size);
+        mapping
+            .drop_pages(start as usize, (end - start) as usize)
+            .map_err(|e| load_err!(Internal, "MADV_DONTNEED on finished gathers failed: {e}"))
+    };
+    // A chunk may span several gathers; populate far enough ahead for any chunk.
+    let ahead = IN_FLIGHT_GATHERS.max(knobs.chunk_size.div_ceil(gather) as usize + 1);
     std::thread::scope(|scope| {
         for _ in 0..knobs.populate_threads {
             scope.spawn(|| {
                 run_thread(&control, || loop {
-                    control.checkpoint()?;
-                    let index = {
-                        let mut s = control.lock();
-                        let index = s.next_piece;
+                    let piece = control.wait_for(|s| {
+                        let Some(&piece) = pieces.get(s.next_piece) else {
+                            return Some(None);
+                        };
+                        // Stay a few gathers ahead of the readers, no more.
+                        if piece.gather >= s.gathers_read + ahead {
+                            return None;
+                        }
                         s.next_piece += 1;
-                        index
-                    };
-                    let Some(&piece) = pieces.get(index) else {
-                        return Ok(());
-                    };
+                        Some(Some(piece))
+                    })?;
+                    let Some(piece) = piece else { return Ok(()) };
                     populate(&mapping, piece)?;
                     let mut s = control.lock();
                     s.pieces_left[piece.gather] -= 1;
@@ -166,8 +207,11 @@ pub(crate) fn fill(
                     if s.gathers_ready == gathers && s.populated_at.is_none() {
                         s.populated_at = Some(Instant::now());
                     }
+                    // Gathers without chunks (gaps between segments) finish on population.
+                    let finished = s.finish_gathers();
                     drop(s);
                     control.notify();
+                    release(finished)?;
                 })
             });
         }
@@ -187,18 +231,20 @@ pub(crate) fn fill(
                         let Some(chunk) = plan.chunks.get(index) else {
                             return Ok(());
                         };
-                        let needed = ((chunk.buffer_offset + chunk.len - 1) / gather) as usize;
-                        control.wait_for(|s| (s.gathers_ready > needed).then_some(()))?;
+                        let first = (chunk.buffer_offset / gather) as usize;
+                        let last = ((chunk.buffer_offset + chunk.len - 1) / gather) as usize;
+                        control.wait_for(|s| (s.gathers_ready > last).then_some(()))?;
                         let src = &plan.sources[chunk.source];
                         read_chunk(&control, src, chunk, &mapping, true, &bounce)?;
                         control.advance(chunk.len);
-                        if chunk.buffer_offset < gather {
-                            let mut s = control.lock();
-                            s.first_gather_left -= 1;
-                            if s.first_gather_left == 0 {
-                                s.first_gather_at = Some(Instant::now());
-                            }
+                        let mut s = control.lock();
+                        for left in &mut s.chunks_left[first..=last] {
+                            *left -= 1;
                         }
+                        let finished = s.finish_gathers();
+                        drop(s);
+                        control.notify();
+                        release(finished)?;
                     }
                 })
             });
@@ -208,8 +254,8 @@ pub(crate) fn fill(
         return Err(err);
     }
     let s = control.lock();
-    if s.gathers_ready != gathers {
-        return Err(load_err!(Internal, "memfd population ended early"));
+    if s.gathers_read != gathers {
+        return Err(load_err!(Internal, "memfd fill ended early"));
     }
     let populated = s.populated_at.unwrap_or_else(Instant::now);
     let first_gather = s

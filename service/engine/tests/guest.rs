@@ -1,0 +1,235 @@
+//! dma-heap and udmabuf tests: they need /dev/dma_heap/system and /dev/udmabuf, which only
+//! the virtual device has. They are `#[ignore]`d on hosts and run in the guest by
+//! `tools/test.d/30-engine-guest` (`cargo test -- --ignored`), where a missing device fails
+//! them.
+
+mod common;
+
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::Mutex;
+
+use common::*;
+use dmaload_engine::{
+    Backend, BufferKind, CancelToken, Engine, EngineConfig, ErrorCode, FallbackKind, IoMode, Owner,
+    Progress, Segment, Tunables,
+};
+
+const SIZES: [usize; 7] = [
+    1,
+    4095,
+    4096,
+    4097,
+    512 * 1024 + 123,
+    (2 << 20) + 4096 * 3 + 1,
+    9 << 20,
+];
+
+fn system_heap() -> BufferKind {
+    BufferKind::Heap("system".into())
+}
+
+#[test]
+#[ignore = "needs /dev/dma_heap/system: runs in the virtual device"]
+fn heap_loads_are_byte_exact() {
+    let dir = dio_dir();
+    let engine = engine();
+    for len in SIZES {
+        for direct in [true, false] {
+            check_whole_file(&dir, &engine, system_heap(), len, direct);
+        }
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+#[ignore = "needs /dev/udmabuf: runs in the virtual device"]
+fn udmabuf_loads_are_byte_exact() {
+    let dir = dio_dir();
+    let engine = engine();
+    for len in SIZES {
+        for direct in [true, false] {
+            check_whole_file(&dir, &engine, BufferKind::Udmabuf, len, direct);
+        }
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+#[ignore = "needs dma-heap and udmabuf: runs in the virtual device"]
+fn segments_at_offsets_in_dma_bufs() {
+    let dir = dio_dir();
+    let engine = engine();
+    let data = pattern(3 << 20, 9);
+    let path = write_file(&dir, "segs", &data);
+    let layout: [(u64, u64, u64); 3] = [
+        (4097, 100_000, 20_000),
+        (1 << 20, 1 << 20, 1 << 20),
+        (3 * 4096 + 5, 0, (2 << 20) + 3),
+    ];
+    for kind in [system_heap(), BufferKind::Udmabuf] {
+        for direct in [true, false] {
+            let segments = layout
+                .iter()
+                .map(|&(file_offset, length, buffer_offset)| Segment {
+                    fd: open(&path, direct),
+                    file_offset,
+                    length,
+                    buffer_offset,
+                })
+                .collect();
+            let buf = load(&engine, request(segments, kind.clone(), IoMode::Auto))
+                .unwrap_or_else(|e| panic!("{kind:?} direct {direct}: {e}"));
+            let mut expected = vec![0u8; buf.size as usize];
+            for &(fo, len, bo) in &layout {
+                let len = if len == 0 {
+                    data.len() as u64 - fo
+                } else {
+                    len
+                };
+                expected[bo as usize..(bo + len) as usize]
+                    .copy_from_slice(&data[fo as usize..(fo + len) as usize]);
+            }
+            assert!(
+                contents(&buf) == expected,
+                "{kind:?} direct {direct}: bytes differ"
+            );
+        }
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+#[ignore = "needs dma-heap and udmabuf: runs in the virtual device"]
+fn backends_auto_and_names() {
+    let engine = engine();
+    let listed = engine.backends();
+    let names: Vec<String> = listed.iter().map(|b| b.backend.name()).collect();
+    assert!(names.contains(&"heap:system".to_string()), "{names:?}");
+    assert!(names.contains(&"udmabuf".to_string()), "{names:?}");
+    let dir = dio_dir();
+    let path = write_file(&dir, "f", &pattern(300_000, 1));
+    let mut req = request(
+        vec![Segment::whole_file(open_direct(&path))],
+        BufferKind::Auto,
+        IoMode::Auto,
+    );
+    req.name = "guest-auto-name".into();
+    let buf = load(&engine, req).expect("auto");
+    assert!(
+        buf.backend.is_dma_buf(),
+        "auto picks a dma-buf here, got {}",
+        buf.backend
+    );
+    // The dma-buf carries its debug name (fdinfo shows it).
+    let fdinfo =
+        std::fs::read_to_string(format!("/proc/self/fdinfo/{}", buf.fd.as_fd().as_raw_fd()))
+            .expect("fdinfo");
+    assert!(
+        fdinfo.contains("guest-auto-name"),
+        "name missing from fdinfo:\n{fdinfo}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+#[ignore = "needs dma-heap and udmabuf: runs in the virtual device"]
+fn udmabuf_over_its_size_limit_falls_back_to_a_heap() {
+    let dir = dio_dir();
+    // A 1 MiB limit (as if udmabuf.size_limit_mb=1) makes a 2 MiB file too large.
+    let limit_file = dir.join("size_limit_mb");
+    std::fs::write(&limit_file, "1\n").expect("limit file");
+    let mut config = EngineConfig::from_system();
+    config.udmabuf_size_limit_file = limit_file;
+    let engine = Engine::new(config).expect("engine");
+    let data = pattern(2 << 20, 4);
+    let path = write_file(&dir, "f", &data);
+    let req = request(
+        vec![Segment::whole_file(open_direct(&path))],
+        BufferKind::Udmabuf,
+        IoMode::Auto,
+    );
+    let buf = load(&engine, req).expect("fallback");
+    assert_eq!(buf.backend, Backend::Heap("system".into()));
+    assert!(buf
+        .stats
+        .fallbacks
+        .iter()
+        .any(|f| f.kind == FallbackKind::Backend && f.reason.contains("size_limit_mb")));
+    assert!(contents(&buf)[..data.len()] == data[..]);
+    // The kernel's own limit is respected too: udmabuf is listed with it.
+    let real = engine_limit();
+    assert!(real > 0);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+fn engine_limit() -> u64 {
+    let engine = engine();
+    engine
+        .backends()
+        .into_iter()
+        .find(|b| b.backend == Backend::Udmabuf)
+        .map(|b| b.max_buffer_bytes)
+        .unwrap_or(0)
+}
+
+struct OnFirstProgress<F: Fn() + Sync>(F, Mutex<bool>);
+
+impl<F: Fn() + Sync> Progress for OnFirstProgress<F> {
+    fn progress(&self, _done: u64, _total: u64) {
+        let mut fired = self.1.lock().expect("lock");
+        if !*fired {
+            *fired = true;
+            (self.0)();
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs dma-heap and udmabuf: runs in the virtual device"]
+fn cancel_and_truncation_in_dma_buf_backends() {
+    let dir = dio_dir();
+    let engine = engine();
+    let small = Tunables {
+        gather_size: 2 << 20,
+        chunk_size: 64 << 10,
+        reader_threads: 1,
+        ..Tunables::default()
+    };
+    for kind in [system_heap(), BufferKind::Udmabuf] {
+        let path = write_file(&dir, "f", &pattern(16 << 20, 5));
+        let cancel = CancelToken::new();
+        let sink = OnFirstProgress(|| cancel.cancel(), Mutex::new(false));
+        let req = request(
+            vec![Segment::whole_file(open_direct(&path))],
+            kind.clone(),
+            IoMode::Auto,
+        )
+        .with_tunables(small);
+        let err = engine
+            .load(Owner::new(5), req, &cancel, &sink)
+            .expect_err("cancelled");
+        assert_eq!(err.code, ErrorCode::Cancelled, "{kind:?}: {err}");
+        assert_eq!(engine.usage(5), Default::default());
+
+        let truncate = || {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .expect("open");
+            f.set_len(1 << 20).expect("truncate");
+        };
+        let sink = OnFirstProgress(truncate, Mutex::new(false));
+        let req = request(
+            vec![Segment::whole_file(open_direct(&path))],
+            kind.clone(),
+            IoMode::Auto,
+        )
+        .with_tunables(small);
+        let err = engine
+            .load(Owner::new(5), req, &CancelToken::new(), &sink)
+            .expect_err("shrunk");
+        assert_eq!(err.code, ErrorCode::FileChanged, "{kind:?}: {err}");
+        assert_eq!(engine.usage(5), Default::default());
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
