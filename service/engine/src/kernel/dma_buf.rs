@@ -81,11 +81,12 @@ pub fn set_name(fd: BorrowedFd<'_>, name: &str) -> io::Result<()> {
 }
 
 /// Starts CPU reads of a dma-buf mapping.
-fn begin_cpu_read(fd: BorrowedFd<'_>) -> io::Result<()> {
+pub fn begin_cpu_read(fd: BorrowedFd<'_>) -> io::Result<()> {
     sync(fd, SYNC_START | SYNC_READ)
 }
 
-fn end_cpu_read(fd: BorrowedFd<'_>) -> io::Result<()> {
+/// Ends CPU reads of a dma-buf mapping.
+pub fn end_cpu_read(fd: BorrowedFd<'_>) -> io::Result<()> {
     sync(fd, SYNC_END | SYNC_READ)
 }
 

@@ -80,3 +80,37 @@ pub fn drop_cached(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> 
 
 /// `RWF_DONTCACHE` (Linux 6.14+): buffered reads that leave no page cache behind.
 pub const RWF_DONTCACHE: libc::c_int = libc::RWF_DONTCACHE;
+
+/// Bytes of `[0, len)` of a file resident in the page cache (`mincore` over a read-only
+/// mapping). Used to measure page-cache growth.
+pub fn resident_bytes(fd: BorrowedFd<'_>, len: u64) -> io::Result<u64> {
+    if len == 0 {
+        return Ok(0);
+    }
+    let page = super::page_size();
+    let len = usize::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    // SAFETY: a new read-only shared mapping at an address of the kernel's choice.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    if addr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let mut vec = vec![0u8; len.div_ceil(page as usize)];
+    // SAFETY: `addr..addr+len` is our mapping; `vec` has one byte per page.
+    let ret = unsafe { libc::mincore(addr, len, vec.as_mut_ptr()) };
+    let err = io::Error::last_os_error();
+    // SAFETY: unmapping exactly the mapping made above; nothing refers to it.
+    unsafe { libc::munmap(addr, len) };
+    if ret != 0 {
+        return Err(err);
+    }
+    Ok(vec.iter().filter(|&&b| b & 1 != 0).count() as u64 * page)
+}

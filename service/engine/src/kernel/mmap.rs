@@ -163,6 +163,38 @@ impl Mapping {
     }
 }
 
+/// Safe access for single-owner uses (tools, benchmarks): `&mut self` proves exclusivity.
+impl Mapping {
+    /// Reads file bytes into `[offset, offset + len)` of the mapping with one `pread`
+    /// (EINTR retried). Returns the bytes read.
+    pub fn pread_into(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        offset: usize,
+        len: usize,
+        file_offset: u64,
+    ) -> io::Result<usize> {
+        if offset.checked_add(len).is_none_or(|end| end > self.len) {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        // SAFETY: in bounds (checked); `&mut self` means nobody else accesses the mapping.
+        unsafe { super::file::pread_raw(fd, self.ptr_at(offset), len, file_offset, 0) }
+    }
+
+    /// Copies `src` into the mapping at `offset`.
+    pub fn copy_from(&mut self, offset: usize, src: &[u8]) {
+        // SAFETY: `&mut self` means nobody else accesses the mapping; bounds are asserted.
+        unsafe { self.write_at(offset, src) }
+    }
+
+    /// The whole mapping as bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: every writer either holds `&mut self` or promised exclusivity through the
+        // `unsafe` accessors, which excludes readers.
+        unsafe { self.slice(0, self.len) }
+    }
+}
+
 impl Drop for Mapping {
     fn drop(&mut self) {
         // SAFETY: unmapping exactly what we mapped; no references outlive `self`.

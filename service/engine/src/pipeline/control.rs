@@ -143,6 +143,20 @@ impl<'a, S> Control<'a, S> {
             .clone()
     }
 
+    /// The counters as a backend's report.
+    pub(crate) fn filled(&self, alloc: Duration, first_gather: Duration) -> super::Filled {
+        super::Filled {
+            alloc,
+            first_gather,
+            io: self.io_wall(),
+            copy: Duration::from_nanos(self.copy_ns.load(Ordering::Relaxed)),
+            bytes_direct: self.bytes_direct.load(Ordering::Relaxed),
+            bytes_buffered: self.bytes_buffered.load(Ordering::Relaxed),
+            bytes_bounced: self.bytes_bounced.load(Ordering::Relaxed),
+            fallbacks: self.fallbacks(),
+        }
+    }
+
     /// Adds `bytes` to the progress and tells the caller's sink.
     pub(crate) fn advance(&self, bytes: u64) {
         let done = self.bytes_done.fetch_add(bytes, Ordering::AcqRel) + bytes;

@@ -222,19 +222,12 @@ pub(crate) fn fill(
     dma_buf::end_cpu_write(fd.as_fd())
         .map_err(|e| load_err!(Internal, "DMA_BUF_IOCTL_SYNC end failed: {e}"))?;
     let s = control.lock();
-    let filled = Filled {
-        alloc: s.alloc_done.unwrap_or_default(),
-        first_gather: s
-            .first_gather_at
+    let filled = control.filled(
+        s.alloc_done.unwrap_or_default(),
+        s.first_gather_at
             .map(|t| t.duration_since(started))
             .unwrap_or_default(),
-        io: control.io_wall(),
-        copy: Duration::from_nanos(control.copy_ns.load(Ordering::Relaxed)),
-        bytes_direct: control.bytes_direct.load(Ordering::Relaxed),
-        bytes_buffered: control.bytes_buffered.load(Ordering::Relaxed),
-        bytes_bounced: control.bytes_bounced.load(Ordering::Relaxed),
-        fallbacks: control.fallbacks(),
-    };
+    );
     drop(s);
     Ok((fd, filled))
 }

@@ -2,11 +2,10 @@
 //! where the kernel allows) by populating threads, while reader threads read each populated
 //! gather straight into it with direct I/O. udmabuf wraps the memfd at the end.
 
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::control::{run_thread, Control};
-use super::plan::Plan;
+use super::plan::{Chunk, Plan};
 use super::read::read_chunk;
 use super::Filled;
 use crate::error::{load_err, LoadError};
@@ -40,6 +39,9 @@ struct FillState {
 /// `IN_FLIGHT_GATHERS × gather_size` whatever the file size.
 const IN_FLIGHT_GATHERS: usize = 2;
 
+/// Buffers up to this size are filled by the calling thread alone.
+const INLINE_MAX: u64 = HUGE;
+
 impl FillState {
     /// Advances `gathers_read` over finished gathers; returns the newly finished range.
     fn finish_gathers(&mut self) -> std::ops::Range<usize> {
@@ -54,6 +56,43 @@ impl FillState {
     }
 }
 
+/// The buffer cut into gathers. The first gathers are small and double in size up to the
+/// gather size (2, 4, 8, ... MiB), so reads start after a few milliseconds of population
+/// instead of after a whole gather: `T(first gather)` shrinks for every file size.
+pub(crate) struct Gathers {
+    starts: Vec<u64>,
+    size: u64,
+}
+
+impl Gathers {
+    pub(crate) fn new(size: u64, gather: u64) -> Gathers {
+        let mut starts = Vec::new();
+        let mut at = 0;
+        let mut next = HUGE.min(gather);
+        while at < size {
+            starts.push(at);
+            at += next;
+            next = (next * 2).min(gather);
+        }
+        Gathers { starts, size }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.starts.len()
+    }
+
+    /// The gather holding byte `offset`.
+    pub(crate) fn of(&self, offset: u64) -> usize {
+        self.starts
+            .partition_point(|&s| s <= offset)
+            .saturating_sub(1)
+    }
+
+    pub(crate) fn start(&self, index: usize) -> u64 {
+        self.starts.get(index).copied().unwrap_or(self.size)
+    }
+}
+
 /// A population piece: `[offset, offset + len)` of gather `gather`.
 #[derive(Clone, Copy)]
 struct Piece {
@@ -62,24 +101,49 @@ struct Piece {
     len: u64,
 }
 
-fn pieces(size: u64, gather: u64, threads: usize) -> Vec<Piece> {
-    // Split each gather among the populating threads so the first gather is ready soonest.
-    let per = (gather / threads.max(1) as u64).div_ceil(HUGE).max(1) * HUGE;
+fn split_at_gathers(chunks: &[Chunk], gathers: &Gathers) -> Vec<Chunk> {
+    let mut out = Vec::with_capacity(chunks.len() + gathers.len());
+    for c in chunks {
+        let mut rest = *c;
+        loop {
+            let boundary = gathers.start(gathers.of(rest.buffer_offset) + 1);
+            let end = rest.buffer_offset + rest.len;
+            if boundary >= end {
+                out.push(rest);
+                break;
+            }
+            let head = boundary - rest.buffer_offset;
+            out.push(Chunk { len: head, ..rest });
+            rest = Chunk {
+                source: rest.source,
+                file_offset: rest.file_offset + head,
+                len: rest.len - head,
+                buffer_offset: boundary,
+            };
+        }
+    }
+    out
+}
+
+fn pieces(gathers: &Gathers, threads: usize) -> Vec<Piece> {
+    // Split each gather among the populating threads so that it is ready soonest.
     let mut out = Vec::new();
-    let mut g_start = 0;
-    while g_start < size {
-        let g_end = (g_start + gather).min(size);
+    for g in 0..gathers.len() {
+        let (g_start, g_end) = (gathers.start(g), gathers.start(g + 1));
+        let per = ((g_end - g_start) / threads.max(1) as u64)
+            .div_ceil(HUGE)
+            .max(1)
+            * HUGE;
         let mut at = g_start;
         while at < g_end {
             let end = (at + per).min(g_end);
             out.push(Piece {
-                gather: (g_start / gather) as usize,
+                gather: g,
                 offset: at,
                 len: end - at,
             });
             at = end;
         }
-        g_start = g_end;
     }
     out
 }
@@ -122,17 +186,22 @@ pub(crate) fn fill(
         .map_err(|e| load_err!(NoMemory, "mapping the memfd failed: {e}"))?;
 
     let knobs = plan.knobs;
-    let gather = knobs.gather_size;
-    let pieces = pieces(size, gather, knobs.populate_threads);
-    let gathers = size.div_ceil(gather) as usize;
+    let layout = Gathers::new(size, knobs.gather_size);
+    let pieces = pieces(&layout, knobs.populate_threads);
+    let gathers = layout.len();
     let mut pieces_left = vec![0u32; gathers];
     for p in &pieces {
         pieces_left[p.gather] += 1;
     }
     let mut chunks_left = vec![0u32; gathers];
-    for c in &plan.chunks {
-        let first = (c.buffer_offset / gather) as usize;
-        let last = ((c.buffer_offset + c.len - 1) / gather) as usize;
+    // Populate far enough ahead for any chunk (a chunk may span several gathers).
+    let mut ahead = IN_FLIGHT_GATHERS;
+    // Chunks end at gather boundaries too, so each gather is read as soon as it is ready.
+    let chunks = split_at_gathers(&plan.chunks, &layout);
+    for c in &chunks {
+        let first = layout.of(c.buffer_offset);
+        let last = layout.of(c.buffer_offset + c.len - 1);
+        ahead = ahead.max(last - first + 2);
         for left in &mut chunks_left[first..=last] {
             *left += 1;
         }
@@ -168,20 +237,44 @@ pub(crate) fn fill(
 
     let max_align = plan.sources.iter().map(|s| s.align()).max().unwrap_or(1);
     let bounce_len = (1u64 << 20).max(2 * max_align) as usize;
-    let readers = knobs.reader_threads.min(plan.chunks.len()).max(1);
+    let readers = knobs.reader_threads.min(chunks.len()).max(1);
+    if size <= INLINE_MAX {
+        // Small buffers: threads and pre-population cost more than they overlap; the reads
+        // fault the few pages in themselves.
+        let alloc = alloc_start.elapsed();
+        let bounce =
+            Mapping::anonymous(bounce_len).map_err(|e| load_err!(NoMemory, "bounce block: {e}"))?;
+        for chunk in &chunks {
+            if control.checkpoint().is_err() {
+                return Err(control
+                    .take_error()
+                    .unwrap_or_else(|| load_err!(Internal, "stopped")));
+            }
+            read_chunk(
+                &control,
+                &plan.sources[chunk.source],
+                chunk,
+                &mapping,
+                true,
+                &bounce,
+            )?;
+            control.advance(chunk.len);
+        }
+        let filled = control.filled(alloc, started.elapsed());
+        drop(mapping);
+        return Ok((memfd, filled));
+    }
     // Drops finished gathers from our mapping: the memfd keeps the pages.
     let release = |range: std::ops::Range<usize>| -> Result<(), LoadError> {
         if range.is_empty() {
             return Ok(());
         }
-        let start = range.start as u64 * gather;
-        let end = (range.end as u64 * gather).min(size);
+        let start = layout.start(range.start);
+        let end = layout.start(range.end);
         mapping
             .drop_pages(start as usize, (end - start) as usize)
             .map_err(|e| load_err!(Internal, "MADV_DONTNEED on finished gathers failed: {e}"))
     };
-    // A chunk may span several gathers; populate far enough ahead for any chunk.
-    let ahead = IN_FLIGHT_GATHERS.max(knobs.chunk_size.div_ceil(gather) as usize + 1);
     std::thread::scope(|scope| {
         for _ in 0..knobs.populate_threads {
             scope.spawn(|| {
@@ -228,11 +321,11 @@ pub(crate) fn fill(
                             s.next_chunk += 1;
                             index
                         };
-                        let Some(chunk) = plan.chunks.get(index) else {
+                        let Some(chunk) = chunks.get(index) else {
                             return Ok(());
                         };
-                        let first = (chunk.buffer_offset / gather) as usize;
-                        let last = ((chunk.buffer_offset + chunk.len - 1) / gather) as usize;
+                        let first = layout.of(chunk.buffer_offset);
+                        let last = layout.of(chunk.buffer_offset + chunk.len - 1);
                         control.wait_for(|s| (s.gathers_ready > last).then_some(()))?;
                         let src = &plan.sources[chunk.source];
                         read_chunk(&control, src, chunk, &mapping, true, &bounce)?;
@@ -263,16 +356,7 @@ pub(crate) fn fill(
         .map(|t| t.duration_since(started))
         .unwrap_or_default();
     drop(s);
-    let filled = Filled {
-        alloc: populated.duration_since(alloc_start),
-        first_gather,
-        io: control.io_wall(),
-        copy: Duration::from_nanos(control.copy_ns.load(Ordering::Relaxed)),
-        bytes_direct: control.bytes_direct.load(Ordering::Relaxed),
-        bytes_buffered: control.bytes_buffered.load(Ordering::Relaxed),
-        bytes_bounced: control.bytes_bounced.load(Ordering::Relaxed),
-        fallbacks: control.fallbacks(),
-    };
+    let filled = control.filled(populated.duration_since(alloc_start), first_gather);
     drop(mapping);
     Ok((memfd, filled))
 }
@@ -282,17 +366,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pieces_cover_the_buffer_gather_by_gather() {
-        let size = 300 << 20;
-        let ps = pieces(size, 128 << 20, 2);
+    fn gathers_grow_to_the_gather_size_and_pieces_cover_them() {
+        let size = (300 << 20) + 4096;
+        let layout = Gathers::new(size, 128 << 20);
+        let starts: Vec<u64> = (0..layout.len()).map(|g| layout.start(g) >> 20).collect();
+        assert_eq!(starts, [0, 2, 6, 14, 30, 62, 126, 254]);
+        assert_eq!(layout.of(0), 0);
+        assert_eq!(layout.of((2 << 20) - 1), 0);
+        assert_eq!(layout.of(2 << 20), 1);
+        assert_eq!(layout.of(size - 1), 7);
+        let ps = pieces(&layout, 2);
         let mut at = 0;
         for p in &ps {
             assert_eq!(p.offset, at);
-            assert_eq!(p.gather as u64, p.offset / (128 << 20));
+            assert_eq!(p.gather, layout.of(p.offset));
             assert!(p.len <= 64 << 20);
             at += p.len;
         }
         assert_eq!(at, size);
-        assert_eq!(ps.len(), 2 + 2 + 1);
+        assert_eq!(Gathers::new(4096, 1 << 20).len(), 1);
     }
 }

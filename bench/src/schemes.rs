@@ -1,0 +1,301 @@
+//! The schemes measured: the floors, the seed's ways of loading a file into a dma-buf, and
+//! dmaload. Each run opens its own fds; the clock covers allocation to the last byte in.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use dmaload_engine::kernel::dma_buf;
+use dmaload_engine::kernel::dma_heap::DmaHeap;
+use dmaload_engine::kernel::memfd::{shmem_thp, Memfd, ShmemThp};
+use dmaload_engine::kernel::mmap::Mapping;
+use dmaload_engine::kernel::udmabuf::Udmabuf;
+use dmaload_engine::{
+    BufferKind, CancelToken, Engine, IoMode, LoadRequest, LoadStats, NoProgress, Owner,
+};
+
+const CHUNK: usize = 8 << 20;
+
+/// One scheme as measured: a name from the JSON schema, a backend, an I/O mode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    /// Allocation alone: a dma-heap allocation or a memfd populated by one thread.
+    AllocFloor { heap: Option<String> },
+    /// Raw O_DIRECT read of the file at dmaload's parallelism into reused buffers.
+    DirectFloor { threads: usize },
+    /// alloc + mmap + buffered read (a heap; a memfd where there is none).
+    Normal { heap: Option<String> },
+    /// memfd + UDMABUF_CREATE + buffered read into the memfd mapping.
+    UdmabufBuffered,
+    /// memfd + UDMABUF_CREATE + one serial O_DIRECT read into the memfd mapping.
+    UdmabufDirect,
+    /// heap alloc + mmap, then serial O_DIRECT reads into an 8 MiB bounce buffer + memcpy.
+    HeapBounce { heap: String },
+    /// The engine with a buffer kind, O_DIRECT fd.
+    Dmaload { kind: BufferKind },
+}
+
+impl Scheme {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Scheme::AllocFloor { .. } => "alloc_floor",
+            Scheme::DirectFloor { .. } => "direct_floor",
+            Scheme::Normal { .. } => "normal",
+            Scheme::UdmabufBuffered => "udmabuf_buffered",
+            Scheme::UdmabufDirect => "udmabuf_direct",
+            Scheme::HeapBounce { .. } => "heap_bounce",
+            Scheme::Dmaload { .. } => "dmaload",
+        }
+    }
+
+    pub fn backend(&self) -> String {
+        let heap_or_memfd = |h: &Option<String>| match h {
+            Some(h) => format!("heap:{h}"),
+            None => "memfd".to_string(),
+        };
+        match self {
+            Scheme::AllocFloor { heap } | Scheme::Normal { heap } => heap_or_memfd(heap),
+            Scheme::DirectFloor { threads } => format!("{threads} threads"),
+            Scheme::UdmabufBuffered | Scheme::UdmabufDirect => "udmabuf".to_string(),
+            Scheme::HeapBounce { heap } => format!("heap:{heap}"),
+            Scheme::Dmaload { kind } => match kind {
+                BufferKind::Auto => "auto".to_string(),
+                BufferKind::Heap(h) => format!("heap:{h}"),
+                BufferKind::Udmabuf => "udmabuf".to_string(),
+                BufferKind::Memfd => "memfd".to_string(),
+            },
+        }
+    }
+
+    pub fn io_mode(&self) -> &'static str {
+        match self {
+            Scheme::AllocFloor { .. } => "none",
+            Scheme::Normal { .. } | Scheme::UdmabufBuffered => "buffered",
+            _ => "direct",
+        }
+    }
+}
+
+/// Where a run happens.
+pub struct Bench<'a> {
+    pub engine: &'a Engine,
+    pub heap_dir: PathBuf,
+    pub udmabuf: PathBuf,
+}
+
+/// What one run produced besides its time.
+#[derive(Default)]
+pub struct RunOutput {
+    pub elapsed: Duration,
+    /// The buffer fd and size, kept until the caller measured and (maybe) verified it.
+    pub buffer: Option<(OwnedFd, usize)>,
+    pub stats: Option<LoadStats>,
+    pub backend_used: Option<String>,
+}
+
+fn open_direct(path: &Path) -> Result<OwnedFd> {
+    Ok(OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .with_context(|| format!("open {} with O_DIRECT", path.display()))?
+        .into())
+}
+
+fn open_buffered(path: &Path) -> Result<OwnedFd> {
+    Ok(File::open(path)
+        .with_context(|| format!("open {}", path.display()))?
+        .into())
+}
+
+fn page_round(n: u64) -> u64 {
+    n.div_ceil(4096) * 4096
+}
+
+/// Reads `len` file bytes into `map` from offset 0 in calls of at most `step` bytes.
+fn read_into(map: &mut Mapping, fd: &OwnedFd, len: usize, step: usize) -> Result<()> {
+    let mut at = 0;
+    while at < len {
+        let want = step.min(len - at);
+        let want = if want % 4096 != 0 {
+            want.div_ceil(4096) * 4096
+        } else {
+            want
+        };
+        let want = want.min(map.len() - at);
+        let n = map
+            .pread_into(fd.as_fd(), at, want, at as u64)
+            .context("pread")?;
+        ensure!(n > 0, "unexpected end of file at {at}");
+        at += n;
+    }
+    Ok(())
+}
+
+fn memfd_populated(size: u64) -> Result<(Memfd, Mapping)> {
+    let memfd = Memfd::create("bench-alloc", size)?;
+    let map = Mapping::map_shared(memfd.as_fd(), size as usize)?;
+    if matches!(shmem_thp(), ShmemThp::Available(_)) {
+        map.advise_huge()?;
+    }
+    map.populate_write(0, size as usize)?;
+    Ok((memfd, map))
+}
+
+impl Bench<'_> {
+    /// Runs `scheme` once on `path` (`size` bytes).
+    pub fn run(&self, scheme: &Scheme, path: &Path, size: u64) -> Result<RunOutput> {
+        let buf_size = page_round(size);
+        let mut out = RunOutput::default();
+        match scheme {
+            Scheme::AllocFloor { heap: Some(heap) } => {
+                let heap = DmaHeap::open(&self.heap_dir, heap)?;
+                let start = Instant::now();
+                let fd = heap.allocate(buf_size)?;
+                out.elapsed = start.elapsed();
+                drop(fd);
+            }
+            Scheme::AllocFloor { heap: None } => {
+                let start = Instant::now();
+                let (memfd, map) = memfd_populated(buf_size)?;
+                out.elapsed = start.elapsed();
+                drop((map, memfd));
+            }
+            Scheme::DirectFloor { threads } => {
+                let fd = open_direct(path)?;
+                let next = AtomicU64::new(0);
+                let start = Instant::now();
+                std::thread::scope(|s| -> Result<()> {
+                    let workers: Vec<_> = (0..*threads)
+                        .map(|_| {
+                            s.spawn(|| -> Result<()> {
+                                let mut block = Mapping::anonymous(CHUNK)?;
+                                loop {
+                                    let off = next.fetch_add(CHUNK as u64, Ordering::Relaxed);
+                                    if off >= size {
+                                        return Ok(());
+                                    }
+                                    let len = page_round((size - off).min(CHUNK as u64)) as usize;
+                                    block.pread_into(fd.as_fd(), 0, len, off)?;
+                                }
+                            })
+                        })
+                        .collect();
+                    for w in workers {
+                        w.join().map_err(|_| anyhow::anyhow!("reader panicked"))??;
+                    }
+                    Ok(())
+                })?;
+                out.elapsed = start.elapsed();
+            }
+            Scheme::Normal { heap } => {
+                let fd = open_buffered(path)?;
+                let start = Instant::now();
+                let (buf_fd, mut map): (OwnedFd, Mapping) = match heap {
+                    Some(heap) => {
+                        let buf = DmaHeap::open(&self.heap_dir, heap)?.allocate(buf_size)?;
+                        let map = Mapping::map_shared(buf.as_fd(), buf_size as usize)?;
+                        (buf, map)
+                    }
+                    None => {
+                        let memfd = Memfd::create("bench-normal", buf_size)?;
+                        let map = Mapping::map_shared(memfd.as_fd(), buf_size as usize)?;
+                        (memfd.into_fd(), map)
+                    }
+                };
+                read_into(&mut map, &fd, size as usize, 1 << 30)?;
+                out.elapsed = start.elapsed();
+                drop(map);
+                out.buffer = Some((buf_fd, size as usize));
+            }
+            Scheme::UdmabufBuffered | Scheme::UdmabufDirect => {
+                let direct = *scheme == Scheme::UdmabufDirect;
+                let fd = if direct {
+                    open_direct(path)?
+                } else {
+                    open_buffered(path)?
+                };
+                let device = Udmabuf::open(&self.udmabuf)?;
+                let start = Instant::now();
+                let memfd = Memfd::create("bench-udmabuf", buf_size)?;
+                memfd.seal_size()?;
+                let dmabuf = device.create(memfd.as_fd(), buf_size)?;
+                let mut map = Mapping::map_shared(memfd.as_fd(), buf_size as usize)?;
+                read_into(&mut map, &fd, size as usize, 1 << 30)?;
+                out.elapsed = start.elapsed();
+                drop(map);
+                out.buffer = Some((dmabuf, size as usize));
+            }
+            Scheme::HeapBounce { heap } => {
+                let fd = open_direct(path)?;
+                let mut bounce = Mapping::anonymous(CHUNK)?;
+                let start = Instant::now();
+                let buf = DmaHeap::open(&self.heap_dir, heap)?.allocate(buf_size)?;
+                let mut map = Mapping::map_shared(buf.as_fd(), buf_size as usize)?;
+                dma_buf::begin_cpu_write(buf.as_fd())?;
+                let mut at = 0usize;
+                while at < size as usize {
+                    let len = (size as usize - at).min(CHUNK);
+                    let n = bounce.pread_into(
+                        fd.as_fd(),
+                        0,
+                        page_round(len as u64) as usize,
+                        at as u64,
+                    )?;
+                    ensure!(n >= len, "short read at {at}");
+                    map.copy_from(at, &bounce.as_slice()[..len]);
+                    at += len;
+                }
+                dma_buf::end_cpu_write(buf.as_fd())?;
+                out.elapsed = start.elapsed();
+                drop(map);
+                out.buffer = Some((buf, size as usize));
+            }
+            Scheme::Dmaload { kind } => {
+                let fd = open_direct(path)?;
+                let req = LoadRequest::whole_file(fd, "dmaload-bench")
+                    .with_buffer(kind.clone())
+                    .with_io_mode(IoMode::Direct);
+                let start = Instant::now();
+                let loaded = self
+                    .engine
+                    .load(Owner::new(0), req, &CancelToken::new(), &NoProgress)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                out.elapsed = start.elapsed();
+                out.backend_used = Some(loaded.backend.name());
+                out.stats = Some(loaded.stats.clone());
+                out.buffer = Some((loaded.fd, size as usize));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Compares a buffer with the file, 8 MiB at a time through O_DIRECT (no page cache).
+pub fn verify(buffer: &OwnedFd, len: usize, path: &Path) -> Result<()> {
+    let map = Mapping::map_shared(buffer.as_fd(), page_round(len as u64) as usize)?;
+    let bracketed = dma_buf::begin_cpu_read(buffer.as_fd()).is_ok();
+    let fd = open_direct(path)?;
+    let mut block = Mapping::anonymous(CHUNK)?;
+    let mut at = 0usize;
+    let result = (|| -> Result<()> {
+        while at < len {
+            let want = (len - at).min(CHUNK);
+            let n = block.pread_into(fd.as_fd(), 0, page_round(want as u64) as usize, at as u64)?;
+            ensure!(n >= want, "file shorter than expected at {at}");
+            if block.as_slice()[..want] != map.as_slice()[at..at + want] {
+                bail!("buffer differs from the file in bytes {at}..{}", at + want);
+            }
+            at += want;
+        }
+        Ok(())
+    })();
+    if bracketed {
+        dma_buf::end_cpu_read(buffer.as_fd())?;
+    }
+    result
+}

@@ -1,0 +1,34 @@
+//! Measurement plumbing: cold caches, page-cache residency, peak RSS.
+
+use std::os::fd::BorrowedFd;
+
+use dmaload_engine::kernel::file::resident_bytes;
+
+/// Writes back dirty pages and drops the page cache (root only). Returns false when not
+/// permitted (then runs are not cold, and the report says so).
+pub fn drop_caches() -> bool {
+    // SAFETY: sync() has no preconditions.
+    unsafe { libc::sync() };
+    std::fs::write("/proc/sys/vm/drop_caches", "3\n").is_ok()
+}
+
+/// Bytes of the file resident in the page cache.
+pub fn cached_bytes(fd: BorrowedFd<'_>, len: u64) -> u64 {
+    resident_bytes(fd, len).unwrap_or(0)
+}
+
+/// Resets the process's peak RSS (VmHWM) to its current RSS (Linux 4.0+).
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5\n");
+}
+
+/// The process's peak RSS (VmHWM) in bytes.
+pub fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+        .unwrap_or(0)
+}
