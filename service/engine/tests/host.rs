@@ -4,11 +4,12 @@
 mod common;
 
 use std::fs::{File, OpenOptions};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::{Arc, Barrier, Mutex};
 
 use common::*;
+use dmaload_engine::kernel::file::resident_bytes;
 use dmaload_engine::{
     Backend, BufferKind, CancelToken, Engine, EngineConfig, ErrorCode, FallbackKind, IoMode,
     LoadRequest, NoProgress, Owner, Progress, Segment, Tunables,
@@ -168,6 +169,44 @@ fn tmpfs_files_are_read_buffered_and_say_so() {
             .any(|f| f.kind == FallbackKind::BufferedIo),
         "the buffered fallback is reported: {:?}",
         buf.stats.fallbacks
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn buffered_loads_leave_no_page_cache_and_buffers_are_cloexec() {
+    let dir = dio_dir();
+    let engine = engine();
+    let len = 16 << 20;
+    let path = write_file(&dir, "cache", &pattern(len, 21));
+    let file = File::open(&path).expect("open");
+    // Start cold for this file (its pages were written just now).
+    dmaload_engine::kernel::file::drop_cached(file.as_fd(), 0, len as u64).expect("fadvise");
+    let before = resident_bytes(file.as_fd(), len as u64).expect("mincore");
+    let req = request(
+        vec![Segment::whole_file(open_buffered(&path))],
+        BufferKind::Memfd,
+        IoMode::Buffered,
+    );
+    let buf = load(&engine, req).expect("load");
+    let after = resident_bytes(file.as_fd(), len as u64).expect("mincore");
+    assert_eq!(buf.stats.bytes_buffered, len as u64);
+    assert!(
+        after <= before + (len as u64) / 100,
+        "buffered load left {after} bytes cached (before {before})"
+    );
+    // FD_CLOEXEC shows in /proc fdinfo as O_CLOEXEC in the octal "flags:" field.
+    let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", buf.fd.as_raw_fd()))
+        .expect("fdinfo");
+    let flags = fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
+        .expect("flags");
+    assert_ne!(
+        flags & libc::O_CLOEXEC as u32,
+        0,
+        "buffer fd is close-on-exec"
     );
     std::fs::remove_dir_all(dir).ok();
 }
