@@ -1,1 +1,20 @@
-//! dmaload-vts (skeleton; filled by its issue).
+//! dmaload's vendor test suite: what a device maker runs to decide whether to trust the
+//! service. The library holds what the test groups share: the case runner that prints one
+//! summary line per group, deterministic file content, fixtures (files of every size class,
+//! bad fds of every kind), read-back of buffers through `mmap` + `DMA_BUF_IOCTL_SYNC`, the
+//! reference model of request validation, and fd/memory probes.
+//!
+//! The groups themselves are in `tests/vts.rs`. Groups that need binder, dma-heaps or
+//! udmabuf run only in the virtual device (`vts/vm/`), and report "not run" elsewhere.
+
+pub mod buffer;
+pub mod fixtures;
+pub mod harness;
+pub mod model;
+pub mod pattern;
+pub mod probe;
+
+/// True inside the virtual device (`vts/vm/run` sets `DMALOAD_GUEST=1`).
+pub fn in_virtual_device() -> bool {
+    std::env::var_os("DMALOAD_GUEST").is_some_and(|v| v == "1")
+}

@@ -4,6 +4,9 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
+/// Longest memfd name the kernel accepts (`MFD_NAME_MAX_LEN`).
+const MEMFD_NAME_MAX: usize = 249;
+
 /// A memfd of a fixed size.
 #[derive(Debug)]
 pub struct Memfd {
@@ -15,7 +18,15 @@ impl Memfd {
     /// Creates a close-on-exec, sealable memfd of `size` bytes (sparse until populated).
     /// `name` shows in /proc/*/fd links and /proc/*/maps.
     pub fn create(name: &str, size: u64) -> io::Result<Memfd> {
-        let name = CString::new(name.replace('\0', "_")).map_err(io::Error::other)?;
+        // The kernel refuses names over 249 bytes (NAME_MAX minus "memfd:") with EINVAL;
+        // the name is only a label, so keep its first 249 bytes.
+        let mut name = name.replace('\0', "_");
+        let mut cut = name.len().min(MEMFD_NAME_MAX);
+        while !name.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        name.truncate(cut);
+        let name = CString::new(name).map_err(io::Error::other)?;
         let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
         // SAFETY: `name` is NUL-terminated; the returned fd is owned only here.
         let raw = super::check(unsafe { libc::memfd_create(name.as_ptr(), flags) })?;
