@@ -34,7 +34,10 @@ pub fn write(rows: &[Row], out: &Path) -> Result<()> {
     sizes.sort_unstable();
     sizes.dedup();
     let mut labels: Vec<String> = Vec::new();
-    for r in rows.iter().filter(|r| r.scheme != "alloc_floor" && r.scheme != "direct_floor") {
+    for r in rows
+        .iter()
+        .filter(|r| r.scheme != "alloc_floor" && r.scheme != "direct_floor")
+    {
         if !labels.contains(&r.label()) {
             labels.push(r.label());
         }
@@ -47,7 +50,9 @@ pub fn write(rows: &[Row], out: &Path) -> Result<()> {
                 .enumerate()
                 .filter_map(|(i, &size)| {
                     let limit = physical_limit(rows, size)?;
-                    let r = rows.iter().find(|r| r.size_bytes == size && r.label() == *label)?;
+                    let r = rows
+                        .iter()
+                        .find(|r| r.size_bytes == size && r.label() == *label)?;
                     Some((i as f64, limit as f64 / r.median_ns as f64))
                 })
                 .collect();
@@ -66,7 +71,10 @@ pub fn write(rows: &[Row], out: &Path) -> Result<()> {
     builder.margin(20);
     if text {
         builder
-            .caption("physical limit ÷ time (1.0 = at the limit; higher is better)", ("sans-serif", 24))
+            .caption(
+                "physical limit ÷ time (1.0 = at the limit; higher is better)",
+                ("sans-serif", 24),
+            )
             .x_label_area_size(40)
             .y_label_area_size(50);
     }
@@ -97,7 +105,10 @@ pub fn write(rows: &[Row], out: &Path) -> Result<()> {
         .map_err(|e| anyhow!("{e}"))?;
     let target = [(-0.5, 0.9), (x_max, 0.9)];
     chart
-        .draw_series(LineSeries::new(target, RGBColor(160, 160, 160).stroke_width(1)))
+        .draw_series(LineSeries::new(
+            target,
+            RGBColor(160, 160, 160).stroke_width(1),
+        ))
         .map_err(|e| anyhow!("{e}"))?;
     for (index, (label, points)) in series.iter().enumerate() {
         let color = Palette99::pick(index).to_rgba();

@@ -37,6 +37,71 @@ struct Allocated {
     mapping: Mapping,
 }
 
+/// Buffers up to this size are filled by the calling thread alone: starting threads costs
+/// more than the overlap gains.
+const INLINE_MAX: u64 = 2 << 20;
+
+fn fill_inline(
+    plan: &Plan,
+    heap: &DmaHeap,
+    name: &str,
+    cancel: &CancelToken,
+    progress: &dyn Progress,
+    started: Instant,
+    block_len: usize,
+) -> Result<(OwnedFd, Filled), LoadError> {
+    let control = Control::new(cancel, progress, plan.file_bytes, ());
+    let size = plan.buffer_size;
+    let alloc_start = Instant::now();
+    let fd = heap.allocate(size).map_err(|e| {
+        load_err!(
+            NoMemory,
+            "{} refused {size} bytes ({e}); free memory and retry",
+            heap.path().display()
+        )
+    })?;
+    if let Err(e) = dma_buf::set_name(fd.as_fd(), name) {
+        log::warn!("DMA_BUF_SET_NAME failed: {e}");
+    }
+    let mut mapping = Mapping::map_shared(fd.as_fd(), size as usize)
+        .map_err(|e| load_err!(NoMemory, "mapping the dma-buf failed: {e}"))?;
+    let alloc = alloc_start.elapsed();
+    let block =
+        Mapping::anonymous(block_len).map_err(|e| load_err!(NoMemory, "bounce block: {e}"))?;
+    dma_buf::begin_cpu_write(fd.as_fd())
+        .map_err(|e| load_err!(Internal, "DMA_BUF_IOCTL_SYNC start failed: {e}"))?;
+    let result = (|| {
+        for chunk in &plan.chunks {
+            if control.checkpoint().is_err() {
+                return Err(control
+                    .take_error()
+                    .unwrap_or_else(|| load_err!(Internal, "stopped")));
+            }
+            let src = &plan.sources[chunk.source];
+            if src.direct {
+                let start = read_into_block(&control, src, chunk, &block)?;
+                let copy_start = Instant::now();
+                mapping.copy_from(
+                    chunk.buffer_offset as usize,
+                    &block.as_slice()[start..start + chunk.len as usize],
+                );
+                control
+                    .copy_ns
+                    .fetch_add(copy_start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            } else {
+                read_buffered(&control, src, chunk, &mapping)?;
+            }
+            control.advance(chunk.len);
+        }
+        Ok(())
+    })();
+    let ended = dma_buf::end_cpu_write(fd.as_fd());
+    result?;
+    ended.map_err(|e| load_err!(Internal, "DMA_BUF_IOCTL_SYNC end failed: {e}"))?;
+    drop(mapping);
+    Ok((fd, control.filled(alloc, started.elapsed())))
+}
+
 pub(crate) fn fill(
     plan: &Plan,
     heap: &DmaHeap,
@@ -49,6 +114,17 @@ pub(crate) fn fill(
     let max_align = plan.sources.iter().map(|s| s.align()).max().unwrap_or(1);
     let page = page_size();
     let block_len = (knobs.chunk_size + 2 * max_align).div_ceil(page) * page;
+    if plan.buffer_size <= INLINE_MAX {
+        return fill_inline(
+            plan,
+            heap,
+            name,
+            cancel,
+            progress,
+            started,
+            block_len as usize,
+        );
+    }
     let direct_chunks = plan
         .chunks
         .iter()

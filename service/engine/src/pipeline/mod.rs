@@ -16,6 +16,7 @@ use crate::engine::{BackendInfo, LoadedBuffer};
 use crate::error::{load_err, LoadError};
 use crate::kernel::dma_buf;
 use crate::kernel::dma_heap::{list_heaps, DmaHeap};
+use crate::kernel::file::drop_cached;
 use crate::kernel::memfd::{shmem_thp, ShmemThp};
 use crate::kernel::statx::file_facts;
 use crate::kernel::udmabuf::{self, Udmabuf};
@@ -267,6 +268,11 @@ pub(crate) fn load(
             (memfd.into_fd(), filled)
         }
     };
+    for src in plan.sources.iter().filter(|s| !s.direct) {
+        // Readahead of one reader can bring back pages another reader already dropped:
+        // drop the whole segment once more now that all reads are done (advisory).
+        let _ = drop_cached(src.fd(), src.read_start, src.required_end - src.read_start);
+    }
     // A file that shrank after its bytes were read still changed under the load.
     for (index, src) in plan.sources.iter().enumerate() {
         let now = file_facts(src.fd()).map(|f| f.size).unwrap_or(0);

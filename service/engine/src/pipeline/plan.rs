@@ -23,6 +23,8 @@ pub(crate) struct Source {
     pub(crate) mem_align: u64,
     /// Direct-I/O offset/length alignment (1 when buffered).
     pub(crate) offset_align: u64,
+    /// First file byte the segment reads.
+    pub(crate) read_start: u64,
     /// The file must stay at least this long until the load ends.
     pub(crate) required_end: u64,
 }
@@ -286,6 +288,7 @@ pub(crate) fn plan(
             direct,
             mem_align,
             offset_align,
+            read_start: seg.file_offset,
             required_end: file_end,
         });
     }
