@@ -42,13 +42,16 @@ impl PatternFile {
     }
 }
 
+/// An existing file is reused only if its head and tail hold the expected content.
 fn first_bytes_match(path: &Path, seed: u64) -> bool {
-    use std::io::Read;
-    let mut head = [0u8; 64];
-    File::open(path)
-        .and_then(|mut f| f.read_exact(&mut head))
-        .is_ok()
-        && pattern::first_mismatch(seed, 0, &head).is_none()
+    use std::os::unix::fs::FileExt;
+    let Ok(f) = File::open(path) else { return false };
+    let Ok(size) = f.metadata().map(|m| m.len()) else { return false };
+    let n = size.min(64) as usize;
+    let mut buf = vec![0u8; n];
+    [0, size - n as u64].iter().all(|&at| {
+        f.read_exact_at(&mut buf, at).is_ok() && pattern::first_mismatch(seed, at, &buf).is_none()
+    })
 }
 
 /// Sizes from 1 byte up, odd ones included (page ± 1, not a multiple of 512, a few MiB + 1).
