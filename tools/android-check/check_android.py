@@ -37,9 +37,11 @@ AOSP_RUST_CRATES = {
     "sha2": "libsha2",
     "android_logger": "libandroid_logger",
     "io-uring": "libio_uring",
-    "indicatif": "libindicatif",
+    # Not in AOSP's external/rust crates: the CLI must make it an optional feature.
+    "indicatif": "not in AOSP",
     "rsbinder": "libbinder_rs",  # Linux hosts use rsbinder; Android uses libbinder_rs
     "rsbinder-aidl": None,  # build-time code generation; Soong's aidl_interface does it
+    "proptest": "libproptest",
 }
 AOSP_MODULES = set(v for v in AOSP_RUST_CRATES.values() if v) | {
     "libbinder_rs",
@@ -301,6 +303,15 @@ class Checker:
                     bins.setdefault(f[:-3], f"src/bin/{f}")
                 elif os.path.exists(os.path.join(self.root, d, "src/bin", f, "main.rs")):
                     bins.setdefault(f, f"src/bin/{f}/main.rs")
+        tests = {t["name"]: t for t in cargo.get("test", [])}
+        test_target = next((t for t in tests.values() if t.get("path") == root_src), None)
+        if mtype == "rust_test" and test_target is not None:
+            self.check(True, f"{name}: crate root {root_src} is cargo test target {test_target['name']}")
+            harness = test_target.get("harness", True)
+            self.check(props.get("test_harness", True) == harness,
+                       f"{name}: test_harness {props.get('test_harness', True)} matches cargo's harness = {harness}")
+        elif mtype == "rust_test" and root_src != lib_path:
+            self.check(False, f"{name}: crate root {root_src} is neither cargo's lib nor a [[test]] path")
         if mtype == "rust_binary":
             self.check(name in bins, f"{name}: a cargo binary of {d} has this name (cargo: {sorted(bins)})")
             self.check(name in bins and bins[name] == root_src, f"{name}: crate root {root_src} is cargo's ({bins.get(name)})")
@@ -313,7 +324,12 @@ class Checker:
         # Every cargo dependency has its Soong rustlib.
         rustlibs = set(props.get("rustlibs", []))
         aliases = dict(a.split(":")[::-1] for a in props.get("aliases", []))
-        for dep, spec in sorted(cargo.get("dependencies", {}).items()):
+        deps = dict(cargo.get("dependencies", {}))
+        if mtype == "rust_test":
+            deps.update(cargo.get("dev-dependencies", {}))
+            if test_target is not None:  # an integration test links the package's own lib
+                deps[cargo["package"]["name"]] = {"path": "."}
+        for dep, spec in sorted(deps.items()):
             if isinstance(spec, dict) and spec.get("optional"):
                 continue
             if isinstance(spec, dict) and "path" in spec:
@@ -330,6 +346,10 @@ class Checker:
             else:
                 soong = AOSP_RUST_CRATES.get(dep, "unknown")
                 if soong is None:
+                    continue
+                if soong in ("unknown", "not in AOSP"):
+                    self.check(False, f"{name}: cargo dependency {dep} has no AOSP module ({soong}); "
+                                      "make it optional (a cargo feature the Android build leaves off)")
                     continue
                 self.check(soong in rustlibs, f"{name}: cargo dependency {dep} is in rustlibs as {soong}")
 
@@ -456,7 +476,54 @@ def aliases_target(crate):
     return crate.replace("_", ".") + "-"
 
 
+def self_test():
+    """The checks can fail: a changed dump, a broken Android.bp, a missing module."""
+    import tempfile
+    ok = True
+    with tempfile.TemporaryDirectory() as tmp:
+        api = os.path.join(tmp, "aidl_api", "a.b", "1")
+        os.makedirs(os.path.join(api, "a", "b"))
+        for n, body in (("IFoo.aidl", "package a.b;\ninterface IFoo { void f(); }\n"),
+                        ("Bar.aidl", "package a.b;\nparcelable Bar { int x; }\n"),
+                        ("Z_last.aidl", "package a.b;\nenum Z_last { A }\n")):
+            with open(os.path.join(api, "a", "b", n), "w") as f:
+                f.write(body)
+        h1, s1 = aidl_hash(api, "latest-version"), aidl_hash_shell(api, "latest-version")
+        ok &= h1 == s1
+        ok &= aidl_hash(api, "1") == aidl_hash_shell(api, "1") != h1
+        with open(os.path.join(api, "a", "b", "Bar.aidl"), "a") as f:
+            f.write("// edited\n")
+        ok &= aidl_hash(api, "latest-version") != h1
+        print(f"  self-test: AIDL hash (python == AOSP shell command, edits change it): {ok}")
+        for bad in ('rust_library { name: "x" srcs: [] }', 'rust_library { name: "x", name: "y" }',
+                    'rust_library { name: "x", srcs: ["a" }', 'x = undefined_var'):
+            try:
+                parse_blueprint(bad, "bad.bp")
+                print(f"  self-test: accepted a broken Android.bp: {bad}")
+                ok = False
+            except (BpError, IndexError):
+                pass
+        with open(os.path.join(tmp, "Android.bp"), "w") as f:
+            f.write('rust_library { name: "libfoo", crate_name: "foo", srcs: ["src/lib.rs"], '
+                    'rustlibs: ["libnot_a_module"] }\n')
+        os.makedirs(os.path.join(tmp, "src"))
+        open(os.path.join(tmp, "src/lib.rs"), "w").close()
+        with open(os.path.join(tmp, "Cargo.toml"), "w") as f:
+            f.write('[package]\nname = "foo"\n[dependencies]\nlog = "0.4"\n')
+        c = Checker(tmp)
+        import contextlib, io
+        with contextlib.redirect_stdout(io.StringIO()):
+            c.run()
+        want = ["libfoo: rustlibs libnot_a_module exists", "libfoo: cargo dependency log is in rustlibs as liblog_rust"]
+        found = all(any(w in f for f in c.failures) for w in want)
+        print(f"  self-test: graph check reports a missing module and a missing rustlib: {found}")
+        ok &= found
+    return ok
+
+
 def main():
+    if sys.argv[1:] == ["--self-test"]:
+        return 0 if self_test() else 1
     root = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "../.."))
     checker = Checker(root)
     ok = checker.run()
