@@ -1,0 +1,30 @@
+/*
+ * Copyright (C) 2026 The dmaload Authors
+ *
+ * Licensed under the Apache License, Version 2.0 (the "License");
+ * you may not use this file except in compliance with the License.
+ * You may obtain a copy of the License at
+ *
+ *      http://www.apache.org/licenses/LICENSE-2.0
+ *
+ * Unless required by applicable law or agreed to in writing, software
+ * distributed under the License is distributed on an "AS IS" BASIS,
+ * WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+ * See the License for the specific language governing permissions and
+ * limitations under the License.
+ */
+
+package vendor.dmaload;
+
+/** What the calling uid holds and may still take. */
+@VintfStability
+parcelable CallerUsage {
+    int uid;
+    /** Bytes charged: loads in flight plus buffers handed out and not released. */
+    long chargedBytes;
+    long capBytes;
+    int buffers;
+    int loadsInFlight;
+    /** Bytes the service as a whole may still hand out. */
+    long globalAvailableBytes;
+}
