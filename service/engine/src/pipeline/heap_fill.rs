@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use super::blocks::Block;
 use super::control::{run_thread, Control, Failure};
 use super::plan::Plan;
 use super::read::{read_buffered, read_into_block};
@@ -20,9 +21,9 @@ use crate::kernel::page_size;
 use crate::request::{CancelToken, Progress};
 
 struct RingState {
-    free: Vec<Mapping>,
+    free: Vec<Block>,
     /// Filled blocks: (block, chunk index, offset of the chunk's first byte in the block).
-    filled: VecDeque<(Mapping, usize, usize)>,
+    filled: VecDeque<(Block, usize, usize)>,
     next_chunk: usize,
     /// Direct chunks not yet queued for copying.
     unqueued: usize,
@@ -67,7 +68,7 @@ fn fill_inline(
         .map_err(|e| load_err!(NoMemory, "mapping the dma-buf failed: {e}"))?;
     let alloc = alloc_start.elapsed();
     let block =
-        Mapping::anonymous(block_len).map_err(|e| load_err!(NoMemory, "bounce block: {e}"))?;
+        super::blocks::take(block_len).map_err(|e| load_err!(NoMemory, "bounce block: {e}"))?;
     dma_buf::begin_cpu_write(fd.as_fd())
         .map_err(|e| load_err!(Internal, "DMA_BUF_IOCTL_SYNC start failed: {e}"))?;
     let result = (|| {
@@ -139,7 +140,7 @@ pub(crate) fn fill(
     let mut free = Vec::with_capacity(ring);
     for _ in 0..ring.min(direct_chunks + 1) {
         free.push(
-            Mapping::anonymous(block_len as usize)
+            super::blocks::take(block_len as usize)
                 .map_err(|e| load_err!(NoMemory, "bounce ring: {e}"))?,
         );
     }

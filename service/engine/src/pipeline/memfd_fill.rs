@@ -242,8 +242,8 @@ pub(crate) fn fill(
         // Small buffers: threads and pre-population cost more than they overlap; the reads
         // fault the few pages in themselves.
         let alloc = alloc_start.elapsed();
-        let bounce =
-            Mapping::anonymous(bounce_len).map_err(|e| load_err!(NoMemory, "bounce block: {e}"))?;
+        let bounce = super::blocks::take(bounce_len)
+            .map_err(|e| load_err!(NoMemory, "bounce block: {e}"))?;
         for chunk in &chunks {
             if control.checkpoint().is_err() {
                 return Err(control
@@ -311,7 +311,7 @@ pub(crate) fn fill(
         for _ in 0..readers {
             scope.spawn(|| {
                 run_thread(&control, || {
-                    let bounce = Mapping::anonymous(bounce_len)
+                    let bounce = super::blocks::take(bounce_len)
                         .map_err(|e| load_err!(NoMemory, "bounce block: {e}"))?;
                     loop {
                         control.checkpoint()?;

@@ -2,6 +2,7 @@
 //! → hand out. A buffer fd leaves only after its last byte is in; on any failure or cancel
 //! everything allocated is dropped (freed) before returning.
 
+mod blocks;
 mod control;
 mod heap_fill;
 mod memfd_fill;
