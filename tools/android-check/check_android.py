@@ -392,6 +392,18 @@ class Checker:
                     m = re.search(r"^\s*package\s+([\w.]+)\s*;", f.read(), re.M)
                 self.check(m and m.group(1) == name and os.path.dirname(rel) == name.replace(".", "/"),
                            f"{name}: V{v} {rel} is in package {name}")
+        current = os.path.join(api, "current")
+        if versions and props.get("frozen") is True and os.path.isdir(current):
+            latest = os.path.join(api, max(versions, key=int))
+            def files(root):
+                return {os.path.relpath(p, root): open(p, "rb").read()
+                        for p in glob.glob(os.path.join(root, "**", "*.aidl"), recursive=True)}
+            src_names = sorted(os.path.basename(x) for x in srcs)
+            dump_names = sorted(os.path.basename(x) for x in files(latest))
+            self.check(src_names == dump_names,
+                       f"{name}: frozen, so the sources declare the types of the latest dump ({len(dump_names)})")
+            self.check(files(current) == files(latest),
+                       f"{name}: frozen, so aidl_api/{name}/current equals the latest version")
         if versions:
             self.latest_aidl = (name, max(versions, key=int), srcs)
 
