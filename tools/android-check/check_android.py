@@ -321,6 +321,10 @@ class Checker:
             self.check(root_src == lib_path, f"{name}: crate root {root_src} is cargo's ({lib_path})")
             if mtype != "rust_test":
                 self.check(name.startswith("lib" + crate), f"{name}: name starts with lib{crate}")
+        # A crate with an "android" feature (the AOSP binder stack) is built with it.
+        if "android" in cargo.get("features", {}):
+            self.check("android" in props.get("features", []),
+                       f"{name}: features include \"android\" (cargo feature for the AOSP build)")
         # Every cargo dependency has its Soong rustlib.
         rustlibs = set(props.get("rustlibs", []))
         aliases = dict(a.split(":")[::-1] for a in props.get("aliases", []))
