@@ -1,0 +1,470 @@
+//! The one implementation of `IDmaLoader`: caller identity and access, request conversion,
+//! the engine call, buffer registration. Business code returns `LoadError`; the trait methods
+//! turn it into a binder status through `binder_stack::status_from` and nowhere else.
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::Instant;
+
+use dmaload_engine::{
+    BufferKind, CancelToken, Engine, ErrorCode, IoMode, LoadError, LoadRequest, LoadedBuffer,
+    Owner, Progress, Segment, Tunables,
+};
+
+use crate::binder_stack::{self as stack, idl, BinderResult, ParcelFileDescriptor, Strong};
+use crate::buffers::{Caller, LiveBuffers};
+use crate::config::Config;
+use crate::counters::Counters;
+
+/// The service object behind `vendor.dmaload.IDmaLoader/default`.
+#[derive(Clone)]
+pub struct DmaLoaderService {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    engine: Engine,
+    config: Config,
+    buffers: Arc<LiveBuffers>,
+    counters: Counters,
+}
+
+impl DmaLoaderService {
+    /// Creates the engine from `config` and starts the reaper of dead callers' charges.
+    pub fn new(config: Config) -> Result<DmaLoaderService, LoadError> {
+        let engine = Engine::new(config.engine.clone())?;
+        let buffers = LiveBuffers::new();
+        buffers
+            .spawn_reaper(std::time::Duration::from_millis(100))
+            .map_err(|e| {
+                LoadError::new(ErrorCode::Internal, format!("starting the reaper: {e}"))
+            })?;
+        let inner = Shared {
+            engine,
+            config,
+            buffers,
+            counters: Counters::default(),
+        };
+        Ok(DmaLoaderService {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The binder object to register.
+    pub fn into_binder(self) -> Strong<dyn idl::IDmaLoader::IDmaLoader> {
+        stack::new_loader_binder(self)
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+    pub fn buffers(&self) -> &LiveBuffers {
+        &self.inner.buffers
+    }
+    pub fn counters(&self) -> &Counters {
+        &self.inner.counters
+    }
+
+    /// The dump text for `args` (dumpsys, debugDump, cmd).
+    pub fn debug_text(&self, args: &[String]) -> String {
+        crate::dump::render(self, args)
+    }
+
+    /// The caller of the current transaction, if it may call at all.
+    fn admit(&self) -> Result<Caller, LoadError> {
+        let caller = Caller {
+            uid: stack::calling_uid(),
+            pid: stack::calling_pid(),
+        };
+        if self.inner.config.allows_uid(caller.uid) {
+            return Ok(caller);
+        }
+        log::warn!(
+            "refused caller uid {} pid {}: not in allowed_uids",
+            caller.uid,
+            caller.pid
+        );
+        self.inner.counters.failed(ErrorCode::PermissionDenied);
+        Err(LoadError::new(
+            ErrorCode::PermissionDenied,
+            format!(
+                "uid {} may not use dmaload: the service configuration's allowed_uids does not \
+                 list it; ask the device owner to add it",
+                caller.uid
+            ),
+        ))
+    }
+
+    /// Runs one load for `caller` and registers the buffer; the fd leaves only from here.
+    fn run_load(
+        &self,
+        caller: Caller,
+        request: LoadRequest,
+        cancel: &CancelToken,
+        progress: &dyn Progress,
+    ) -> Result<idl::LoadResult::LoadResult, LoadError> {
+        let started = Instant::now();
+        let _watch = self.inner.buffers.watch_load(caller, cancel);
+        let name = request.name.clone();
+        let outcome = self
+            .inner
+            .engine
+            .load(Owner::new(caller.uid), request, cancel, progress);
+        match outcome {
+            Ok(loaded) => {
+                self.inner.counters.loaded(loaded.size, started.elapsed());
+                Ok(self.hand_out(caller, name, loaded))
+            }
+            Err(err) => {
+                self.inner.counters.failed(err.code);
+                log::info!(
+                    "load for uid {} pid {} failed: {err}",
+                    caller.uid,
+                    caller.pid
+                );
+                Err(err)
+            }
+        }
+    }
+
+    fn hand_out(
+        &self,
+        caller: Caller,
+        name: String,
+        loaded: LoadedBuffer,
+    ) -> idl::LoadResult::LoadResult {
+        let LoadedBuffer {
+            fd,
+            size,
+            backend,
+            stats,
+            charge,
+        } = loaded;
+        let backend_name = backend.name();
+        let id =
+            self.inner
+                .buffers
+                .insert(caller, name.clone(), size, backend_name.clone(), charge);
+        idl::LoadResult::LoadResult {
+            buffer: Some(ParcelFileDescriptor::new(fd)),
+            sizeBytes: clamp_i64(size),
+            bufferId: id,
+            backend: backend_name,
+            isDmaBuf: backend.is_dma_buf(),
+            name,
+            stats: idl::LoadStats::LoadStats {
+                allocNs: nanos(stats.alloc),
+                firstGatherNs: nanos(stats.first_gather),
+                ioNs: nanos(stats.io),
+                copyNs: nanos(stats.copy),
+                totalNs: nanos(stats.total),
+                bytesDirect: clamp_i64(stats.bytes_direct),
+                bytesBuffered: clamp_i64(stats.bytes_buffered),
+                bytesBounced: clamp_i64(stats.bytes_bounced),
+                fallbacks: stats
+                    .fallbacks
+                    .iter()
+                    .map(|f| format!("{:?}: {}", f.kind, f.reason))
+                    .collect(),
+            },
+        }
+    }
+
+    fn check<T>(&self, r: Result<T, LoadError>) -> BinderResult<T> {
+        r.map_err(|err| {
+            if err.code != ErrorCode::PermissionDenied {
+                log::debug!("returning {err}");
+            }
+            stack::status_from(&err)
+        })
+    }
+}
+
+/// Converts the wire request into the engine's, duplicating the caller's fds (the parcel
+/// keeps its own). The buffer's name carries the caller's uid.
+pub fn engine_request(
+    caller: Caller,
+    wire: &idl::LoadRequest::LoadRequest,
+) -> Result<LoadRequest, LoadError> {
+    let mut segments = Vec::with_capacity(wire.segments.len());
+    for (i, seg) in wire.segments.iter().enumerate() {
+        let fd: OwnedFd = match &seg.fd {
+            Some(pfd) => pfd.as_ref().try_clone().map_err(|e| {
+                LoadError::new(
+                    ErrorCode::BadFd,
+                    format!("segment {i}: cannot duplicate its fd: {e}"),
+                )
+            })?,
+            None => {
+                return Err(LoadError::new(
+                    ErrorCode::BadFd,
+                    format!("segment {i} has no fd: pass a regular file opened for reading"),
+                ))
+            }
+        };
+        segments.push(Segment {
+            fd,
+            file_offset: non_negative(seg.fileOffset, i, "fileOffset")?,
+            length: non_negative(seg.length, i, "length")?,
+            buffer_offset: non_negative(seg.bufferOffset, i, "bufferOffset")?,
+        });
+    }
+    let io_mode = match wire.ioMode {
+        idl::IoMode::IoMode::AUTO => IoMode::Auto,
+        idl::IoMode::IoMode::DIRECT => IoMode::Direct,
+        idl::IoMode::IoMode::BUFFERED => IoMode::Buffered,
+        other => {
+            return Err(LoadError::new(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "ioMode {} is not AUTO(0), DIRECT(1) or BUFFERED(2)",
+                    other.0
+                ),
+            ))
+        }
+    };
+    let t = &wire.tunables;
+    let tunables = Tunables {
+        gather_size: tunable(t.gatherSize, "gatherSize")?,
+        chunk_size: tunable(t.chunkSize, "chunkSize")?,
+        reader_threads: tunable32(t.readerThreads, "readerThreads")?,
+        populate_threads: tunable32(t.populateThreads, "populateThreads")?,
+        bounce_buffers: tunable32(t.bounceBuffers, "bounceBuffers")?,
+    };
+    let name = if wire.name.is_empty() {
+        format!("dmaload:uid{}", caller.uid)
+    } else {
+        format!("dmaload:uid{}:{}", caller.uid, wire.name)
+    };
+    Ok(LoadRequest {
+        segments,
+        buffer: BufferKind::parse(&wire.backend),
+        io_mode,
+        name,
+        tunables,
+    })
+}
+
+fn non_negative(v: i64, i: usize, field: &str) -> Result<u64, LoadError> {
+    u64::try_from(v).map_err(|_| {
+        LoadError::new(
+            ErrorCode::InvalidArgument,
+            format!("segment {i}: {field} is {v}; it must be >= 0"),
+        )
+    })
+}
+
+fn tunable(v: i64, field: &str) -> Result<u64, LoadError> {
+    u64::try_from(v).map_err(|_| {
+        LoadError::new(
+            ErrorCode::InvalidArgument,
+            format!("tunables.{field} is {v}; use 0 for the default or a positive value"),
+        )
+    })
+}
+
+fn tunable32(v: i32, field: &str) -> Result<u32, LoadError> {
+    u32::try_from(v).map_err(|_| {
+        LoadError::new(
+            ErrorCode::InvalidArgument,
+            format!("tunables.{field} is {v}; use 0 for the default or a positive value"),
+        )
+    })
+}
+
+fn clamp_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn nanos(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+/// Descriptors open in this process.
+pub fn open_fd_count() -> usize {
+    // One of the entries is the directory's own fd while it is being read.
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count().saturating_sub(1))
+        .unwrap_or(0)
+}
+
+/// Forwards engine progress to an async load's callback, at most ~64 times per load.
+struct CallbackProgress {
+    callback: Strong<dyn idl::ILoadCallback::ILoadCallback>,
+    last_step: std::sync::atomic::AtomicU64,
+}
+
+impl Progress for CallbackProgress {
+    fn progress(&self, bytes_done: u64, bytes_total: u64) {
+        use std::sync::atomic::Ordering;
+        let step = bytes_done
+            .saturating_mul(64)
+            .checked_div(bytes_total)
+            .unwrap_or(64);
+        if self.last_step.fetch_max(step + 1, Ordering::Relaxed) <= step {
+            // oneway: a dead callback is noticed by the reaper, not here.
+            let _ = self
+                .callback
+                .onProgress(clamp_i64(bytes_done), clamp_i64(bytes_total));
+        }
+    }
+}
+
+/// An asynchronous load, as its caller sees it.
+struct LoadHandle {
+    cancel: CancelToken,
+    done: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl stack::Interface for LoadHandle {}
+
+impl idl::ILoadHandle::ILoadHandle for LoadHandle {
+    fn cancel(&self) -> BinderResult<bool> {
+        let running = !self.done.load(std::sync::atomic::Ordering::Acquire);
+        self.cancel.cancel();
+        Ok(running)
+    }
+}
+
+impl idl::IDmaLoader::IDmaLoader for DmaLoaderService {
+    fn load(
+        &self,
+        request: &idl::LoadRequest::LoadRequest,
+    ) -> BinderResult<idl::LoadResult::LoadResult> {
+        let result = self.admit().and_then(|caller| {
+            let req = engine_request(caller, request)?;
+            self.run_load(
+                caller,
+                req,
+                &CancelToken::new(),
+                &dmaload_engine::NoProgress,
+            )
+        });
+        self.check(result)
+    }
+
+    fn startLoad(
+        &self,
+        request: &idl::LoadRequest::LoadRequest,
+        callback: &Strong<dyn idl::ILoadCallback::ILoadCallback>,
+    ) -> BinderResult<Strong<dyn idl::ILoadHandle::ILoadHandle>> {
+        // Bad input fails here, synchronously; what happens during the load goes to onError.
+        let started = self.admit().and_then(|caller| {
+            let req = engine_request(caller, request)?;
+            let cancel = CancelToken::new();
+            let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let (service, token, finished) = (self.clone(), cancel.clone(), done.clone());
+            let callback = callback.clone();
+            std::thread::Builder::new()
+                .name("dmaload-async".into())
+                .spawn(move || {
+                    let progress = CallbackProgress {
+                        callback: callback.clone(),
+                        last_step: 0.into(),
+                    };
+                    let outcome = service.run_load(caller, req, &token, &progress);
+                    finished.store(true, std::sync::atomic::Ordering::Release);
+                    let delivered = match outcome {
+                        Ok(result) => {
+                            let id = result.bufferId;
+                            let ok = callback.onComplete(&result).is_ok();
+                            if !ok {
+                                // Nobody took the buffer: drop its charge now.
+                                let _ = service.buffers().release(caller.uid, id);
+                            }
+                            ok
+                        }
+                        Err(err) => callback.onError(err.code.code(), &err.message).is_ok(),
+                    };
+                    if !delivered {
+                        log::info!(
+                            "uid {} pid {}: async callback unreachable",
+                            caller.uid,
+                            caller.pid
+                        );
+                    }
+                })
+                .map_err(|e| {
+                    LoadError::new(ErrorCode::Internal, format!("starting a load thread: {e}"))
+                })?;
+            Ok(stack::new_handle_binder(LoadHandle { cancel, done }))
+        });
+        self.check(started)
+    }
+
+    fn releaseBuffer(&self, buffer_id: i64) -> BinderResult<()> {
+        let r = self.admit().and_then(|caller| {
+            self.inner
+                .buffers
+                .release(caller.uid, buffer_id)
+                .map(|_| ())
+        });
+        self.check(r)
+    }
+
+    fn getBackends(&self) -> BinderResult<Vec<idl::BackendInfo::BackendInfo>> {
+        let r = self.admit().map(|_| {
+            self.inner
+                .engine
+                .backends()
+                .into_iter()
+                .map(|b| idl::BackendInfo::BackendInfo {
+                    name: b.backend.name(),
+                    isDmaBuf: b.dma_buf,
+                    allowed: b.allowed,
+                    maxBufferBytes: clamp_i64(b.max_buffer_bytes),
+                    detail: b.detail,
+                })
+                .collect()
+        });
+        self.check(r)
+    }
+
+    fn getUsage(&self) -> BinderResult<idl::CallerUsage::CallerUsage> {
+        let r = self.admit().map(|caller| {
+            let u = self.inner.engine.usage(caller.uid);
+            let total = self.inner.engine.total_usage();
+            let cfg = &self.inner.config.engine;
+            let buffers = self
+                .inner
+                .buffers
+                .views()
+                .iter()
+                .filter(|b| b.owner.uid == caller.uid)
+                .count();
+            idl::CallerUsage::CallerUsage {
+                uid: i32::try_from(caller.uid).unwrap_or(i32::MAX),
+                chargedBytes: clamp_i64(u.charged_bytes),
+                capBytes: clamp_i64(cfg.per_owner_cap_bytes),
+                buffers: i32::try_from(buffers).unwrap_or(i32::MAX),
+                loadsInFlight: i32::try_from(u.loads_in_flight).unwrap_or(i32::MAX),
+                globalAvailableBytes: clamp_i64(
+                    cfg.global_cap_bytes.saturating_sub(total.charged_bytes),
+                ),
+            }
+        });
+        self.check(r)
+    }
+
+    fn debugDump(&self, args: &[String]) -> BinderResult<String> {
+        let r = self.admit().map(|_| self.debug_text(args));
+        self.check(r)
+    }
+
+    fn getServiceState(&self) -> BinderResult<idl::ServiceState::ServiceState> {
+        let r = self.admit().map(|_| {
+            let (buffers, bytes) = self.inner.buffers.outstanding();
+            idl::ServiceState::ServiceState {
+                openFds: i32::try_from(open_fd_count()).unwrap_or(i32::MAX),
+                outstandingBufferBytes: clamp_i64(bytes),
+                liveBuffers: i32::try_from(buffers).unwrap_or(i32::MAX),
+                loadsInFlight: i32::try_from(self.inner.engine.total_usage().loads_in_flight)
+                    .unwrap_or(i32::MAX),
+            }
+        });
+        self.check(r)
+    }
+}
