@@ -10,9 +10,9 @@ use clap::{Args, Parser, Subcommand};
     version,
     about = "Load files into dma-bufs through the dmaload service",
     after_help = "Endpoint: --endpoint, else $DMALOAD_ENDPOINT, $DMALOAD_SOCKET, kernel binder where \
-                  registered, else the RPC socket $XDG_RUNTIME_DIR/dmaload/dmaloadd.sock \
-                  (/tmp/dmaload-$UID/dmaloadd.sock). On Linux, when nothing answers on the \
-                  default socket, a private dmaloadd is started there."
+                  registered, else the RPC socket /tmp/dmaload.sock. On Linux, when nothing \
+                  answers on an RPC socket, a private dmaloadd is started there (its log and \
+                  pid beside the socket: <socket>.log, <socket>.pid)."
 )]
 pub struct Cli {
     /// Service endpoint: "binder", "binder:<instance>", "unix:<socket>" or a socket path.
@@ -36,12 +36,14 @@ pub enum Command {
     Heaps(OutputArgs),
     /// Show the service's accounting for this caller and overall.
     Stats(OutputArgs),
-    /// Print the service's dump (what dumpsys shows).
+    /// Print the service's dump (what dumpsys shows; `dmaload dump --help` lists its views).
+    #[command(disable_help_flag = true)]
     Dump {
-        /// Arguments passed to the dump.
+        /// Arguments passed to the dump (the service's "--help" lists its views).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run the engine benchmark inside the service.
+    /// Benchmark loads through the service against a plain read() baseline, side by side.
     Bench(BenchArgs),
 }
 
@@ -82,7 +84,7 @@ pub struct LoadArgs {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// File to load in the benchmark.
+    /// File to load in the benchmark (on the file system to measure).
     pub file: PathBuf,
     /// Repetitions per scheme.
     #[arg(long, default_value_t = 3)]

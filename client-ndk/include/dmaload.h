@@ -77,8 +77,7 @@
  * `vendor.dmaload.IDmaLoader/default`. On Linux, in this order: the endpoint in
  * `$DMALOAD_ENDPOINT` (same syntax as the endpoint argument), the RPC socket in
  * `$DMALOAD_SOCKET`, kernel binder if /dev/binder exists and the service is registered there,
- * else the RPC socket `$XDG_RUNTIME_DIR/dmaload/dmaloadd.sock` (or
- * `/tmp/dmaload-<uid>/dmaloadd.sock` without XDG_RUNTIME_DIR).
+ * else the RPC socket `/tmp/dmaload.sock` (dmaloadd's default `--rpc-socket`).
  *
  * ## Example: load a file, use it, give it back
  *
@@ -186,7 +185,8 @@ enum {
 typedef enum ADmaLoadIoMode {
     /** Direct I/O where the fd allows it, buffered otherwise (default). */
     ADMALOAD_IO_MODE_AUTO = 0,
-    /** Direct I/O only: a request whose fd lacks O_DIRECT fails with DMALOAD_E_BAD_FD. */
+    /** Direct I/O required. Where the fd lacks O_DIRECT or its file system has no direct I/O,
+     *  reads fall back to buffered; the fallback is reported (ADmaLoadResult_getFallback). */
     ADMALOAD_IO_MODE_DIRECT = 1,
     /** Buffered reads through the page cache. */
     ADMALOAD_IO_MODE_BUFFERED = 2,

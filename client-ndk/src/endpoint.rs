@@ -90,14 +90,12 @@ fn env_nonempty(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-/// The RPC socket a private `dmaloadd` listens on by default:
-/// `$XDG_RUNTIME_DIR/dmaload/dmaloadd.sock`, else `/tmp/dmaload-$UID/dmaloadd.sock`.
+/// The RPC socket `dmaloadd` listens on by default on Linux (its `--rpc-socket` default).
+pub const DEFAULT_SOCKET: &str = "/tmp/dmaload.sock";
+
+/// The RPC socket used when nothing names one: [`DEFAULT_SOCKET`].
 pub fn default_socket_path() -> PathBuf {
-    match env_nonempty("XDG_RUNTIME_DIR") {
-        Some(dir) => Path::new(&dir).join("dmaload").join("dmaloadd.sock"),
-        None => PathBuf::from(format!("/tmp/dmaload-{}", nix::unistd::getuid().as_raw()))
-            .join("dmaloadd.sock"),
-    }
+    PathBuf::from(DEFAULT_SOCKET)
 }
 
 #[cfg(test)]
@@ -141,9 +139,7 @@ mod tests {
     }
 
     #[test]
-    fn default_socket_is_per_user() {
-        let path = default_socket_path();
-        assert!(path.ends_with("dmaloadd.sock"));
-        assert!(path.is_absolute());
+    fn default_socket_is_the_services_default() {
+        assert_eq!(default_socket_path(), PathBuf::from("/tmp/dmaload.sock"));
     }
 }

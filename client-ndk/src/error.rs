@@ -137,7 +137,7 @@ pub enum Error {
     #[error("{code}: {message}")]
     Service { code: ErrorCode, message: String },
     /// A failure on this side or in the transport, as a positive errno.
-    #[error("{message} ({})", std::io::Error::from_raw_os_error(*errno))]
+    #[error("{message}")]
     Os { errno: i32, message: String },
 }
 
@@ -218,6 +218,44 @@ mod tests {
         assert_eq!(ErrorCode::from_code(18), None);
         assert_eq!(ErrorCode::Cancelled.code(), 14);
         assert_eq!(ErrorCode::Internal.name(), "INTERNAL");
+    }
+
+    #[test]
+    fn codes_match_the_aidl_enum() {
+        use dmaload_aidl::ErrorCode as Aidl;
+        let aidl = [
+            (Aidl::INVALID_ARGUMENT, "INVALID_ARGUMENT"),
+            (Aidl::BAD_FD, "BAD_FD"),
+            (Aidl::RANGE, "RANGE"),
+            (Aidl::BAD_SEGMENTS, "BAD_SEGMENTS"),
+            (Aidl::UNKNOWN_BACKEND, "UNKNOWN_BACKEND"),
+            (Aidl::BACKEND_NOT_ALLOWED, "BACKEND_NOT_ALLOWED"),
+            (Aidl::TOO_LARGE, "TOO_LARGE"),
+            (Aidl::GLOBAL_CAP, "GLOBAL_CAP"),
+            (Aidl::CALLER_CAP, "CALLER_CAP"),
+            (Aidl::BUSY, "BUSY"),
+            (Aidl::NO_MEMORY, "NO_MEMORY"),
+            (Aidl::IO, "IO"),
+            (Aidl::FILE_CHANGED, "FILE_CHANGED"),
+            (Aidl::CANCELLED, "CANCELLED"),
+            (Aidl::PERMISSION_DENIED, "PERMISSION_DENIED"),
+            (Aidl::NOT_FOUND, "NOT_FOUND"),
+            (Aidl::INTERNAL, "INTERNAL"),
+        ];
+        assert_eq!(aidl.len(), ErrorCode::ALL.len());
+        for (wire, name) in aidl {
+            let ours = ErrorCode::from_code(wire.0).expect("known code");
+            assert_eq!(ours.name(), name);
+        }
+    }
+
+    #[test]
+    fn header_defines_every_code() {
+        let header = include_str!("../include/dmaload.h");
+        for code in ErrorCode::ALL {
+            let line = format!("DMALOAD_E_{} = {},", code.name(), code.code());
+            assert!(header.contains(&line), "dmaload.h lacks `{line}`");
+        }
     }
 
     #[test]

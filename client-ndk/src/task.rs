@@ -161,6 +161,8 @@ impl TaskShared {
 /// [`PendingLoad::cancel`]); a buffer nobody took is closed when the last reference goes.
 pub struct PendingLoad {
     pub(crate) shared: Arc<TaskShared>,
+    /// Keeps the connection delivering the events open while the load is awaited.
+    pub(crate) _connection: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl PendingLoad {
@@ -226,6 +228,7 @@ mod tests {
         *lock(&events.task) = Some(shared.clone());
         let pending = PendingLoad {
             shared: shared.clone(),
+            _connection: None,
         };
         let waiter = {
             let shared = shared.clone();

@@ -1,0 +1,452 @@
+//! The connection to the service, and every call the client makes over it.
+//!
+//! The AIDL types stay in this file: the rest of the crate (and the C API) sees only
+//! [`LoadRequest`], [`LoadedBuffer`], [`HeapInfo`] and [`Error`].
+
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::sync::Arc;
+
+use dmaload_aidl::aidl as idl;
+use rsbinder::{ParcelFileDescriptor, Status, Strong};
+
+use crate::buffer::{HeapInfo, LoadStats, LoadedBuffer};
+use crate::endpoint::{Endpoint, SERVICE_INSTANCE};
+use crate::error::{Error, ErrorCode, Result};
+use crate::request::{IoMode, LoadRequest};
+use crate::task::{LoadEvents, PendingLoad, TaskShared};
+
+use idl::IDmaLoader::IDmaLoader;
+
+/// Outgoing RPC connections per loader: concurrent calls (a long synchronous load and a
+/// cancel, say) each need their own.
+const RPC_OUTGOING_CONNECTIONS: u32 = 4;
+/// Incoming RPC connections: the service's callbacks (progress, completion) arrive on them.
+const RPC_INCOMING_CONNECTIONS: u32 = 1;
+
+/// The connection itself; shared with the loads in flight so they outlive the [`Loader`].
+struct Connection {
+    service: Strong<dyn IDmaLoader>,
+    endpoint: Endpoint,
+    rpc: Option<rsbinder::rpc::RpcSession>,
+    in_flight: Arc<InFlight>,
+}
+
+/// Asynchronous loads waiting for their completion callback. If the service dies, no
+/// callback will come: its death notification ends them with `EPIPE` instead.
+#[derive(Default)]
+struct InFlight {
+    tasks: std::sync::Mutex<Vec<std::sync::Weak<TaskShared>>>,
+}
+
+impl InFlight {
+    fn add(&self, task: &Arc<TaskShared>) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        tasks.retain(|t| t.upgrade().is_some_and(|t| !t.is_done()));
+        tasks.push(Arc::downgrade(task));
+    }
+}
+
+impl rsbinder::DeathRecipient for InFlight {
+    fn binder_died(&self, _who: &rsbinder::WIBinder) {
+        // Collect under the lock, deliver after dropping it (callbacks may call back in).
+        let tasks: Vec<_> = {
+            let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+            tasks.drain(..).filter_map(|t| t.upgrade()).collect()
+        };
+        for task in tasks {
+            task.finish(Err(Error::os(
+                libc::EPIPE,
+                "the dmaload service died during the load",
+            )));
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // An RPC session with incoming connections is kept alive by its serving threads:
+        // close it explicitly, or its sockets and threads outlive the loader.
+        if let Some(session) = &self.rpc {
+            session.close_session();
+        }
+    }
+}
+
+/// A connection to the dmaload service. Cheap to share between threads (`Sync`).
+pub struct Loader {
+    conn: Arc<Connection>,
+}
+
+/// Turns a binder status into the client's error.
+fn from_status(status: Status, what: &str) -> Error {
+    if status.exception_code() == rsbinder::ExceptionCode::ServiceSpecific {
+        let code = status.service_specific_error();
+        let message = status.message().unwrap_or_default().to_string();
+        return match ErrorCode::from_code(code) {
+            Some(code) => Error::service(code, message),
+            None => Error::service(
+                ErrorCode::Internal,
+                format!("{what}: unknown service error code {code}: {message}"),
+            ),
+        };
+    }
+    let transport = status.transaction_error();
+    if transport != rsbinder::StatusCode::Ok {
+        return from_status_code(transport, what);
+    }
+    Error::os(libc::EPROTO, format!("{what}: {status}"))
+}
+
+/// Turns a transport failure into a negative-errno error.
+fn from_status_code(code: rsbinder::StatusCode, what: &str) -> Error {
+    let errno = match code {
+        rsbinder::StatusCode::DeadObject => libc::EPIPE,
+        rsbinder::StatusCode::NameNotFound => libc::ENOENT,
+        rsbinder::StatusCode::PermissionDenied => libc::EACCES,
+        rsbinder::StatusCode::TimedOut => libc::ETIMEDOUT,
+        rsbinder::StatusCode::BadValue => libc::EINVAL,
+        rsbinder::StatusCode::NoMemory => libc::ENOMEM,
+        rsbinder::StatusCode::BadFd => libc::EBADF,
+        other => {
+            let raw = i32::from(other);
+            if raw < 0 && raw > -4096 {
+                -raw
+            } else {
+                libc::EPROTO
+            }
+        }
+    };
+    Error::os(errno, format!("{what}: binder transport: {code:?}"))
+}
+
+impl Loader {
+    /// The endpoint [`Loader::connect`] uses when given none.
+    pub fn default_endpoint() -> Result<Endpoint> {
+        Endpoint::from_environment(|| kernel_binder_has_service(SERVICE_INSTANCE))
+    }
+
+    /// Connects to `endpoint`, or to [`Loader::default_endpoint`].
+    pub fn connect(endpoint: Option<&Endpoint>) -> Result<Loader> {
+        let endpoint = match endpoint {
+            Some(e) => e.clone(),
+            None => Loader::default_endpoint()?,
+        };
+        let (service, rpc) = match &endpoint {
+            Endpoint::Binder { instance } => (connect_kernel(instance)?, None),
+            Endpoint::Socket(path) => {
+                let (service, session) = connect_socket(path)?;
+                (service, Some(session))
+            }
+        };
+        let in_flight = Arc::new(InFlight::default());
+        if let Err(code) = service.as_binder().link_to_death_arc(&in_flight) {
+            // Without it a dead service leaves asynchronous loads waiting; loads still work.
+            log::warn!("no death notification from the dmaload service: {code:?}");
+        }
+        Ok(Loader {
+            conn: Arc::new(Connection {
+                service,
+                endpoint,
+                rpc,
+                in_flight,
+            }),
+        })
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.conn.endpoint
+    }
+
+    /// The buffer backends the service offers.
+    pub fn heaps(&self) -> Result<Vec<HeapInfo>> {
+        let list = self
+            .conn
+            .service
+            .r#getBackends()
+            .map_err(|s| from_status(s, "getBackends"))?;
+        Ok(list
+            .into_iter()
+            .map(|b| HeapInfo {
+                name: b.r#name,
+                allowed: b.r#allowed,
+                max_buffer_bytes: u64::try_from(b.r#maxBufferBytes).unwrap_or(0),
+                dma_buf: b.r#isDmaBuf,
+                detail: b.r#detail,
+            })
+            .collect())
+    }
+
+    /// Loads `request` and waits for the buffer.
+    pub fn load(&self, request: &LoadRequest) -> Result<LoadedBuffer> {
+        let wire = to_wire(request)?;
+        let result = self
+            .conn
+            .service
+            .r#load(&wire)
+            .map_err(|s| from_status(s, "load"))?;
+        from_wire(result, request)
+    }
+
+    /// Starts loading `request`; `events` hear about progress and the end.
+    pub fn load_async(
+        &self,
+        request: &LoadRequest,
+        events: Arc<dyn LoadEvents>,
+    ) -> Result<PendingLoad> {
+        let wire = to_wire(request)?;
+        let shared = TaskShared::new(events);
+        self.conn.in_flight.add(&shared);
+        let callback = idl::ILoadCallback::BnLoadCallback::new_binder(CallbackBridge {
+            task: shared.clone(),
+            opened_direct: request.opened_direct(),
+            requested_name: request.name().to_string(),
+        });
+        let handle = self
+            .conn
+            .service
+            .r#startLoad(&wire, &callback)
+            .map_err(|s| from_status(s, "startLoad"))?;
+        shared.set_canceller(Box::new(move || {
+            // false: the load had already ended; its outcome arrives anyway.
+            if let Err(status) = handle.r#cancel() {
+                log::warn!("cancelling a load: {status}");
+            }
+        }));
+        let connection: Arc<dyn std::any::Any + Send + Sync> = self.conn.clone();
+        Ok(PendingLoad {
+            shared,
+            _connection: Some(connection),
+        })
+    }
+
+    /// Ends the service's charge for a buffer this caller loaded.
+    pub fn release_buffer(&self, buffer_id: i64) -> Result<()> {
+        self.conn
+            .service
+            .r#releaseBuffer(buffer_id)
+            .map_err(|s| from_status(s, "releaseBuffer"))
+    }
+
+    /// The service's accounting for this caller.
+    pub fn usage(&self) -> Result<Usage> {
+        let u = self
+            .conn
+            .service
+            .r#getUsage()
+            .map_err(|s| from_status(s, "getUsage"))?;
+        Ok(Usage {
+            counters: vec![
+                ("uid", i64::from(u.r#uid)),
+                ("charged_bytes", u.r#chargedBytes),
+                ("cap_bytes", u.r#capBytes),
+                ("buffers", i64::from(u.r#buffers)),
+                ("loads_in_flight", i64::from(u.r#loadsInFlight)),
+                ("global_available_bytes", u.r#globalAvailableBytes),
+            ],
+        })
+    }
+
+    /// The service's dump: the views `dumpsys` shows (`--help` lists them), through the
+    /// interface so it works on every transport.
+    pub fn dump(&self, args: &[String]) -> Result<String> {
+        self.conn
+            .service
+            .r#debugDump(args)
+            .map_err(|s| from_status(s, "debugDump"))
+    }
+}
+
+/// Service accounting: named counters, in the service's order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Usage {
+    pub counters: Vec<(&'static str, i64)>,
+}
+
+impl Usage {
+    pub fn to_json(&self) -> String {
+        let fields: Vec<String> = self
+            .counters
+            .iter()
+            .map(|(name, value)| format!("\"{name}\":{value}"))
+            .collect();
+        format!("{{{}}}", fields.join(","))
+    }
+
+    pub fn to_text(&self) -> String {
+        self.counters
+            .iter()
+            .map(|(name, value)| format!("{name:<20} {value}\n"))
+            .collect()
+    }
+}
+
+fn connect_kernel(instance: &str) -> Result<Strong<dyn IDmaLoader>> {
+    let uri = rsbinder::Uri::kernel().with_service(instance);
+    rsbinder::connect::<dyn IDmaLoader>(uri)
+        .map_err(|code| from_status_code(code, &format!("connecting to binder service {instance}")))
+}
+
+fn kernel_binder_has_service(instance: &str) -> bool {
+    let Ok(client) = rsbinder::Client::open(rsbinder::Uri::kernel()) else {
+        return false;
+    };
+    matches!(client.try_get::<dyn IDmaLoader>(instance), Ok(Some(_)))
+}
+
+fn connect_socket(path: &Path) -> Result<(Strong<dyn IDmaLoader>, rsbinder::rpc::RpcSession)> {
+    use rsbinder::entry::{WireProfile, WireVersion};
+    let what = format!("connecting to the dmaload service on {}", path.display());
+    // Check the socket first: rsbinder reports a missing path and a refused connection with
+    // less precise codes, and "nobody listens" is what callers act upon.
+    if let Err(e) = std::os::unix::net::UnixStream::connect(path) {
+        return Err(Error::from_io(&what, &e));
+    }
+    let uri = rsbinder::Uri::new(rsbinder::Endpoint::unix(path))
+        .with_wire(WireProfile::Android13Plus(WireVersion::MAX));
+    let client = rsbinder::Client::open_with(uri, |o, _| {
+        o.fd_mode = Some(rsbinder::rpc::FileDescriptorTransportMode::Unix);
+        o.outgoing_connections = Some(RPC_OUTGOING_CONNECTIONS);
+        o.incoming_connections = Some(RPC_INCOMING_CONNECTIONS);
+    })
+    .map_err(|code| from_status_code(code, &what))?;
+    let session = client
+        .session()
+        .cloned()
+        .ok_or_else(|| Error::os(libc::EPROTO, format!("{what}: not an RPC session")))?;
+    let service = client
+        .get::<dyn IDmaLoader>(SERVICE_INSTANCE)
+        .map_err(|code| {
+            session.close_session();
+            from_status_code(code, &what)
+        })?;
+    Ok((service, session))
+}
+
+fn io_mode_to_wire(mode: IoMode) -> idl::IoMode::IoMode {
+    match mode {
+        IoMode::Auto => idl::IoMode::IoMode::AUTO,
+        IoMode::Direct => idl::IoMode::IoMode::DIRECT,
+        IoMode::Buffered => idl::IoMode::IoMode::BUFFERED,
+    }
+}
+
+fn to_u64(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+fn to_i64(value: u64, what: &str) -> Result<i64> {
+    i64::try_from(value).map_err(|_| {
+        Error::os(
+            libc::EOVERFLOW,
+            format!("{what} {value} does not fit the interface"),
+        )
+    })
+}
+
+fn to_wire(request: &LoadRequest) -> Result<idl::LoadRequest::LoadRequest> {
+    let fds: Vec<OwnedFd> = request.dup_fds()?;
+    let mut segments = Vec::with_capacity(fds.len());
+    for (seg, fd) in request.segments().iter().zip(fds) {
+        segments.push(idl::FileSegment::FileSegment {
+            r#fd: Some(ParcelFileDescriptor::new(fd)),
+            r#fileOffset: to_i64(seg.file_offset, "file offset")?,
+            r#length: to_i64(seg.length, "segment length")?,
+            r#bufferOffset: to_i64(seg.buffer_offset, "buffer offset")?,
+        });
+    }
+    Ok(idl::LoadRequest::LoadRequest {
+        r#segments,
+        r#backend: request.heap().unwrap_or("auto").to_string(),
+        r#ioMode: io_mode_to_wire(request.io_mode()),
+        r#name: request.name().to_string(),
+        r#tunables: idl::Tunables::Tunables {
+            r#gatherSize: to_i64(request.gather_size(), "gather size")?,
+            ..Default::default()
+        },
+    })
+}
+
+fn from_wire(result: idl::LoadResult::LoadResult, request: &LoadRequest) -> Result<LoadedBuffer> {
+    from_wire_parts(&result, request.opened_direct(), request.name())
+}
+
+fn from_wire_parts(
+    result: &idl::LoadResult::LoadResult,
+    opened_direct: bool,
+    requested_name: &str,
+) -> Result<LoadedBuffer> {
+    // Our own duplicate: the parcel's fd closes with the parcel.
+    let fd = result
+        .r#buffer
+        .as_ref()
+        .ok_or_else(|| Error::service(ErrorCode::Internal, "the service returned no buffer fd"))?
+        .as_ref()
+        .try_clone()
+        .map_err(|e| Error::from_io("duplicating the buffer fd", &e))?;
+    let s = &result.r#stats;
+    let io_mode = match (s.r#bytesDirect > 0, s.r#bytesBuffered > 0) {
+        (true, false) => IoMode::Direct,
+        (false, true) => IoMode::Buffered,
+        _ => IoMode::Auto,
+    };
+    let name = if result.r#name.is_empty() {
+        requested_name
+    } else {
+        &result.r#name
+    };
+    Ok(LoadedBuffer {
+        fd: Some(fd),
+        size: to_u64(result.r#sizeBytes),
+        buffer_id: result.r#bufferId,
+        backend: result.r#backend.clone(),
+        name: name.to_string(),
+        io_mode,
+        stats: LoadStats {
+            total_ns: to_u64(s.r#totalNs),
+            alloc_ns: to_u64(s.r#allocNs),
+            first_gather_ns: to_u64(s.r#firstGatherNs),
+            io_ns: to_u64(s.r#ioNs),
+            copy_ns: to_u64(s.r#copyNs),
+            direct_bytes: to_u64(s.r#bytesDirect),
+            buffered_bytes: to_u64(s.r#bytesBuffered),
+            bounced_bytes: to_u64(s.r#bytesBounced),
+            fallbacks: s.r#fallbacks.clone(),
+        },
+        opened_direct,
+    })
+}
+
+/// Receives the service's callbacks for one asynchronous load.
+struct CallbackBridge {
+    task: Arc<TaskShared>,
+    opened_direct: bool,
+    requested_name: String,
+}
+
+impl rsbinder::Interface for CallbackBridge {}
+
+impl idl::ILoadCallback::ILoadCallback for CallbackBridge {
+    fn r#onProgress(&self, bytes_done: i64, bytes_total: i64) -> rsbinder::BinderResult<()> {
+        self.task.progress(to_u64(bytes_done), to_u64(bytes_total));
+        Ok(())
+    }
+
+    fn r#onComplete(&self, result: &idl::LoadResult::LoadResult) -> rsbinder::BinderResult<()> {
+        let outcome = from_wire_parts(result, self.opened_direct, &self.requested_name);
+        self.task.finish(outcome);
+        Ok(())
+    }
+
+    fn r#onError(&self, code: i32, message: &str) -> rsbinder::BinderResult<()> {
+        let err = match ErrorCode::from_code(code) {
+            Some(code) => Error::service(code, message),
+            None => Error::service(
+                ErrorCode::Internal,
+                format!("unknown error code {code}: {message}"),
+            ),
+        };
+        self.task.finish(Err(err));
+        Ok(())
+    }
+}

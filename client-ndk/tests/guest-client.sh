@@ -1,0 +1,51 @@
+#!/bin/sh
+# Runs in the virtual device (vts/vm/run): the C test of libdmaload against dmaloadd with a
+# real dma-heap, over both transports:
+#   1. RPC binder on a Unix socket;
+#   2. kernel binder (/dev/binder) through rsbinder's service manager (rsb_hub).
+# Test files go to /data (ext4 on a virtio disk: real O_DIRECT).
+set -u
+bin=${DMALOAD_GUEST_BIN_DIR:?run me through vts/vm/run}
+dir=/data/client-test
+mkdir -p "$dir"
+failed=0
+pids=""
+cleanup() { for p in $pids; do kill "$p" 2>/dev/null; done; }
+trap cleanup EXIT
+
+wait_for() { # wait_for TEST... : up to 10 s
+    i=0
+    while [ $i -lt 200 ]; do
+        if "$@"; then return 0; fi
+        i=$((i + 1))
+        sleep 0.05
+    done
+    return 1
+}
+
+echo "== dma-heaps: $(ls /dev/dma_heap 2>/dev/null | tr '\n' ' ')"
+
+echo "== RPC binder on a Unix socket"
+sock=/tmp/dmaloadd.sock
+"$bin/dmaloadd" --rpc-socket "$sock" >/tmp/dmaloadd-rpc.log 2>&1 &
+pids="$pids $!"
+if wait_for test -S "$sock"; then
+    "$bin/dmaload_test" "$dir" "unix:$sock" || failed=$((failed + 1))
+    "$bin/dmaload" --endpoint "unix:$sock" heaps || failed=$((failed + 1))
+else
+    echo "dmaloadd did not start on $sock"; cat /tmp/dmaloadd-rpc.log; failed=$((failed + 1))
+fi
+
+echo "== kernel binder through the service manager"
+"$bin/rsb_hub" --insecure-allow-all >/tmp/rsb_hub.log 2>&1 &
+pids="$pids $!"
+sleep 0.5
+"$bin/dmaloadd" --binder /dev/binder >/tmp/dmaloadd-binder.log 2>&1 &
+pids="$pids $!"
+sleep 1
+if "$bin/dmaload_test" "$dir" binder; then :; else
+    failed=$((failed + 1)); cat /tmp/rsb_hub.log /tmp/dmaloadd-binder.log
+fi
+
+echo "guest-client: $failed failed runs"
+[ "$failed" -eq 0 ]
