@@ -71,6 +71,7 @@ impl Config {
             "max_loads" => e.max_concurrent_loads = parse_num(value)?,
             "max_loads_per_caller" => e.max_concurrent_loads_per_owner = parse_num(value)?,
             "max_segments" => e.max_segments = parse_num(value)?,
+            "min_available_after" => e.min_available_after_bytes = parse_size(value)?,
             "gather_size" => e.default_tunables.gather_size = parse_size(value)?,
             "chunk_size" => e.default_tunables.chunk_size = parse_size(value)?,
             "reader_threads" => e.default_tunables.reader_threads = parse_num(value)?,
@@ -113,7 +114,7 @@ impl Config {
         };
         format!(
             "global_cap = {}\ncaller_cap = {}\nmax_buffer = {}\nmax_loads = {}\n\
-             max_loads_per_caller = {}\nmax_segments = {}\ngather_size = {}\nchunk_size = {}\n\
+             max_loads_per_caller = {}\nmax_segments = {}\nmin_available_after = {}\ngather_size = {}\nchunk_size = {}\n\
              reader_threads = {}\nallowed_backends = {backends}\nallowed_uids = {uids}\n\
              threads = {}\nsocket_mode = {:o}\n",
             e.global_cap_bytes,
@@ -122,6 +123,7 @@ impl Config {
             e.max_concurrent_loads,
             e.max_concurrent_loads_per_owner,
             e.max_segments,
+            e.min_available_after_bytes,
             t.gather_size,
             t.chunk_size,
             t.reader_threads,

@@ -1,0 +1,673 @@
+//! dmaloadd end to end over RPC binder on a Unix socket: a real dmaloadd process, real files,
+//! real fds crossing the socket. Host buffers are memfds (no dma-heaps here); the virtual
+//! device runs the same service over kernel binder with dma-heaps.
+
+use std::io::{BufRead, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Mutex};
+use std::time::{Duration, Instant};
+
+use dmaload_aidl::aidl as idl;
+use dmaload_aidl::{IDmaLoader::IDmaLoader, ILoadCallback, SERVICE_NAME};
+use rsbinder::{ExceptionCode, ParcelFileDescriptor, Status, Strong};
+
+/// A dmaloadd process serving on its own socket.
+struct Service {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Service {
+    fn start(tag: &str, args: &[&str]) -> Service {
+        let dir = std::env::temp_dir().join(format!("dmaload-e2e-{}-{tag}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("sock");
+        let child = Command::new(env!("CARGO_BIN_EXE_dmaloadd"))
+            .arg("--rpc-socket")
+            .arg(&socket)
+            .args(args)
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let service = Service { child, dir };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !socket.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "dmaloadd did not create {}",
+                socket.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        service.ready()
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("sock")
+    }
+
+    fn connect(&self) -> Conn {
+        Conn::open(&self.socket())
+    }
+
+    /// Waits until the socket accepts (bind creates the file before listen).
+    fn ready(self) -> Service {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Conn::try_open(&self.socket()).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "dmaloadd never accepted on {}",
+                self.socket().display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self
+    }
+
+    /// A file of `len` bytes with a position-dependent pattern.
+    fn file(&self, name: &str, len: usize) -> (PathBuf, Vec<u8>) {
+        let data: Vec<u8> = (0..len).map(|i| ((i * 7 + i / 4096) % 251) as u8).collect();
+        let path = self.dir.join(name);
+        std::fs::write(&path, &data).unwrap();
+        (path, data)
+    }
+
+    fn sparse(&self, name: &str, len: u64) -> PathBuf {
+        let path = self.dir.join(name);
+        std::fs::File::create(&path).unwrap().set_len(len).unwrap();
+        path
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+struct Conn {
+    client: rsbinder::Client,
+    loader: Strong<dyn IDmaLoader>,
+}
+
+impl Conn {
+    fn open(socket: &Path) -> Conn {
+        Conn::try_open(socket).unwrap()
+    }
+
+    fn try_open(socket: &Path) -> rsbinder::Result<Conn> {
+        use rsbinder::entry::{WireProfile, WireVersion};
+        // Several connections per session (concurrency, callbacks) need the android-13+ wire.
+        let uri = rsbinder::Uri::new(rsbinder::Endpoint::unix(socket))
+            .with_wire(WireProfile::Android13Plus(WireVersion::MAX));
+        let client = rsbinder::Client::open_with(uri, |o, _| {
+            o.fd_mode = Some(rsbinder::rpc::FileDescriptorTransportMode::Unix);
+            o.outgoing_connections = Some(2);
+            o.incoming_connections = Some(1);
+        })?;
+        let loader = client.get::<dyn IDmaLoader>(SERVICE_NAME)?;
+        Ok(Conn { client, loader })
+    }
+
+    fn state(&self) -> idl::ServiceState::ServiceState {
+        self.loader.getServiceState().unwrap()
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some(session) = self.client.session() {
+            session.close_session();
+        }
+    }
+}
+
+fn open(path: &Path) -> OwnedFd {
+    std::fs::File::open(path).unwrap().into()
+}
+
+fn request(
+    segments: Vec<(OwnedFd, i64, i64, i64)>,
+    backend: &str,
+) -> idl::LoadRequest::LoadRequest {
+    idl::LoadRequest::LoadRequest {
+        segments: segments
+            .into_iter()
+            .map(
+                |(fd, file_offset, length, buffer_offset)| idl::FileSegment::FileSegment {
+                    fd: Some(ParcelFileDescriptor::new(fd)),
+                    fileOffset: file_offset,
+                    length,
+                    bufferOffset: buffer_offset,
+                },
+            )
+            .collect(),
+        backend: backend.into(),
+        name: "e2e".into(),
+        ..Default::default()
+    }
+}
+
+fn whole(path: &Path) -> idl::LoadRequest::LoadRequest {
+    request(vec![(open(path), 0, 0, 0)], "memfd")
+}
+
+fn buffer_bytes(result: &idl::LoadResult::LoadResult, len: usize) -> Vec<u8> {
+    fd_bytes(result.buffer.as_ref().expect("a buffer fd").as_ref(), len)
+}
+
+fn fd_bytes(fd: &OwnedFd, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    let mut done = 0;
+    while done < len {
+        let n = nix::sys::uio::pread(fd.as_fd(), &mut out[done..], done as i64).unwrap();
+        assert!(n > 0, "buffer shorter than {len}");
+        done += n;
+    }
+    out
+}
+
+fn service_error(status: &Status) -> (i32, String) {
+    assert_eq!(
+        status.exception_code(),
+        ExceptionCode::ServiceSpecific,
+        "{status:?}"
+    );
+    (status.service_specific_error(), format!("{status}"))
+}
+
+fn expect_code<T: std::fmt::Debug>(
+    result: Result<T, Status>,
+    code: idl::ErrorCode::ErrorCode,
+    what: &str,
+) {
+    let status = result.expect_err(what);
+    let (got, message) = service_error(&status);
+    assert_eq!(got, code.0, "{what}: {message}");
+    assert!(
+        message.len() > 20,
+        "{what}: message says what was wrong: {message:?}"
+    );
+}
+
+#[test]
+fn load_returns_the_file_bytes() {
+    let service = Service::start("bytes", &[]);
+    let conn = service.connect();
+    let (path, data) = service.file("model.bin", 3 * 1024 * 1024 + 123);
+    let result = conn.loader.load(&whole(&path)).unwrap();
+    assert!(result.sizeBytes as usize >= data.len() && result.sizeBytes % 4096 == 0);
+    assert_eq!(result.backend, "memfd");
+    assert!(!result.isDmaBuf);
+    assert_eq!(buffer_bytes(&result, data.len()), data);
+    assert!(
+        result.name.contains("e2e") && result.name.contains("uid"),
+        "{}",
+        result.name
+    );
+
+    // Two segments of the same file, swapped in the buffer.
+    let half = 1 << 20;
+    let req = request(
+        vec![
+            (open(&path), 0, half as i64, half as i64),
+            (open(&path), half as i64, half as i64, 0),
+        ],
+        "memfd",
+    );
+    let swapped = conn.loader.load(&req).unwrap();
+    let got = buffer_bytes(&swapped, 2 * half);
+    assert_eq!(&got[..half], &data[half..2 * half]);
+    assert_eq!(&got[half..], &data[..half]);
+
+    let usage = conn.loader.getUsage().unwrap();
+    assert_eq!(usage.buffers, 2);
+    assert!(usage.chargedBytes >= result.sizeBytes + swapped.sizeBytes);
+    conn.loader.releaseBuffer(result.bufferId).unwrap();
+    conn.loader.releaseBuffer(swapped.bufferId).unwrap();
+    assert_eq!(conn.loader.getUsage().unwrap().chargedBytes, 0);
+    let dump = conn
+        .loader
+        .debugDump(&["buffers".into(), "stats".into()])
+        .unwrap();
+    assert!(dump.contains("loads_ok = 2"), "{dump}");
+    assert!(conn
+        .loader
+        .getBackends()
+        .unwrap()
+        .iter()
+        .any(|b| b.name == "memfd" && b.allowed));
+}
+
+enum Event {
+    Progress(i64, i64),
+    Complete(Option<OwnedFd>),
+    Error(i32, String),
+}
+
+struct Recorder(Mutex<mpsc::Sender<Event>>);
+
+impl rsbinder::Interface for Recorder {}
+
+impl ILoadCallback::ILoadCallback for Recorder {
+    fn onProgress(&self, done: i64, total: i64) -> rsbinder::BinderResult<()> {
+        let _ = self.0.lock().unwrap().send(Event::Progress(done, total));
+        Ok(())
+    }
+    fn onComplete(&self, result: &idl::LoadResult::LoadResult) -> rsbinder::BinderResult<()> {
+        let fd = result
+            .buffer
+            .as_ref()
+            .map(|p| p.as_ref().try_clone().unwrap());
+        let _ = self.0.lock().unwrap().send(Event::Complete(fd));
+        Ok(())
+    }
+    fn onError(&self, code: i32, message: &str) -> rsbinder::BinderResult<()> {
+        let _ = self
+            .0
+            .lock()
+            .unwrap()
+            .send(Event::Error(code, message.into()));
+        Ok(())
+    }
+}
+
+fn recorder() -> (
+    Strong<dyn ILoadCallback::ILoadCallback>,
+    mpsc::Receiver<Event>,
+) {
+    let (tx, rx) = mpsc::channel();
+    (
+        ILoadCallback::BnLoadCallback::new_binder(Recorder(Mutex::new(tx))),
+        rx,
+    )
+}
+
+#[test]
+fn async_load_reports_progress_and_completes_and_cancels() {
+    let service = Service::start("async", &[]);
+    let conn = service.connect();
+    let (path, data) = service.file("async.bin", 24 << 20);
+    let (callback, events) = recorder();
+    let req = idl::LoadRequest::LoadRequest {
+        tunables: idl::Tunables::Tunables {
+            chunkSize: 1 << 20,
+            ..Default::default()
+        },
+        ..whole(&path)
+    };
+    let _handle = conn.loader.startLoad(&req, &callback).unwrap();
+    let mut last = -1;
+    let result = loop {
+        match events
+            .recv_timeout(Duration::from_secs(60))
+            .expect("a callback")
+        {
+            Event::Progress(done, total) => {
+                assert!(
+                    done >= last && done <= total && total == data.len() as i64,
+                    "{done}/{total}"
+                );
+                last = done;
+            }
+            Event::Complete(r) => break r,
+            Event::Error(code, msg) => panic!("onError({code}, {msg})"),
+        }
+    };
+    assert!(last > 0, "at least one progress report");
+    assert_eq!(
+        fd_bytes(result.as_ref().expect("a buffer fd"), data.len()),
+        data
+    );
+
+    // Cancel a long load right away: onError(CANCELLED), and nothing survives.
+    let baseline = conn.state();
+    let big = service.sparse("big.bin", 2 << 30);
+    let (callback, events) = recorder();
+    let handle = conn.loader.startLoad(&whole(&big), &callback).unwrap();
+    assert!(handle.cancel().unwrap(), "the load was still running");
+    loop {
+        match events
+            .recv_timeout(Duration::from_secs(60))
+            .expect("a callback")
+        {
+            Event::Progress(..) => continue,
+            Event::Error(code, msg) => {
+                assert_eq!(code, idl::ErrorCode::ErrorCode::CANCELLED.0, "{msg}");
+                break;
+            }
+            Event::Complete(_) => panic!("a cancelled load completed"),
+        }
+    }
+    assert!(
+        !handle.cancel().unwrap(),
+        "cancelling twice is harmless and says it is over"
+    );
+    let after = conn.state();
+    assert_eq!(
+        after.outstandingBufferBytes,
+        baseline.outstandingBufferBytes
+    );
+    assert_eq!(after.loadsInFlight, 0);
+}
+
+/// The child half of `client_death_frees_memory`: loads, says so, and exits holding the buffer.
+#[test]
+#[ignore = "run by client_death_frees_memory as a separate process"]
+fn child_client_that_dies() {
+    let Ok(socket) = std::env::var("DMALOAD_E2E_CHILD_SOCKET") else {
+        return;
+    };
+    let file = std::env::var("DMALOAD_E2E_CHILD_FILE").unwrap();
+    let conn = Conn::open(Path::new(&socket));
+    let result = conn.loader.load(&whole(Path::new(&file))).unwrap();
+    println!("LOADED {}", result.sizeBytes);
+    std::io::stdout().flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    std::process::exit(0); // no releaseBuffer, no close: as if it crashed
+}
+
+#[test]
+fn client_death_frees_memory() {
+    let service = Service::start("death", &[]);
+    let conn = service.connect();
+    let baseline = conn.state();
+    let (path, _) = service.file("death.bin", 8 << 20);
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_client_that_dies",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("DMALOAD_E2E_CHILD_SOCKET", service.socket())
+        .env("DMALOAD_E2E_CHILD_FILE", &path)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let loaded = stdout
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("LOADED"));
+    assert!(loaded.is_some(), "the child loaded a buffer");
+    let held = conn.state();
+    assert!(
+        held.outstandingBufferBytes >= baseline.outstandingBufferBytes + (8 << 20),
+        "{held:?}"
+    );
+    assert!(child.wait().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = conn.state();
+        if now.outstandingBufferBytes == baseline.outstandingBufferBytes
+            && now.liveBuffers == baseline.liveBuffers
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dead client's charge was never dropped: {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let dump = conn.loader.debugDump(&["state".into()]).unwrap();
+    assert!(dump.contains("reaped_processes = 1"), "{dump}");
+}
+
+#[test]
+fn every_reachable_error_code_comes_through_the_aidl() {
+    use idl::ErrorCode::ErrorCode as E;
+    let service = Service::start(
+        "errors",
+        &[
+            "--max-buffer",
+            "4M",
+            "--caller-cap",
+            "6M",
+            "--global-cap",
+            "16M",
+        ],
+    );
+    let conn = service.connect();
+    let (path, _) = service.file("small.bin", 1 << 20);
+    let (big, _) = service.file("big.bin", 5 << 20);
+    // Warm up: the first load opens this caller's pidfd, which stays while the caller lives.
+    let warm = conn.loader.load(&whole(&path)).unwrap();
+    conn.loader.releaseBuffer(warm.bufferId).unwrap();
+    let baseline = conn.state();
+    let l = &conn.loader;
+
+    expect_code(
+        l.load(&request(vec![(open(&path), -1, 0, 0)], "memfd")),
+        E::INVALID_ARGUMENT,
+        "negative offset",
+    );
+    let no_fd = idl::LoadRequest::LoadRequest {
+        segments: vec![idl::FileSegment::FileSegment::default()],
+        backend: "memfd".into(),
+        ..Default::default()
+    };
+    expect_code(l.load(&no_fd), E::BAD_FD, "segment without fd");
+    let dir_fd: OwnedFd = std::fs::File::open(&service.dir).unwrap().into();
+    expect_code(
+        l.load(&request(vec![(dir_fd, 0, 0, 0)], "memfd")),
+        E::BAD_FD,
+        "directory fd",
+    );
+    expect_code(
+        l.load(&request(vec![(open(&path), 2 << 20, 4096, 0)], "memfd")),
+        E::RANGE,
+        "past EOF",
+    );
+    expect_code(
+        l.load(&request(vec![], "memfd")),
+        E::BAD_SEGMENTS,
+        "no segments",
+    );
+    expect_code(
+        l.load(&request(
+            vec![(open(&path), 0, 8192, 0), (open(&path), 0, 8192, 4096)],
+            "memfd",
+        )),
+        E::BAD_SEGMENTS,
+        "overlapping segments",
+    );
+    expect_code(
+        l.load(&request(vec![(open(&path), 0, 0, 0)], "nosuchheap")),
+        E::UNKNOWN_BACKEND,
+        "unknown heap",
+    );
+    expect_code(l.load(&whole(&big)), E::TOO_LARGE, "over max buffer");
+    let first = l
+        .load(&request(vec![(open(&big), 0, 4 << 20, 0)], "memfd"))
+        .unwrap();
+    expect_code(
+        l.load(&request(vec![(open(&big), 0, 3 << 20, 0)], "memfd")),
+        E::CALLER_CAP,
+        "over caller cap",
+    );
+    expect_code(
+        l.releaseBuffer(first.bufferId + 1000),
+        E::NOT_FOUND,
+        "unknown buffer id",
+    );
+    l.releaseBuffer(first.bufferId).unwrap();
+    expect_code(
+        l.releaseBuffer(first.bufferId),
+        E::NOT_FOUND,
+        "released twice",
+    );
+    let bad_io = idl::LoadRequest::LoadRequest {
+        ioMode: idl::IoMode::IoMode(9),
+        ..whole(&path)
+    };
+    expect_code(l.load(&bad_io), E::INVALID_ARGUMENT, "unknown io mode");
+    let bad_tunable = idl::LoadRequest::LoadRequest {
+        tunables: idl::Tunables::Tunables {
+            readerThreads: -2,
+            ..Default::default()
+        },
+        ..whole(&path)
+    };
+    expect_code(
+        l.load(&bad_tunable),
+        E::INVALID_ARGUMENT,
+        "negative tunable",
+    );
+    // Bad input leaked nothing.
+    let after = conn.state();
+    assert_eq!(
+        (after.openFds, after.outstandingBufferBytes),
+        (baseline.openFds, baseline.outstandingBufferBytes)
+    );
+    drop(conn);
+    drop(service);
+
+    let disabled = Service::start("disabled", &["--allowed-backends", "udmabuf"]);
+    let (path, _) = disabled.file("small.bin", 1 << 20);
+    expect_code(
+        disabled.connect().loader.load(&whole(&path)),
+        E::BACKEND_NOT_ALLOWED,
+        "memfd disabled",
+    );
+    drop(disabled);
+
+    let global = Service::start(
+        "global",
+        &[
+            "--global-cap",
+            "2M",
+            "--caller-cap",
+            "8M",
+            "--max-buffer",
+            "8M",
+        ],
+    );
+    let (path, _) = global.file("three.bin", 3 << 20);
+    expect_code(
+        global.connect().loader.load(&whole(&path)),
+        E::GLOBAL_CAP,
+        "over global cap",
+    );
+    drop(global);
+
+    let nomem = Service::start("nomem", &["--min-available-after", "1048576G"]);
+    let (path, _) = nomem.file("small.bin", 1 << 20);
+    expect_code(
+        nomem.connect().loader.load(&whole(&path)),
+        E::NO_MEMORY,
+        "memory the kernel must keep",
+    );
+    drop(nomem);
+
+    let refused = Service::start("refused", &["--allowed-uids", "4242"]);
+    let conn = refused.connect();
+    expect_code(
+        conn.loader.getUsage(),
+        E::PERMISSION_DENIED,
+        "uid not allowed",
+    );
+    let dump = refused.connect().loader.debugDump(&[]);
+    expect_code(dump, E::PERMISSION_DENIED, "uid not allowed, dump");
+    drop(conn);
+    drop(refused);
+
+    let busy = Service::start("busy", &["--max-loads", "1"]);
+    let conn = busy.connect();
+    let sparse = busy.sparse("busy.bin", 2 << 30);
+    let (small, _) = busy.file("small.bin", 1 << 20);
+    let (callback, events) = recorder();
+    let handle = conn.loader.startLoad(&whole(&sparse), &callback).unwrap();
+    // Its first progress report means it holds the only load slot.
+    assert!(matches!(
+        events.recv_timeout(Duration::from_secs(60)),
+        Ok(Event::Progress(..))
+    ));
+    expect_code(
+        conn.loader.load(&whole(&small)),
+        E::BUSY,
+        "second load over max-loads 1",
+    );
+    handle.cancel().unwrap();
+    let cancelled = loop {
+        match events
+            .recv_timeout(Duration::from_secs(60))
+            .expect("a callback")
+        {
+            Event::Progress(..) => continue,
+            Event::Error(code, _) => break code,
+            Event::Complete(_) => panic!("completed although cancelled"),
+        }
+    };
+    assert_eq!(cancelled, E::CANCELLED.0);
+
+    // FILE_CHANGED: the file is cut short while it loads.
+    let shrinking = busy.sparse("shrink.bin", 2 << 30);
+    let (callback, events) = recorder();
+    let whole_length = request(vec![(open(&shrinking), 0, 2 << 30, 0)], "memfd");
+    let _h = conn.loader.startLoad(&whole_length, &callback).unwrap();
+    // Cut it once the load is under way (its first progress report).
+    match events
+        .recv_timeout(Duration::from_secs(60))
+        .expect("a callback")
+    {
+        Event::Progress(..) => {}
+        Event::Error(code, msg) => panic!("onError({code}, {msg}) before any progress"),
+        Event::Complete(_) => panic!("2 GiB loaded before any progress report"),
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&shrinking)
+        .unwrap()
+        .set_len(4096)
+        .unwrap();
+    let code = loop {
+        match events
+            .recv_timeout(Duration::from_secs(60))
+            .expect("a callback")
+        {
+            Event::Progress(..) => continue,
+            Event::Error(code, _) => break code,
+            Event::Complete(_) => panic!("a file truncated during its load loaded completely"),
+        }
+    };
+    assert_eq!(code, E::FILE_CHANGED.0);
+}
+
+#[test]
+fn eight_concurrent_clients() {
+    let service = Service::start(
+        "eight",
+        &["--max-loads", "8", "--max-loads-per-caller", "8"],
+    );
+    let (path, data) = service.file("shared.bin", 4 << 20);
+    let socket = service.socket();
+    std::thread::scope(|s| {
+        for i in 0..8 {
+            let (socket, path, data) = (&socket, &path, &data);
+            s.spawn(move || {
+                let conn = Conn::open(socket);
+                for _ in 0..3 {
+                    let r = conn
+                        .loader
+                        .load(&whole(path))
+                        .unwrap_or_else(|e| panic!("client {i}: {e}"));
+                    assert_eq!(&buffer_bytes(&r, data.len()), data, "client {i}");
+                    conn.loader.releaseBuffer(r.bufferId).unwrap();
+                }
+            });
+        }
+    });
+    let conn = service.connect();
+    assert_eq!(conn.state().outstandingBufferBytes, 0);
+    assert!(conn
+        .loader
+        .debugDump(&["stats".into()])
+        .unwrap()
+        .contains("loads_ok = 24"));
+}
