@@ -59,11 +59,13 @@ pub struct Fallback {
 /// Timings and byte counts of one load.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LoadStats {
-    /// Allocating/populating the buffer memory (wall time of the allocation work).
+    /// Allocating/populating the buffer memory: from the start of the allocation until all
+    /// of it is allocated (dma-heap: ioctl + mmap; memfd: the last gather populated; udmabuf
+    /// adds `UDMABUF_CREATE`).
     pub alloc: Duration,
     /// From the start to the first gather filled with file data.
     pub first_gather: Duration,
-    /// Summed time reader threads spent in read calls.
+    /// Wall time from the start of the first read to the end of the last one.
     pub io: Duration,
     /// Summed time copier threads spent copying bounce buffers into the buffer.
     pub copy: Duration,
