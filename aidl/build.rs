@@ -11,10 +11,14 @@ fn main() {
         .filter(|path| path.extension().is_some_and(|ext| ext == "aidl"))
         .collect();
     sources.sort();
-    let builder = sources
-        .into_iter()
-        .fold(rsbinder_aidl::Builder::new().set_async_support(false), |b, src| b.source(src));
-    if let Err(err) = builder.output(PathBuf::from("vendor_dmaload.rs")).generate() {
+    let builder = sources.into_iter().fold(
+        rsbinder_aidl::Builder::new().set_async_support(false),
+        |b, src| b.source(src),
+    );
+    if let Err(err) = builder
+        .output(PathBuf::from("vendor_dmaload.rs"))
+        .generate()
+    {
         panic!("generating the vendor.dmaload bindings: {err:?}");
     }
 }

@@ -4,7 +4,13 @@
 //! what clients and the service use. On Android, Soong's `vendor.dmaload-V1-rust` crate
 //! provides the same names for libbinder_rs.
 
-#![allow(clippy::all, missing_docs, non_snake_case, non_camel_case_types, unused_imports)]
+#![allow(
+    clippy::all,
+    missing_docs,
+    non_snake_case,
+    non_camel_case_types,
+    unused_imports
+)]
 
 rsbinder::include_aidl!("vendor_dmaload");
 
