@@ -28,6 +28,12 @@ mod imp {
         idl::IDmaLoader::BnDmaLoader::new_binder(loader)
     }
 
+    /// `cmd` (SHELL_COMMAND_TRANSACTION) needs the plain in/out/err fds of the parcel, which
+    /// rsbinder 0.12.0 does not let a service read; `dumpsys` and `debugDump` serve the views.
+    pub fn install_shell_command(_service: &crate::service::DmaLoaderService) -> bool {
+        false
+    }
+
     impl Interface for crate::service::DmaLoaderService {
         /// `dumpsys vendor.dmaload.IDmaLoader/default [args]`.
         fn dump(&self, writer: &mut dyn std::io::Write, args: &[String]) -> rsbinder::Result<()> {
@@ -62,6 +68,81 @@ mod imp {
         loader: T,
     ) -> Strong<dyn idl::IDmaLoader::IDmaLoader> {
         idl::IDmaLoader::BnDmaLoader::new_binder(loader, binder::BinderFeatures::default())
+    }
+
+    pub use shell::install_shell_command;
+
+    /// `adb shell cmd vendor.dmaload.IDmaLoader/default <view...>`: libbinder_rs leaves the
+    /// class's shell-command handler unset, so set one through the NDK (LL-NDK
+    /// `AIBinder_Class_setHandleShellCommand`); the NDK parses the parcel, admits only root
+    /// and shell, and answers the result receiver with our return value.
+    mod shell {
+        use std::ffi::{c_char, c_int, c_void, CStr};
+        use std::io::Write;
+        use std::os::fd::BorrowedFd;
+        use std::sync::OnceLock;
+
+        use binder::binder_impl::Remotable;
+
+        use crate::service::DmaLoaderService;
+
+        /// One service per process; the handler finds it here.
+        static SERVICE: OnceLock<DmaLoaderService> = OnceLock::new();
+
+        type HandleShellCommand = unsafe extern "C" fn(
+            binder: *mut c_void,
+            in_fd: c_int,
+            out_fd: c_int,
+            err_fd: c_int,
+            argv: *mut *const c_char,
+            argc: u32,
+        ) -> i32;
+
+        extern "C" {
+            fn AIBinder_Class_setHandleShellCommand(
+                clazz: *mut c_void,
+                handle_shell_command: Option<HandleShellCommand>,
+            );
+        }
+
+        pub fn install_shell_command(service: &DmaLoaderService) -> bool {
+            let _ = SERVICE.set(service.clone());
+            let class: *const _ = super::idl::IDmaLoader::BnDmaLoader::get_class().into();
+            // SAFETY: `class` is the live, process-lifetime AIBinder_Class of BnDmaLoader;
+            // the handler is a plain function valid for the whole process.
+            unsafe { AIBinder_Class_setHandleShellCommand(class as *mut c_void, Some(handle)) };
+            true
+        }
+
+        unsafe extern "C" fn handle(
+            _binder: *mut c_void,
+            _in_fd: c_int,
+            out_fd: c_int,
+            _err_fd: c_int,
+            argv: *mut *const c_char,
+            argc: u32,
+        ) -> i32 {
+            let mut args = Vec::with_capacity(argc as usize);
+            for i in 0..argc as usize {
+                // SAFETY: the NDK passes `argc` valid NUL-terminated strings in `argv`, alive
+                // for the duration of this call.
+                let arg = unsafe { CStr::from_ptr(*argv.add(i)) };
+                args.push(arg.to_string_lossy().into_owned());
+            }
+            let Some(service) = SERVICE.get() else {
+                return -libc::ENODEV;
+            };
+            // SAFETY: the NDK keeps `out_fd` open for the duration of this call.
+            let out = unsafe { BorrowedFd::borrow_raw(out_fd) };
+            let Ok(out) = out.try_clone_to_owned() else {
+                return -libc::EBADF;
+            };
+            let mut out = std::fs::File::from(out);
+            match out.write_all(service.debug_text(&args).as_bytes()) {
+                Ok(()) => 0,
+                Err(_) => -libc::EIO,
+            }
+        }
     }
 
     impl Interface for crate::service::DmaLoaderService {

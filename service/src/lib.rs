@@ -13,4 +13,7 @@ pub mod dump;
 pub mod service;
 
 pub use config::Config;
+
+/// The instance name (the AIDL crate Soong generates has no such constant).
+pub const SERVICE_NAME: &str = "vendor.dmaload.IDmaLoader/default";
 pub use service::DmaLoaderService;

@@ -112,7 +112,7 @@ fn serve(
     socket_mode: u32,
 ) -> anyhow::Result<()> {
     use rsbinder::{Endpoint, Uri};
-    let name = dmaload_aidl::SERVICE_NAME;
+    let name = dmaload_service::SERVICE_NAME;
     match transport {
         Transport::Rpc(path) => {
             // A stale socket from a previous run would make bind fail.
@@ -180,9 +180,14 @@ fn serve(
     threads: u32,
     _socket_mode: u32,
 ) -> anyhow::Result<()> {
-    let name = dmaload_aidl::SERVICE_NAME;
+    let name = dmaload_service::SERVICE_NAME;
     binder::ProcessState::set_thread_pool_max_thread_count(threads);
     binder::ProcessState::start_thread_pool();
+    let shell = dmaload_service::binder_stack::install_shell_command(&service);
+    log::info!(
+        "cmd {name}: {}",
+        if shell { "served" } else { "not available" }
+    );
     binder::add_service(name, service.into_binder().as_binder())
         .map_err(|e| anyhow::anyhow!("registering {name}: {e:?}"))?;
     log::info!("serving {name} ({threads} threads)");
