@@ -306,3 +306,80 @@ pub(crate) fn load(
         charge,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorCode;
+
+    fn info(backend: Backend, allowed: bool, max: u64) -> BackendInfo {
+        let dma_buf = backend.is_dma_buf();
+        BackendInfo {
+            backend,
+            allowed,
+            max_buffer_bytes: max,
+            dma_buf,
+            detail: String::new(),
+        }
+    }
+
+    fn device() -> Vec<BackendInfo> {
+        vec![
+            info(Backend::Heap("cma".into()), true, 1 << 40),
+            info(Backend::Heap("system".into()), true, 1 << 40),
+            info(Backend::Udmabuf, true, 64 << 20),
+            info(Backend::Memfd, true, 1 << 40),
+        ]
+    }
+
+    #[test]
+    fn explicit_kinds_resolve_or_fail_with_their_codes() {
+        let mut stats = LoadStats::default();
+        let heap = BufferKind::Heap("system".into());
+        assert_eq!(
+            choose_backend(&heap, &device(), 1, &mut stats),
+            Ok(Backend::Heap("system".into()))
+        );
+        let missing = BufferKind::Heap("nope".into());
+        let err = choose_backend(&missing, &device(), 1, &mut stats).unwrap_err();
+        assert_eq!(err.code, ErrorCode::UnknownBackend);
+        let mut denied = device();
+        denied[1].allowed = false;
+        let err = choose_backend(&heap, &denied, 1, &mut stats).unwrap_err();
+        assert_eq!(err.code, ErrorCode::BackendNotAllowed);
+        assert!(stats.fallbacks.is_empty());
+    }
+
+    #[test]
+    fn udmabuf_over_its_limit_falls_back_to_the_system_heap_or_is_too_large() {
+        let mut stats = LoadStats::default();
+        let got = choose_backend(&BufferKind::Udmabuf, &device(), 65 << 20, &mut stats);
+        assert_eq!(got, Ok(Backend::Heap("system".into())));
+        assert_eq!(stats.fallbacks[0].kind, FallbackKind::Backend);
+        let no_heaps: Vec<BackendInfo> = device()
+            .into_iter()
+            .filter(|b| !matches!(b.backend, Backend::Heap(_)))
+            .collect();
+        let err =
+            choose_backend(&BufferKind::Udmabuf, &no_heaps, 65 << 20, &mut stats).unwrap_err();
+        assert_eq!(err.code, ErrorCode::TooLarge);
+    }
+
+    #[test]
+    fn auto_prefers_dma_bufs_and_says_when_it_cannot() {
+        let mut stats = LoadStats::default();
+        let got = choose_backend(&BufferKind::Auto, &device(), 1 << 20, &mut stats).unwrap();
+        assert!(got.is_dma_buf());
+        // Too big for udmabuf: a heap, never memfd, while a heap can take it.
+        let got = choose_backend(&BufferKind::Auto, &device(), 1 << 30, &mut stats).unwrap();
+        assert_eq!(got, Backend::Heap("system".into()));
+        let memfd_only = vec![info(Backend::Memfd, true, 1 << 40)];
+        let mut stats = LoadStats::default();
+        let got = choose_backend(&BufferKind::Auto, &memfd_only, 1 << 20, &mut stats).unwrap();
+        assert_eq!(got, Backend::Memfd);
+        assert!(stats.fallbacks[0].reason.contains("NOT a dma-buf"));
+        let nothing = vec![info(Backend::Memfd, false, 1 << 40)];
+        let err = choose_backend(&BufferKind::Auto, &nothing, 1, &mut stats).unwrap_err();
+        assert_eq!(err.code, ErrorCode::UnknownBackend);
+    }
+}
