@@ -4,6 +4,7 @@
 # from /dev/urandom (the bench reuses files of the right size), then the bench.
 # Environment: SIZES ("512K 8M 256M 1G"), RUNS, BENCH (static dmaload-bench), OUT (JSON
 # file on the shared repo), EXTRA (more bench options).
+set -e
 echo advise > /sys/kernel/mm/transparent_hugepage/shmem_enabled
 mkdir -p /data/b
 for s in $SIZES; do
