@@ -32,6 +32,13 @@ fn guest_bin(name: &str) -> PathBuf {
 
 /// rsb_hub + dmaloadd --binder /dev/binder, and this process's proxy to the service.
 fn start() -> (Daemons, Strong<dyn IDmaLoader>) {
+    // rsb_hub opens /dev/binderfs/<name>; the virtual device has a binder misc device
+    // (/dev/binder) and no binderfs.
+    let binderfs = Path::new("/dev/binderfs/binder");
+    if !binderfs.exists() {
+        std::fs::create_dir_all("/dev/binderfs").unwrap();
+        std::os::unix::fs::symlink("/dev/binder", binderfs).unwrap();
+    }
     let hub = Command::new(guest_bin("rsb_hub"))
         .arg("--insecure-allow-all")
         .spawn()

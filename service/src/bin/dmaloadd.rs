@@ -180,6 +180,7 @@ fn serve(
     threads: u32,
     _socket_mode: u32,
 ) -> anyhow::Result<()> {
+    use binder::Interface as _;
     let name = dmaload_service::SERVICE_NAME;
     binder::ProcessState::set_thread_pool_max_thread_count(threads);
     binder::ProcessState::start_thread_pool();
