@@ -43,11 +43,11 @@ apt_update_once() {
     fi
 }
 
-# Install Debian packages that are missing (checked with dpkg -s, so re-runs cost ~nothing).
+# Install Debian packages that are missing (checked with dpkg-query, so re-runs cost ~nothing).
 ensure_pkgs() {
     local missing=() p
     for p in "$@"; do
-        dpkg -s "$p" 2>/dev/null | grep -q '^Status: install ok installed' || missing+=("$p")
+        [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = 'install ok installed' ] || missing+=("$p")
     done
     [ ${#missing[@]} -eq 0 ] && return 0
     vm_log "installing Debian packages: ${missing[*]}"
