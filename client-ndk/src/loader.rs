@@ -282,9 +282,18 @@ impl Usage {
 }
 
 fn connect_kernel(instance: &str) -> Result<Strong<dyn IDmaLoader>> {
-    let uri = rsbinder::Uri::kernel().with_service(instance);
-    rsbinder::connect::<dyn IDmaLoader>(uri)
-        .map_err(|code| from_status_code(code, &format!("connecting to binder service {instance}")))
+    let what = format!("connecting to binder service {instance}");
+    let client = rsbinder::Client::open(rsbinder::Uri::kernel())
+        .map_err(|code| from_status_code(code, &what))?;
+    // No waiting for a registration that may never come: an absent service is ENOENT now.
+    match client.try_get::<dyn IDmaLoader>(instance) {
+        Ok(Some(service)) => Ok(service),
+        Ok(None) => Err(Error::os(
+            libc::ENOENT,
+            format!("{what}: not registered with the service manager (is dmaloadd running?)"),
+        )),
+        Err(code) => Err(from_status_code(code, &what)),
+    }
 }
 
 fn kernel_binder_has_service(instance: &str) -> bool {

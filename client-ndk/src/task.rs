@@ -42,8 +42,8 @@ thread_local! {
 pub(crate) struct TaskShared {
     state: Mutex<State>,
     done: Condvar,
-    /// Serializes the event callbacks.
-    delivery: Mutex<()>,
+    /// Serializes the event callbacks; holds the last progress reported.
+    delivery: Mutex<u64>,
     events: Arc<dyn LoadEvents>,
     canceller: Mutex<Canceller>,
 }
@@ -64,7 +64,7 @@ impl TaskShared {
         Arc::new(TaskShared {
             state: Mutex::new(State::Running),
             done: Condvar::new(),
-            delivery: Mutex::new(()),
+            delivery: Mutex::new(0),
             events,
             canceller: Mutex::new(Canceller::default()),
         })
@@ -106,10 +106,17 @@ impl TaskShared {
     }
 
     pub(crate) fn progress(&self, loaded: u64, total: u64) {
-        let _serial = lock(&self.delivery);
+        let mut last = lock(&self.delivery);
         if self.is_done() {
             return;
         }
+        // Reports are oneway calls that may overtake each other: pass on only news, so
+        // the caller sees progress that never goes backwards nor past the total.
+        let loaded = loaded.min(total);
+        if loaded < *last {
+            return;
+        }
+        *last = loaded;
         self.deliver(|| self.events.progress(loaded, total));
     }
 
@@ -235,6 +242,7 @@ mod tests {
             std::thread::spawn(move || shared.wait())
         };
         shared.progress(1, 2);
+        shared.progress(0, 2); // stale: overtaken by the report before it
         shared.finish(Err(Error::service(ErrorCode::Cancelled, "stopped")));
         shared.finish(Err(Error::service(ErrorCode::Io, "late")));
         shared.progress(2, 2);

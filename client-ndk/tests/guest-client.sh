@@ -37,12 +37,17 @@ else
 fi
 
 echo "== kernel binder through the service manager"
+# rsb_hub opens /dev/binderfs/<device>; this kernel has the misc device /dev/binder instead.
+if [ ! -e /dev/binderfs/binder ]; then
+    mkdir -p /dev/binderfs && ln -s /dev/binder /dev/binderfs/binder
+fi
 "$bin/rsb_hub" --insecure-allow-all >/tmp/rsb_hub.log 2>&1 &
 pids="$pids $!"
 sleep 0.5
 "$bin/dmaloadd" --binder /dev/binder >/tmp/dmaloadd-binder.log 2>&1 &
 pids="$pids $!"
-sleep 1
+registered() { "$bin/dmaload" --endpoint binder heaps >/dev/null 2>&1; }
+wait_for registered || echo "dmaloadd did not register within 10 s"
 if "$bin/dmaload_test" "$dir" binder; then :; else
     failed=$((failed + 1)); cat /tmp/rsb_hub.log /tmp/dmaloadd-binder.log
 fi
