@@ -37,7 +37,8 @@ AOSP_RUST_CRATES = {
     "sha2": "libsha2",
     "android_logger": "libandroid_logger",
     "io-uring": "libio_uring",
-    # Not in AOSP's external/rust crates: the CLI must make it an optional feature.
+    # Not found among AOSP's external/rust crates (searched 2026-11): unless a device
+    # tree vendors it, the crate must be an optional cargo feature.
     "indicatif": "not in AOSP",
     "rsbinder": "libbinder_rs",  # Linux hosts use rsbinder; Android uses libbinder_rs
     "rsbinder-aidl": None,  # build-time code generation; Soong's aidl_interface does it
@@ -352,8 +353,9 @@ class Checker:
                 if soong is None:
                     continue
                 if soong in ("unknown", "not in AOSP"):
-                    self.check(False, f"{name}: cargo dependency {dep} has no AOSP module ({soong}); "
-                                      "make it optional (a cargo feature the Android build leaves off)")
+                    self.check(False, f"{name}: cargo dependency {dep} has no known AOSP module ({soong}); "
+                                      "make it optional (a cargo feature the Android build leaves off) "
+                                      "or add its module to AOSP_RUST_CRATES once vendored")
                     continue
                 self.check(soong in rustlibs, f"{name}: cargo dependency {dep} is in rustlibs as {soong}")
 
