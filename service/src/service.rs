@@ -294,17 +294,20 @@ pub fn open_fd_count() -> usize {
 /// Forwards engine progress to an async load's callback, at most ~64 times per load.
 struct CallbackProgress {
     callback: Strong<dyn idl::ILoadCallback::ILoadCallback>,
-    last_step: std::sync::atomic::AtomicU64,
+    /// One past the last step sent. Held while sending: reader threads report concurrently,
+    /// and callbacks must leave in order so the caller sees progress only grow.
+    last_step: std::sync::Mutex<u64>,
 }
 
 impl Progress for CallbackProgress {
     fn progress(&self, bytes_done: u64, bytes_total: u64) {
-        use std::sync::atomic::Ordering;
         let step = bytes_done
             .saturating_mul(64)
             .checked_div(bytes_total)
             .unwrap_or(64);
-        if self.last_step.fetch_max(step + 1, Ordering::Relaxed) <= step {
+        let mut last_step = self.last_step.lock().unwrap_or_else(|p| p.into_inner());
+        if *last_step <= step {
+            *last_step = step + 1;
             // oneway: a dead callback is noticed by the reaper, not here.
             let _ = self
                 .callback

@@ -45,7 +45,8 @@ fn main() -> anyhow::Result<()> {
             _ => bail!("unknown flag {flag}; see the source header for usage"),
         }
     }
-    let work = dir.join(format!("dmaload-service-bench-{}", std::process::id()));
+    let work =
+        std::path::absolute(&dir)?.join(format!("dmaload-service-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
     let result = run(&work, &sizes, runs, &backend);
     let _ = std::fs::remove_dir_all(&work);

@@ -115,6 +115,9 @@ fn serve(
     let name = dmaload_service::SERVICE_NAME;
     match transport {
         Transport::Rpc(path) => {
+            // rsbinder takes only absolute socket paths.
+            let path = std::path::absolute(&path)
+                .with_context(|| format!("socket path {}", path.display()))?;
             // A stale socket from a previous run would make bind fail.
             let _ = std::fs::remove_file(&path);
             // android-13+ wire: clients open an incoming connection on it, which the
