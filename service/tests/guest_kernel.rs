@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use dmaload_aidl::aidl as idl;
-use dmaload_aidl::{IDmaLoader::IDmaLoader, SERVICE_NAME};
+use dmaload_aidl::{IDmaLoader::IDmaLoader, ILoadCallback, SERVICE_NAME};
 use dmaload_engine::kernel::dma_buf;
 use rsbinder::{ExceptionCode, ParcelFileDescriptor, Strong};
 
@@ -45,7 +45,14 @@ fn start() -> (Daemons, Strong<dyn IDmaLoader>) {
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let daemon = Command::new(guest_bin("dmaloadd"))
-        .args(["--binder", "/dev/binder"])
+        .args([
+            "--binder",
+            "/dev/binder",
+            "--max-loads",
+            "8",
+            "--max-loads-per-caller",
+            "8",
+        ])
         .spawn()
         .unwrap();
     let daemons = Daemons(vec![hub, daemon]);
@@ -116,6 +123,51 @@ fn kernel_binder_dma_bufs_errors_and_client_death() {
         );
     }
 
+    // 8 threads loading at once through the same service (dma-heap buffers, bytes checked).
+    std::thread::scope(|scope| {
+        for i in 0..8 {
+            let (loader, path, data) = (&loader, &path, &data);
+            scope.spawn(move || {
+                let r = loader
+                    .load(&whole(path, "system"))
+                    .unwrap_or_else(|e| panic!("thread {i}: {e}"));
+                let fd = r.buffer.as_ref().unwrap().as_ref();
+                assert!(
+                    dma_buf::copy_out(fd.as_fd(), data.len()).unwrap() == *data,
+                    "thread {i}"
+                );
+                loader.releaseBuffer(r.bufferId).unwrap();
+            });
+        }
+    });
+    println!("kernel binder: 8 concurrent loads ok");
+
+    // Asynchronous: progress, then the buffer, through a callback binder in this process.
+    rsbinder::ProcessState::start_thread_pool();
+    let (tx, events) = std::sync::mpsc::channel();
+    let callback = ILoadCallback::BnLoadCallback::new_binder(Recorder(std::sync::Mutex::new(tx)));
+    let _handle = loader
+        .startLoad(&whole(&path, "system"), &callback)
+        .unwrap();
+    let mut progress = 0;
+    let (fd, id) = loop {
+        match events
+            .recv_timeout(Duration::from_secs(60))
+            .expect("a callback")
+        {
+            Event::Progress(done, total) => {
+                assert!(done <= total && total == data.len() as i64);
+                progress += 1;
+            }
+            Event::Complete(fd, id) => break (fd, id),
+            Event::Error(code, msg) => panic!("onError({code}, {msg})"),
+        }
+    };
+    assert!(progress > 0 && dma_buf::copy_out(fd.as_fd(), data.len()).unwrap() == data);
+    drop(fd);
+    loader.releaseBuffer(id).unwrap();
+    println!("kernel binder: async load with {progress} progress reports ok");
+
     // Bad input over kernel binder: the code arrives and nothing leaks.
     let mut past_eof = whole(&path, "system");
     past_eof.segments[0].fileOffset = 1 << 40;
@@ -167,6 +219,46 @@ fn kernel_binder_dma_bufs_errors_and_client_death() {
         std::thread::sleep(Duration::from_millis(50));
     }
     println!("kernel binder: dead client's buffer charge dropped");
+}
+
+enum Event {
+    Progress(i64, i64),
+    Complete(OwnedFd, i64),
+    Error(i32, String),
+}
+
+struct Recorder(std::sync::Mutex<std::sync::mpsc::Sender<Event>>);
+
+impl rsbinder::Interface for Recorder {}
+
+impl ILoadCallback::ILoadCallback for Recorder {
+    fn onProgress(&self, done: i64, total: i64) -> rsbinder::BinderResult<()> {
+        let _ = self.0.lock().unwrap().send(Event::Progress(done, total));
+        Ok(())
+    }
+    fn onComplete(&self, result: &idl::LoadResult::LoadResult) -> rsbinder::BinderResult<()> {
+        let fd = result
+            .buffer
+            .as_ref()
+            .unwrap()
+            .as_ref()
+            .try_clone()
+            .unwrap();
+        let _ = self
+            .0
+            .lock()
+            .unwrap()
+            .send(Event::Complete(fd, result.bufferId));
+        Ok(())
+    }
+    fn onError(&self, code: i32, message: &str) -> rsbinder::BinderResult<()> {
+        let _ = self
+            .0
+            .lock()
+            .unwrap()
+            .send(Event::Error(code, message.into()));
+        Ok(())
+    }
 }
 
 fn child_client() {
