@@ -28,6 +28,27 @@ mod imp {
         idl::IDmaLoader::BnDmaLoader::new_binder(loader)
     }
 
+    /// Keeps a death link alive; dropping it ends the watch.
+    pub struct DeathWatch(#[allow(dead_code)] std::sync::Arc<CancelOnDeath>);
+
+    pub struct CancelOnDeath(dmaload_engine::CancelToken);
+
+    impl rsbinder::DeathRecipient for CancelOnDeath {
+        fn binder_died(&self, _who: &rsbinder::WIBinder) {
+            self.0.cancel();
+        }
+    }
+
+    /// Cancels `cancel` when the process behind `callback` dies (where the stack notices).
+    pub fn cancel_on_death(
+        callback: &Strong<dyn idl::ILoadCallback::ILoadCallback>,
+        cancel: &dmaload_engine::CancelToken,
+    ) -> Option<DeathWatch> {
+        let recipient = std::sync::Arc::new(CancelOnDeath(cancel.clone()));
+        callback.as_binder().link_to_death_arc(&recipient).ok()?;
+        Some(DeathWatch(recipient))
+    }
+
     /// `cmd` (SHELL_COMMAND_TRANSACTION) needs the plain in/out/err fds of the parcel, which
     /// rsbinder 0.12.0 does not let a service read; `dumpsys` and `debugDump` serve the views.
     pub fn install_shell_command(_service: &crate::service::DmaLoaderService) -> bool {
@@ -71,6 +92,21 @@ mod imp {
     }
 
     pub use shell::install_shell_command;
+
+    /// Keeps a death link alive; dropping it ends the watch.
+    pub struct DeathWatch(#[allow(dead_code)] binder::DeathRecipient);
+
+    /// Cancels `cancel` when the process behind `callback` dies.
+    pub fn cancel_on_death(
+        callback: &Strong<dyn idl::ILoadCallback::ILoadCallback>,
+        cancel: &dmaload_engine::CancelToken,
+    ) -> Option<DeathWatch> {
+        use binder::IBinder as _;
+        let token = cancel.clone();
+        let mut recipient = binder::DeathRecipient::new(move || token.cancel());
+        callback.as_binder().link_to_death(&mut recipient).ok()?;
+        Some(DeathWatch(recipient))
+    }
 
     /// `adb shell cmd vendor.dmaload.IDmaLoader/default <view...>`: libbinder_rs leaves the
     /// class's shell-command handler unset, so set one through the NDK (LL-NDK

@@ -364,6 +364,9 @@ impl idl::IDmaLoader::IDmaLoader for DmaLoaderService {
             std::thread::Builder::new()
                 .name("dmaload-async".into())
                 .spawn(move || {
+                    // The caller's death cancels the load (binder death; the pidfd reaper
+                    // covers transports that do not report it).
+                    let _death = stack::cancel_on_death(&callback, &token);
                     let progress = CallbackProgress {
                         callback: callback.clone(),
                         last_step: 0.into(),

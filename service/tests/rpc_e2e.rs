@@ -364,6 +364,17 @@ fn child_client_that_dies() {
     };
     let file = std::env::var("DMALOAD_E2E_CHILD_FILE").unwrap();
     let conn = Conn::open(Path::new(&socket));
+    if std::env::var("DMALOAD_E2E_CHILD_ASYNC").is_ok() {
+        let (callback, _events) = recorder();
+        let _handle = conn
+            .loader
+            .startLoad(&whole(Path::new(&file)), &callback)
+            .unwrap();
+        println!("STARTED");
+        std::io::stdout().flush().unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        std::process::exit(0); // dies with its load running
+    }
     let result = conn.loader.load(&whole(Path::new(&file))).unwrap();
     println!("LOADED {}", result.sizeBytes);
     std::io::stdout().flush().unwrap();
@@ -670,4 +681,48 @@ fn eight_concurrent_clients() {
         .debugDump(&["stats".into()])
         .unwrap()
         .contains("loads_ok = 24"));
+}
+
+#[test]
+fn client_death_cancels_its_async_load() {
+    let service = Service::start("async-death", &[]);
+    let conn = service.connect();
+    let baseline = conn.state();
+    let big = service.sparse("long.bin", 4 << 30);
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_client_that_dies",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("DMALOAD_E2E_CHILD_SOCKET", service.socket())
+        .env("DMALOAD_E2E_CHILD_FILE", &big)
+        .env("DMALOAD_E2E_CHILD_ASYNC", "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    assert!(
+        stdout.lines().map_while(Result::ok).any(|l| l == "STARTED"),
+        "the child started a load"
+    );
+    assert!(child.wait().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = conn.state();
+        if now.loadsInFlight == 0 && now.outstandingBufferBytes == baseline.outstandingBufferBytes {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dead client's load kept running: {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stats = conn.loader.debugDump(&["stats".into()]).unwrap();
+    assert!(
+        stats.contains("CANCELLED = 1"),
+        "the load was cancelled, not finished: {stats}"
+    );
 }
