@@ -45,8 +45,12 @@ impl PatternFile {
 /// An existing file is reused only if its head and tail hold the expected content.
 fn first_bytes_match(path: &Path, seed: u64) -> bool {
     use std::os::unix::fs::FileExt;
-    let Ok(f) = File::open(path) else { return false };
-    let Ok(size) = f.metadata().map(|m| m.len()) else { return false };
+    let Ok(f) = File::open(path) else {
+        return false;
+    };
+    let Ok(size) = f.metadata().map(|m| m.len()) else {
+        return false;
+    };
     let n = size.min(64) as usize;
     let mut buf = vec![0u8; n];
     [0, size - n as u64].iter().all(|&at| {

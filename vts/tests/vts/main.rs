@@ -11,16 +11,24 @@
 //! under target/ on hosts), `DMALOAD_VTS_PROP_CASES` (generated validation cases, default
 //! 400), `DMALOAD_VTS_SEED` (the property seed, default fixed so CI is reproducible).
 
+mod bad_input;
+mod function;
+mod service;
+mod stress;
 mod validation;
 
 use std::path::PathBuf;
 
-use dmaload_vts::harness::Suite;
+use dmaload_vts::harness::{Group, Suite};
 
 pub struct Options {
     pub dir: PathBuf,
     pub prop_cases: u32,
     pub seed: u64,
+    /// Loads per client in the `load` group.
+    pub loads_per_client: u32,
+    /// Run the ≥ 1 GiB load (default in the device; `DMALOAD_VTS_BIG=0` skips it).
+    pub big: bool,
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -33,7 +41,11 @@ fn env_u64(name: &str, default: u64) -> u64 {
 fn main() {
     let mut groups: Vec<String> = Vec::new();
     let mut require_device = dmaload_vts::in_virtual_device();
-    let mut args = std::env::args().skip(1);
+    let all: Vec<String> = std::env::args().skip(1).collect();
+    if all.first().is_some_and(|a| a == "--worker") {
+        std::process::exit(stress::worker(&all[1..]));
+    }
+    let mut args = all.into_iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--group" => groups.extend(args.next()),
@@ -53,6 +65,8 @@ fn main() {
             .unwrap_or(default_dir),
         prop_cases: env_u64("DMALOAD_VTS_PROP_CASES", 400) as u32,
         seed: env_u64("DMALOAD_VTS_SEED", 0x646d_616c_6f61_6400),
+        big: env_u64("DMALOAD_VTS_BIG", 1) == 1,
+        loads_per_client: env_u64("DMALOAD_VTS_LOADS_PER_CLIENT", 100) as u32,
     };
     let selected = |name: &str| groups.is_empty() || groups.iter().any(|g| g == name);
 
@@ -60,5 +74,67 @@ fn main() {
     if selected("validation-model") {
         suite.finish_group(validation::run(&options));
     }
+    // `faults` kills the service: it runs last.
+    let device_groups = ["function", "bad-input", "load", "caps", "faults"];
+    let wanted: Vec<&str> = device_groups
+        .iter()
+        .copied()
+        .filter(|g| selected(g))
+        .collect();
+    if !wanted.is_empty() {
+        run_device_groups(&options, &wanted, &mut suite);
+    }
     std::process::exit(suite.summarize(require_device));
+}
+
+/// The groups that need the service, binder and dma-heaps: only in the virtual device.
+fn run_device_groups(options: &Options, wanted: &[&str], suite: &mut Suite) {
+    if !dmaload_vts::in_virtual_device() {
+        for name in wanted {
+            let mut g = Group::new(name);
+            g.not_run("needs the virtual device: tools/test.d/70-vts runs it there");
+            suite.finish_group(g);
+        }
+        return;
+    }
+    let mut svc = match service::connect(std::time::Duration::from_secs(20)) {
+        Ok(svc) => svc,
+        Err(e) => {
+            for name in wanted {
+                let mut g = Group::new(name);
+                g.case("connect to the service", || Err(e.clone()));
+                suite.finish_group(g);
+            }
+            return;
+        }
+    };
+    for name in wanted {
+        // A group after one that killed (or crashed) the service starts on a fresh connection.
+        if svc.r#getUsage().is_err() {
+            match service::connect(std::time::Duration::from_secs(20)) {
+                Ok(fresh) => svc = fresh,
+                Err(e) => {
+                    let mut g = Group::new(name);
+                    g.case("connect to the service", || Err(e.clone()));
+                    suite.finish_group(g);
+                    continue;
+                }
+            }
+        }
+        let g = match *name {
+            "function" => function::run(options, &svc),
+            "bad-input" => bad_input::run(options, &svc),
+            "load" => stress::run_load(options, &svc),
+            "caps" => stress::run_caps(options, &svc),
+            "faults" => stress::run_faults(options, &mut svc),
+            other => {
+                let mut g = Group::new(other);
+                g.case("implemented", || {
+                    Err(format!("group {other} is not written yet"))
+                });
+                g
+            }
+        };
+        suite.finish_group(g);
+    }
 }

@@ -1,0 +1,653 @@
+//! Groups `load`, `faults` and `caps`: 8 concurrent clients (separate processes, separate
+//! uids) × mixed loads; a client killed mid-load and while holding a buffer; the service
+//! killed mid-load and restarted by its supervisor; requests that together exceed memory.
+//! Workers are this binary started again with `--worker ...`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dmaload_aidl::{ErrorCode as E, IoMode};
+use dmaload_vts::ensure;
+use dmaload_vts::fixtures::PatternFile;
+use dmaload_vts::harness::{figure, Group};
+use dmaload_vts::probe;
+
+use crate::service::{self as s, Failure, Svc};
+use crate::Options;
+
+/// Sizes of the mixed loads: small and odd, so 8 × hundreds fit the CI budget.
+const LOAD_SIZES: &[u64] = &[1, 4095, 4097, 65_537, 300_001, (1 << 20) + 7, (2 << 20) - 3];
+const WORKERS: u32 = 8;
+
+fn worker_cmd(args: &[String]) -> Command {
+    let exe = std::env::current_exe().unwrap_or_else(|_| "dmaload-vts".into());
+    let mut c = Command::new(exe);
+    c.args(args);
+    c
+}
+
+fn files(o: &Options) -> Result<Vec<PatternFile>, String> {
+    let dir = o.dir.join("load");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    LOAD_SIZES
+        .iter()
+        .enumerate()
+        .map(|(i, &size)| {
+            PatternFile::create(&dir, &format!("l-{size}.bin"), 500 + i as u64, size)
+                .map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+pub fn run_load(o: &Options, svc: &Svc) -> Group {
+    let mut g = Group::new("load");
+    if let Err(e) = files(o) {
+        {
+            g.case("fixtures", || Err(e));
+            return g;
+        }
+    };
+    let base = s::baseline(svc);
+    let mut totals = (0u64, 0u64, 0u64, 0u64); // loads, cancelled, failed, bytes
+    let mut wall = Duration::ZERO;
+    let mut busy = 0u64;
+    g.case(
+        &format!(
+            "{WORKERS} clients × {} mixed loads: zero unexpected failures",
+            o.loads_per_client
+        ),
+        || {
+            let started = Instant::now();
+            let mut children: Vec<(u32, Child)> = Vec::new();
+            for w in 0..WORKERS {
+                let child = worker_cmd(&[
+                    "--worker".into(),
+                    "mixed".into(),
+                    w.to_string(),
+                    o.loads_per_client.to_string(),
+                    o.dir.display().to_string(),
+                ])
+                .stdout(Stdio::piped())
+                .spawn()
+                .map_err(|e| format!("spawn worker {w}: {e}"))?;
+                children.push((w, child));
+            }
+            let mut bad = Vec::new();
+            for (w, child) in children {
+                let out = child.wait_with_output().map_err(|e| e.to_string())?;
+                let text = String::from_utf8_lossy(&out.stdout);
+                busy += text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("busy-retries "))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .unwrap_or(0);
+                let last = text
+                    .lines()
+                    .rev()
+                    .find(|l| l.starts_with("worker "))
+                    .unwrap_or("");
+                // "worker W: loads L cancelled C failed F bytes B"
+                let nums: Vec<u64> = last
+                    .split_whitespace()
+                    .filter_map(|t| t.parse().ok())
+                    .collect();
+                if nums.len() == 4 {
+                    totals.0 += nums[0];
+                    totals.1 += nums[1];
+                    totals.2 += nums[2];
+                    totals.3 += nums[3];
+                }
+                if !out.status.success() || nums.len() != 4 {
+                    bad.push(format!(
+                        "worker {w} ({}): {}",
+                        out.status,
+                        text.lines()
+                            .filter(|l| l.contains("FAIL"))
+                            .take(3)
+                            .collect::<Vec<_>>()
+                            .join(" | ")
+                    ));
+                }
+            }
+            wall = started.elapsed();
+            ensure!(bad.is_empty(), "{}", bad.join("; "));
+            ensure!(totals.2 == 0, "{} unexpected failures", totals.2);
+            Ok(())
+        },
+    );
+    figure(
+        "load: loads completed / cancelled / unexpected failures",
+        format!("{} / {} / {}", totals.0, totals.1, totals.2),
+    );
+    figure(
+        "load: BUSY answers retried (clients share one uid: 4 loads per caller at once)",
+        busy,
+    );
+    if !wall.is_zero() {
+        figure(
+            "load: throughput (8 clients, mixed small loads, byte-exact checks included)",
+            format!(
+                "{:.1} loads/s, {:.1} MB/s over {:.1} s",
+                (totals.0 + totals.1) as f64 / wall.as_secs_f64(),
+                totals.3 as f64 / wall.as_secs_f64() / 1e6,
+                wall.as_secs_f64()
+            ),
+        );
+    }
+    g.case(
+        "service fds, outstanding bytes, dma-bufs back to baseline",
+        || {
+            let base = base.clone()?;
+            let took = s::back_to_baseline(svc, &base, Duration::from_secs(5))?;
+            figure(
+                "load: time until back to baseline",
+                format!("{} ms", took.as_millis()),
+            );
+            Ok(())
+        },
+    );
+    g
+}
+
+/// A worker: `--worker mixed W COUNT DIR` (as uid 10000+W).
+pub fn worker(args: &[String]) -> i32 {
+    let mode = args.first().map(String::as_str).unwrap_or("");
+    let result = match mode {
+        "mixed" => worker_mixed(args),
+        "hold-slow" => worker_hold_slow(args),
+        "hold-done" => worker_hold_done(args),
+        "big" => worker_big(args),
+        _ => Err(format!("unknown worker mode {mode:?}")),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            println!("FAIL {e}");
+            1
+        }
+    }
+}
+
+fn worker_mixed(args: &[String]) -> Result<(), String> {
+    let w: u32 = args
+        .get(1)
+        .and_then(|v| v.parse().ok())
+        .ok_or("worker index")?;
+    let count: u32 = args.get(2).and_then(|v| v.parse().ok()).ok_or("count")?;
+    let dir = std::path::PathBuf::from(args.get(3).ok_or("dir")?).join("load");
+    let files: Vec<PatternFile> = LOAD_SIZES
+        .iter()
+        .enumerate()
+        .map(|(i, &size)| PatternFile {
+            path: dir.join(format!("l-{size}.bin")),
+            seed: 500 + i as u64,
+            size,
+        })
+        .collect();
+    let svc = s::connect(Duration::from_secs(10))?;
+    let backends: Vec<String> = crate::function::backends(&svc)?
+        .into_iter()
+        .map(|b| b.0)
+        .collect();
+    let mut rng = 0x9E37_79B9u64 ^ u64::from(w) << 32;
+    let mut next = |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let (mut loads, mut cancelled, mut failed, mut bytes, mut busy) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
+    for i in 0..count {
+        let f = &files[next(files.len() as u64) as usize];
+        let backend = &backends[next(backends.len() as u64) as usize];
+        let (io, direct) = match next(3) {
+            0 => (IoMode::AUTO, true),
+            1 => (IoMode::DIRECT, true),
+            _ => (IoMode::BUFFERED, false),
+        };
+        let fd = f.open(direct).map_err(|e| format!("open: {e}"))?;
+        let req = s::request(vec![s::segment(Some(fd), 0, 0, 0)], backend, io, "vts-load");
+        let kind = next(10);
+        let outcome: Result<Option<(std::os::fd::OwnedFd, i64, i64)>, String> = if kind < 5 {
+            loop {
+                match s::load(&svc, &req) {
+                    Ok(r) => {
+                        break s::buffer_fd(&r).map(|fd| Some((fd, r.r#sizeBytes, r.r#bufferId)))
+                    }
+                    // All clients share one uid here: BUSY says "retry when one finishes".
+                    Err(Failure::Code(c, _)) if c == E::BUSY.0 => {
+                        busy += 1;
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    Err(e) => break Err(e.to_string()),
+                }
+            }
+        } else {
+            loop {
+                let attempt = match s::start(&svc, &req) {
+                    Ok((h, rec)) => {
+                        if kind == 9 {
+                            let _ = h.r#cancel();
+                        }
+                        let mut ev = rec.wait(Duration::from_secs(60))?;
+                        match (ev.complete.take(), ev.error.take()) {
+                            (Some(c), _) => {
+                                c.fd.map(|fd| Some((fd, c.size, c.buffer_id)))
+                                    .map_err(|e| (0, e))
+                            }
+                            (None, Some((code, _))) if kind == 9 && code == E::CANCELLED.0 => {
+                                Ok(None)
+                            }
+                            (None, Some((code, m))) => {
+                                Err((code, format!("{}({code}): {m}", s::code_name(code))))
+                            }
+                            (None, None) => Err((0, "no outcome".into())),
+                        }
+                    }
+                    Err(Failure::Code(c, m)) => Err((c, format!("{}({c}): {m}", s::code_name(c)))),
+                    Err(e) => Err((0, e.to_string())),
+                };
+                match attempt {
+                    Err((c, _)) if c == E::BUSY.0 => {
+                        busy += 1;
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    other => break other.map_err(|e| e.1),
+                }
+            }
+        };
+        match outcome {
+            Ok(Some((fd, size, id))) => {
+                let piece = s::Piece {
+                    seed: f.seed,
+                    file_offset: 0,
+                    len: f.size,
+                    at: 0,
+                };
+                if let Err(e) = s::verify_content(&fd, size as u64, &[piece]) {
+                    failed += 1;
+                    println!("FAIL load {i} {backend} {} B: {e}", f.size);
+                }
+                if let Err(e) = svc.r#releaseBuffer(id) {
+                    failed += 1;
+                    println!("FAIL release: {}", Failure::from_status(e));
+                }
+                loads += 1;
+                bytes += f.size;
+            }
+            Ok(None) => cancelled += 1,
+            Err(e) => {
+                failed += 1;
+                println!("FAIL load {i} {backend} {} B: {e}", f.size);
+            }
+        }
+    }
+    println!("busy-retries {busy}");
+    println!("worker {w}: loads {loads} cancelled {cancelled} failed {failed} bytes {bytes}");
+    if failed > 0 {
+        return Err(format!("{failed} failures"));
+    }
+    Ok(())
+}
+
+fn slow_file(o_dir: &std::path::Path) -> Result<PatternFile, String> {
+    let dir = o_dir.join("faults");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    PatternFile::create(&dir, "slow.bin", 77, 256 << 20).map_err(|e| e.to_string())
+}
+
+fn slow_request(f: &PatternFile) -> Result<dmaload_aidl::LoadRequest, String> {
+    let fd = f.open(false).map_err(|e| e.to_string())?;
+    let mut r = s::request(
+        vec![s::segment(Some(fd), 0, 0, 0)],
+        "heap:system",
+        IoMode::BUFFERED,
+        "vts-slow",
+    );
+    r.r#tunables.r#chunkSize = 1 << 20;
+    r.r#tunables.r#readerThreads = 1;
+    Ok(r)
+}
+
+/// `--worker hold-slow DIR`: starts a slow load, says "progress", then waits to be killed.
+fn worker_hold_slow(args: &[String]) -> Result<(), String> {
+    let f = slow_file(std::path::Path::new(args.get(1).ok_or("dir")?))?;
+    let svc = s::connect(Duration::from_secs(10))?;
+    let (_h, rec) = s::start(&svc, &slow_request(&f)?).map_err(|e| e.to_string())?;
+    loop {
+        if !rec
+            .events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .progress
+            .is_empty()
+        {
+            println!("progress");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    std::thread::sleep(Duration::from_secs(120));
+    Err("not killed".into())
+}
+
+/// `--worker hold-done`: loads 64 MiB into a dma-heap, keeps the fd, says "holding", waits.
+fn worker_hold_done(args: &[String]) -> Result<(), String> {
+    let one = std::path::Path::new(args.get(1).ok_or("dir")?).join("load/l-1.bin");
+    let svc = s::connect(Duration::from_secs(10))?;
+    // A 64 MiB buffer: one byte at the end (the rest zero-filled by the heap).
+    let exe = std::fs::File::open(&one).map_err(|e| format!("{}: {e}", one.display()))?;
+    let r = s::load(
+        &svc,
+        &s::request(
+            vec![s::segment(Some(exe.into()), 0, 1, (64 << 20) - 1)],
+            "heap:system",
+            IoMode::AUTO,
+            "vts-hold",
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let _fd = s::buffer_fd(&r)?;
+    println!("holding");
+    std::thread::sleep(Duration::from_secs(120));
+    Err("not killed".into())
+}
+
+/// `--worker big W BYTES DIR`: one load of a BYTES buffer as uid 10000+W; prints the outcome.
+fn worker_big(args: &[String]) -> Result<(), String> {
+    let w: u32 = args.get(1).and_then(|v| v.parse().ok()).ok_or("index")?;
+    let bytes: i64 = args.get(2).and_then(|v| v.parse().ok()).ok_or("bytes")?;
+    let one = std::path::Path::new(args.get(3).ok_or("dir")?).join("load/l-1.bin");
+    let exe = std::fs::File::open(&one).map_err(|e| format!("{}: {e}", one.display()))?;
+    let _ = w;
+    let svc = s::connect(Duration::from_secs(10))?;
+    let req = s::request(
+        vec![s::segment(Some(exe.into()), 0, 1, bytes - 1)],
+        "heap:system",
+        IoMode::AUTO,
+        "vts-big",
+    );
+    match s::load(&svc, &req) {
+        Ok(r) => {
+            println!("outcome loaded {}", r.r#sizeBytes);
+            let _ = svc.r#releaseBuffer(r.r#bufferId);
+        }
+        Err(Failure::Code(c, _)) => println!("outcome refused {}", s::code_name(c)),
+        Err(other) => println!("outcome failed {other}"),
+    }
+    Ok(())
+}
+
+fn spawn_and_wait_line(args: &[String], line: &str) -> Result<Child, String> {
+    let mut child = worker_cmd(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(l) if l == line => return Ok(child),
+            Ok(l) if l.starts_with("FAIL") => {
+                let _ = child.kill();
+                return Err(l);
+            }
+            Ok(_) => {}
+            Err(_) => {
+                let _ = child.kill();
+                return Err(format!("worker never said {line:?}"));
+            }
+        }
+    }
+}
+
+/// Kills `child` and measures until the service is back to `base`.
+fn kill_and_time(svc: &Svc, mut child: Child, base: &s::Baseline) -> Result<Duration, String> {
+    child.kill().map_err(|e| e.to_string())?;
+    let killed = Instant::now();
+    let _ = child.wait();
+    let within = Duration::from_secs(1).saturating_sub(killed.elapsed());
+    s::back_to_baseline(svc, base, within).map(|_| killed.elapsed())
+}
+
+pub fn run_faults(o: &Options, svc: &mut Svc) -> Group {
+    let mut g = Group::new("faults");
+    let dir = o.dir.display().to_string();
+    g.case(
+        "client killed mid-load: its buffer is freed within 1 s",
+        || {
+            slow_file(&o.dir)?;
+            let base = s::baseline(svc)?;
+            let child = spawn_and_wait_line(
+                &["--worker".into(), "hold-slow".into(), dir.clone()],
+                "progress",
+            )?;
+            let took = kill_and_time(svc, child, &base)?;
+            figure(
+                "faults: client killed mid-load → everything freed after",
+                format!("{} ms", took.as_millis()),
+            );
+            Ok(())
+        },
+    );
+    g.case(
+        "client killed while holding a finished 64 MiB buffer: freed within 1 s",
+        || {
+            let base = s::baseline(svc)?;
+            let child = spawn_and_wait_line(
+                &["--worker".into(), "hold-done".into(), dir.clone()],
+                "holding",
+            )?;
+            let took = kill_and_time(svc, child, &base)?;
+            figure(
+                "faults: client holding a buffer killed → freed after",
+                format!("{} ms", took.as_millis()),
+            );
+            Ok(())
+        },
+    );
+    g.case(
+        "service killed mid-load: DEAD_OBJECT (no hang), restarted, serves again",
+        || {
+            let f = slow_file(&o.dir)?;
+            let pid = s::service_pid().ok_or("no dmaloadd process")?;
+            let (tx, rx) = mpsc::channel();
+            let died = Arc::new(DeathFlag::default());
+            svc.as_binder()
+                .link_to_death_arc(&died)
+                .map_err(|e| format!("link_to_death: {e:?}"))?;
+            let req = slow_request(&f)?;
+            let sync_svc = svc.clone();
+            std::thread::spawn(move || {
+                let _ = tx.send(s::load(&sync_svc, &req).map(|r| r.r#sizeBytes));
+            });
+            // Kill once the load runs.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let st = svc
+                    .r#getServiceState()
+                    .map_err(|e| Failure::from_status(e).to_string())?;
+                if st.r#loadsInFlight > 0 {
+                    break;
+                }
+                ensure!(Instant::now() < deadline, "the load never started");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .map_err(|e| format!("kill dmaloadd: {e}"))?;
+            let killed = Instant::now();
+            let outcome = rx.recv_timeout(Duration::from_secs(30)).map_err(|_| {
+                "the synchronous load hangs 30 s after the service died".to_string()
+            })?;
+            match outcome {
+                Err(Failure::Transport(rsbinder::StatusCode::DeadObject)) => {}
+                other => return Err(format!("expected DEAD_OBJECT, got {other:?}")),
+            }
+            figure(
+                "faults: DEAD_OBJECT after the service was killed",
+                format!("{} ms", killed.elapsed().as_millis()),
+            );
+            let new_svc =
+                s::connect(Duration::from_secs(30)).map_err(|e| format!("no restart: {e}"))?;
+            let restarted = killed.elapsed();
+            ensure!(
+                died.0.load(std::sync::atomic::Ordering::Acquire),
+                "no death notification"
+            );
+            let new_pid = s::service_pid().ok_or("no dmaloadd after the restart")?;
+            ensure!(new_pid != pid, "the same pid {pid} still runs");
+            *svc = new_svc;
+            let fd = f.open(true).map_err(|e| e.to_string())?;
+            let r = s::load(
+                svc,
+                &s::request(
+                    vec![s::segment(Some(fd), 0, 1 << 20, 0)],
+                    "auto",
+                    IoMode::AUTO,
+                    "vts-after",
+                ),
+            )
+            .map_err(|e| format!("after the restart: {e}"))?;
+            s::verify_content(
+                &s::buffer_fd(&r)?,
+                r.r#sizeBytes as u64,
+                &[s::Piece {
+                    seed: f.seed,
+                    file_offset: 0,
+                    len: 1 << 20,
+                    at: 0,
+                }],
+            )?;
+            let _ = svc.r#releaseBuffer(r.r#bufferId);
+            figure(
+                "faults: service serving again after the kill",
+                format!("{} ms", restarted.as_millis()),
+            );
+            Ok(())
+        },
+    );
+    g
+}
+
+#[derive(Default)]
+struct DeathFlag(std::sync::atomic::AtomicBool);
+
+impl rsbinder::DeathRecipient for DeathFlag {
+    fn binder_died(&self, _who: &rsbinder::WIBinder) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
+pub fn run_caps(o: &Options, svc: &Svc) -> Group {
+    let mut g = Group::new("caps");
+    g.case(
+        "requests that together exceed free memory: refused, no OOM kill, same service",
+        || {
+            let pid = s::service_pid();
+            let base = s::baseline(svc)?;
+            let avail = probe::mem_available().ok_or("no MemAvailable")?;
+            // Six clients (separate uids) each ask for a third of free memory at once: together
+            // twice what is free.
+            let each = (avail / 3) & !0xfff;
+            let mut children = Vec::new();
+            for w in 0..6 {
+                let c = worker_cmd(&[
+                    "--worker".into(),
+                    "big".into(),
+                    w.to_string(),
+                    each.to_string(),
+                    o.dir.display().to_string(),
+                ])
+                .stdout(Stdio::piped())
+                .spawn()
+                .map_err(|e| e.to_string())?;
+                children.push(c);
+            }
+            let (mut loaded, mut refused, mut other) = (0, 0, Vec::new());
+            for c in children {
+                let out = c.wait_with_output().map_err(|e| e.to_string())?;
+                let text = String::from_utf8_lossy(&out.stdout).to_string();
+                if text.contains("outcome loaded") {
+                    loaded += 1;
+                } else if ["GLOBAL_CAP", "CALLER_CAP", "NO_MEMORY", "BUSY", "TOO_LARGE"]
+                    .iter()
+                    .any(|c| text.contains(&format!("outcome refused {c}")))
+                {
+                    refused += 1;
+                } else {
+                    other.push(text.trim().to_string());
+                }
+            }
+            figure(
+                "caps: 6 × 1/3 of free memory at once",
+                format!(
+                    "{loaded} loaded, {refused} refused ({} MiB each, {} MiB free)",
+                    each >> 20,
+                    avail >> 20
+                ),
+            );
+            ensure!(other.is_empty(), "unexpected outcomes: {other:?}");
+            ensure!(
+                refused > 0,
+                "nothing was refused although the requests exceed free memory"
+            );
+            let ooms = probe::oom_kills();
+            ensure!(ooms.is_empty(), "OOM kills in the kernel log: {ooms:?}");
+            ensure!(
+                s::service_pid() == pid,
+                "the service restarted (was {pid:?}, now {:?})",
+                s::service_pid()
+            );
+            s::back_to_baseline(svc, &base, Duration::from_secs(5)).map(|_| ())
+        },
+    );
+    g.case(
+        "a request over the max buffer is refused before allocation (no dma-buf appears)",
+        || {
+            let info = svc
+                .r#getBackends()
+                .map_err(|e| Failure::from_status(e).to_string())?;
+            let heap = info
+                .iter()
+                .find(|b| b.r#name.starts_with("heap:"))
+                .ok_or("no heap")?;
+            let before = s::system_dma_bufs();
+            let exe = std::fs::File::open(o.dir.join("load/l-1.bin")).map_err(|e| e.to_string())?;
+            let req = s::request(
+                vec![s::segment(Some(exe.into()), 0, 1, heap.r#maxBufferBytes)],
+                &heap.r#name,
+                IoMode::AUTO,
+                "vts-cap",
+            );
+            match s::load(svc, &req) {
+                Err(Failure::Code(c, _)) if c == E::TOO_LARGE.0 => {}
+                other => {
+                    return Err(format!(
+                        "expected TOO_LARGE, got {:?}",
+                        other.map(|r| r.r#sizeBytes)
+                    ))
+                }
+            }
+            ensure!(
+                s::system_dma_bufs() == before,
+                "dma-bufs changed: {before:?} → {:?}",
+                s::system_dma_bufs()
+            );
+            Ok(())
+        },
+    );
+    g
+}
