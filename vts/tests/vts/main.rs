@@ -13,6 +13,7 @@
 
 mod bad_input;
 mod function;
+mod parcel;
 mod service;
 mod stress;
 mod validation;
@@ -73,6 +74,9 @@ fn main() {
     let mut suite = Suite::new();
     if selected("validation-model") {
         suite.finish_group(validation::run(&options));
+    }
+    if selected("parcel-decoding") {
+        suite.finish_group(parcel::run(&options));
     }
     // `faults` kills the service: it runs last.
     let device_groups = ["function", "bad-input", "load", "caps", "faults"];
