@@ -46,9 +46,19 @@ pids="$pids $!"
 sleep 0.5
 "$bin/dmaloadd" --binder /dev/binder >/tmp/dmaloadd-binder.log 2>&1 &
 pids="$pids $!"
-registered() { "$bin/dmaload" --endpoint binder heaps >/dev/null 2>&1; }
-wait_for registered || echo "dmaloadd did not register within 10 s"
-if "$bin/dmaload_test" "$dir" binder; then :; else
+# Every kernel-binder step is bounded: a hang must show up as a failure with the logs.
+registered() { timeout 5 "$bin/dmaload" --endpoint binder heaps >/tmp/heaps.log 2>&1; }
+tries=0
+until registered; do
+    tries=$((tries + 1))
+    if [ $tries -ge 3 ]; then
+        echo "dmaload --endpoint binder heaps failed or hung 3 times:"; cat /tmp/heaps.log
+        break
+    fi
+    sleep 1
+done
+if timeout 120 "$bin/dmaload_test" "$dir" binder; then :; else
+    echo "dmaload_test over kernel binder failed (status $?)"
     failed=$((failed + 1)); cat /tmp/rsb_hub.log /tmp/dmaloadd-binder.log
 fi
 
