@@ -47,9 +47,14 @@ fi
 
 "$bin/dmaload-vts" --require-device "$@"
 status=$?
-if [ "$status" -ne 0 ] && [ -f /tmp/dmaloadd.log ]; then
-    echo "---- dmaloadd log (last 40 lines)"
-    tail -n 40 /tmp/dmaloadd.log
+if [ -f /tmp/dmaloadd.log ]; then
+    # Kept on the repository share for reading after the run (the guest's /tmp is gone).
+    mkdir -p "$DMALOAD_REPO/target/vts" && cp /tmp/dmaloadd.log "$DMALOAD_REPO/target/vts/dmaloadd-guest.log"
+    echo "vts-guest: dmaloadd restarts: $(grep -c 'dmaloadd exited with status' /tmp/dmaloadd.log) ($(grep -o 'exited with status [0-9]*' /tmp/dmaloadd.log | sort | uniq -c | tr -s ' ' | tr '\n' ';'))"
+    if [ "$status" -ne 0 ]; then
+        echo "---- dmaloadd log (last 40 lines without thread-pool chatter; all in target/vts/dmaloadd-guest.log)"
+        grep -v 'rsbinder::process_state' /tmp/dmaloadd.log | tail -n 40
+    fi
 fi
 oom=$(dmesg 2>/dev/null | grep -c -i -E 'out of memory|oom-kill')
 echo "vts-guest: OOM kills in the kernel log: $oom"
