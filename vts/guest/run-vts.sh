@@ -49,7 +49,7 @@ fi
 status=$?
 if [ -f /tmp/dmaloadd.log ]; then
     # Kept on the repository share for reading after the run (the guest's /tmp is gone).
-    mkdir -p "${DMALOAD_REPO:-$PWD}/target/vts" && cp /tmp/dmaloadd.log "$DMALOAD_REPO/target/vts/dmaloadd-guest.log"
+    mkdir -p "${DMALOAD_REPO:-$PWD}/target/vts" && cp /tmp/dmaloadd.log "${DMALOAD_REPO:-$PWD}/target/vts/dmaloadd-guest.log"
     echo "vts-guest: dmaloadd restarts: $(grep -c 'dmaloadd exited with status' /tmp/dmaloadd.log) ($(grep -o 'exited with status [0-9]*' /tmp/dmaloadd.log | sort | uniq -c | tr -s ' ' | tr '\n' ';'))"
     if [ "$status" -ne 0 ]; then
         echo "---- dmaloadd log (last 40 lines without thread-pool chatter; all in target/vts/dmaloadd-guest.log)"
