@@ -43,7 +43,8 @@ if [ ! -e /dev/binderfs/binder ]; then
 fi
 "$bin/rsb_hub" --insecure-allow-all >/tmp/rsb_hub.log 2>&1 &
 pids="$pids $!"
-sleep 0.5
+# rsb_hub must hold handle 0 before dmaloadd registers (slow to start under TCG).
+sleep 3
 "$bin/dmaloadd" --binder /dev/binder >/tmp/dmaloadd-binder.log 2>&1 &
 pids="$pids $!"
 # Every kernel-binder step is bounded: a hang must show up as a failure with the logs.
