@@ -4,6 +4,7 @@
 pub mod args;
 pub mod daemon;
 mod load;
+mod progress;
 
 use anyhow::Context;
 use dmaload::{Endpoint, Loader};

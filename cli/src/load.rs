@@ -4,25 +4,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use dmaload::{IoMode, LoadEvents, LoadRequest, LoadedBuffer, Loader};
-use indicatif::{ProgressBar, ProgressStyle};
+use dmaload::{IoMode, LoadRequest, LoadedBuffer, Loader};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::args::{BenchArgs, LoadArgs, SegmentArg};
+use crate::progress::ProgressDisplay;
 
 /// Loads at least this large get a progress bar (when stderr is a terminal).
 const PROGRESS_BAR_MIN_BYTES: u64 = 64 << 20;
-
-/// Feeds load progress into a progress bar.
-struct BarEvents(ProgressBar);
-
-impl LoadEvents for BarEvents {
-    fn progress(&self, loaded: u64, total: u64) {
-        self.0.set_length(total);
-        self.0.set_position(loaded);
-    }
-}
 
 pub fn run(loader: &Loader, args: &LoadArgs) -> anyhow::Result<()> {
     let mut request = LoadRequest::new();
@@ -70,17 +60,10 @@ pub fn run(loader: &Loader, args: &LoadArgs) -> anyhow::Result<()> {
     let buffer = if args.quiet || args.json || data_len < PROGRESS_BAR_MIN_BYTES {
         loader.load(&request)?
     } else {
-        let bar = ProgressBar::new(data_len);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        let pending = loader.load_async(&request, Arc::new(BarEvents(bar.clone())))?;
+        let bar = Arc::new(ProgressDisplay::new(data_len));
+        let pending = loader.load_async(&request, bar.clone())?;
         let outcome = pending.join();
-        bar.finish_and_clear();
+        bar.finish();
         outcome?
     };
     let elapsed = started.elapsed();
