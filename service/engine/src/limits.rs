@@ -88,7 +88,8 @@ impl EngineConfig {
             max_buffer_bytes: per_owner,
             max_concurrent_loads: 8,
             max_concurrent_loads_per_owner: 4,
-            max_segments: 4096,
+            // Each segment carries an fd into the service: keep far below its fd limit.
+            max_segments: 1024,
             min_available_after_bytes: (mem.total / 16).min(256 << 20),
             allowed_backends: Vec::new(),
             dma_heap_dir: PathBuf::from("/dev/dma_heap"),

@@ -68,10 +68,27 @@ fn try_main() -> anyhow::Result<()> {
         print!("{}", config.describe());
         return Ok(());
     }
+    raise_fd_limit();
     let threads = config.threads;
     let socket_mode = config.socket_mode;
     let service = DmaLoaderService::new(config).context("starting the engine")?;
     serve(service, transport, threads, socket_mode)
+}
+
+/// Every segment of a request arrives as an fd, installed by the transport before the service
+/// sees the request: with the default soft limit (1024) a request of many segments would fail
+/// in the kernel with EMFILE instead of getting BAD_SEGMENTS from the engine.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                log::warn!("cannot raise the fd limit from {soft} to {hard}: {e}");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => log::warn!("cannot read the fd limit: {e}"),
+    }
 }
 
 #[cfg(not(feature = "android"))]

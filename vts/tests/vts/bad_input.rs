@@ -341,9 +341,19 @@ fn many_segments(svc: &Svc, small: &PatternFile) -> CaseResult {
         .unwrap_or(4096);
     // One fd per segment: binder duplicates each into the service, so a request over the
     // limit also tests that those fds are closed again.
+    // This process holds max + 1 fds at once: lift its own soft limit first.
+    if let Ok((_, hard)) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+    {
+        let _ =
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard);
+    }
     let mut segs = Vec::with_capacity(max + 1);
     for i in 0..=max {
-        segs.push(s::segment(small.open(false).ok(), 0, 1, i as i64 * 4096));
+        let fd = small
+            .open(false)
+            .map_err(|e| format!("opening fd {i} of {}: {e}", max + 1))?;
+        segs.push(s::segment(Some(fd), 0, 1, i as i64 * 4096));
     }
     let req = s::request(segs, "auto", IoMode::AUTO, "vts-many");
     match refused(svc, &req, E::BAD_SEGMENTS, small) {

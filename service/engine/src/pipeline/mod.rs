@@ -187,11 +187,25 @@ fn choose_backend(
                 );
                 return Ok(Backend::Memfd);
             }
-            Err(load_err!(
-                UnknownBackend,
-                "no backend can take {size} bytes here (available: {})",
-                names(backends)
-            ))
+            // Backends exist but none can hold this size: the request is too large, not
+            // aimed at a missing backend.
+            let largest = backends
+                .iter()
+                .filter(|i| i.allowed)
+                .map(|i| i.max_buffer_bytes)
+                .max();
+            match largest {
+                Some(largest) => Err(load_err!(
+                    TooLarge,
+                    "{size} bytes exceed what any backend can hold here (largest: {largest} bytes); \
+                     load less or raise the service's limits"
+                )),
+                None => Err(load_err!(
+                    UnknownBackend,
+                    "no backend is usable here (available: {})",
+                    names(backends)
+                )),
+            }
         }
     }
 }
@@ -330,6 +344,18 @@ mod tests {
             info(Backend::Udmabuf, true, 64 << 20),
             info(Backend::Memfd, true, 1 << 40),
         ]
+    }
+
+    #[test]
+    fn auto_over_every_backends_limit_is_too_large_and_none_usable_is_unknown() {
+        let mut stats = LoadStats::default();
+        let err =
+            choose_backend(&BufferKind::Auto, &device(), (1 << 40) + 1, &mut stats).unwrap_err();
+        assert_eq!(err.code, ErrorCode::TooLarge, "{}", err.message);
+        let mut disabled = device();
+        disabled.iter_mut().for_each(|i| i.allowed = false);
+        let err = choose_backend(&BufferKind::Auto, &disabled, 1, &mut stats).unwrap_err();
+        assert_eq!(err.code, ErrorCode::UnknownBackend, "{}", err.message);
     }
 
     #[test]
