@@ -42,6 +42,23 @@ struct Allocated {
 /// more than the overlap gains.
 const INLINE_MAX: u64 = 2 << 20;
 
+/// Allocates the dma-buf, names it (best effort: naming is for debugging only) and maps it.
+fn allocate_mapped(heap: &DmaHeap, size: u64, name: &str) -> Result<(OwnedFd, Mapping), LoadError> {
+    let fd = heap.allocate(size).map_err(|e| {
+        load_err!(
+            NoMemory,
+            "{} refused {size} bytes ({e}); free memory and retry",
+            heap.path().display()
+        )
+    })?;
+    if let Err(e) = dma_buf::set_name(fd.as_fd(), name) {
+        log::warn!("DMA_BUF_SET_NAME failed: {e}");
+    }
+    let mapping = Mapping::map_shared(fd.as_fd(), size as usize)
+        .map_err(|e| load_err!(NoMemory, "mapping the dma-buf failed: {e}"))?;
+    Ok((fd, mapping))
+}
+
 fn fill_inline(
     plan: &Plan,
     heap: &DmaHeap,
@@ -54,18 +71,7 @@ fn fill_inline(
     let control = Control::new(cancel, progress, plan.file_bytes, ());
     let size = plan.buffer_size;
     let alloc_start = Instant::now();
-    let fd = heap.allocate(size).map_err(|e| {
-        load_err!(
-            NoMemory,
-            "{} refused {size} bytes ({e}); free memory and retry",
-            heap.path().display()
-        )
-    })?;
-    if let Err(e) = dma_buf::set_name(fd.as_fd(), name) {
-        log::warn!("DMA_BUF_SET_NAME failed: {e}");
-    }
-    let mut mapping = Mapping::map_shared(fd.as_fd(), size as usize)
-        .map_err(|e| load_err!(NoMemory, "mapping the dma-buf failed: {e}"))?;
+    let (fd, mut mapping) = allocate_mapped(heap, size, name)?;
     let alloc = alloc_start.elapsed();
     let block =
         super::blocks::take(block_len).map_err(|e| load_err!(NoMemory, "bounce block: {e}"))?;
@@ -183,18 +189,7 @@ pub(crate) fn fill(
     std::thread::scope(|scope| {
         scope.spawn(|| {
             run_thread(&control, || {
-                let fd = heap.allocate(size).map_err(|e| {
-                    load_err!(
-                        NoMemory,
-                        "{} refused {size} bytes ({e}); free memory and retry",
-                        heap.path().display()
-                    )
-                })?;
-                if let Err(e) = dma_buf::set_name(fd.as_fd(), name) {
-                    log::warn!("DMA_BUF_SET_NAME failed: {e}");
-                }
-                let mapping = Mapping::map_shared(fd.as_fd(), size as usize)
-                    .map_err(|e| load_err!(NoMemory, "mapping the dma-buf failed: {e}"))?;
+                let (fd, mapping) = allocate_mapped(heap, size, name)?;
                 dma_buf::begin_cpu_write(fd.as_fd())
                     .map_err(|e| load_err!(Internal, "DMA_BUF_IOCTL_SYNC start failed: {e}"))?;
                 if allocated.set(Allocated { fd, mapping }).is_err() {
