@@ -21,6 +21,7 @@
 //! cancelled through their [`PendingLoad`]. Errors are [`Error`]: the service's stable
 //! [`ErrorCode`]s (docs/DESIGN.md) or an OS errno from this side.
 
+pub mod binder_stack;
 pub mod buffer;
 pub mod dmabuf;
 pub mod endpoint;

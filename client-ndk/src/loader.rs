@@ -7,9 +7,9 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::Arc;
 
-use dmaload_aidl::aidl as idl;
-use rsbinder::{ParcelFileDescriptor, Status, Strong};
-
+use crate::binder_stack::{
+    self as stack, idl, BinderResult, CallError, Interface, ParcelFileDescriptor, Status, Strong,
+};
 use crate::buffer::{HeapInfo, LoadStats, LoadedBuffer};
 use crate::endpoint::{Endpoint, SERVICE_INSTANCE};
 use crate::error::{Error, ErrorCode, Result};
@@ -18,18 +18,14 @@ use crate::task::{LoadEvents, PendingLoad, TaskShared};
 
 use idl::IDmaLoader::IDmaLoader;
 
-/// Outgoing RPC connections per loader: concurrent calls (a long synchronous load and a
-/// cancel, say) each need their own.
-const RPC_OUTGOING_CONNECTIONS: u32 = 4;
-/// Incoming RPC connections: the service's callbacks (progress, completion) arrive on them.
-const RPC_INCOMING_CONNECTIONS: u32 = 1;
-
 /// The connection itself; shared with the loads in flight so they outlive the [`Loader`].
 struct Connection {
     service: Strong<dyn IDmaLoader>,
     endpoint: Endpoint,
-    rpc: Option<rsbinder::rpc::RpcSession>,
+    rpc: Option<stack::Session>,
     in_flight: Arc<InFlight>,
+    /// Keeps the service's death notification registered.
+    _death: Option<stack::DeathLink>,
 }
 
 /// Asynchronous loads waiting for their completion callback. If the service dies, no
@@ -47,8 +43,9 @@ impl InFlight {
     }
 }
 
-impl rsbinder::DeathRecipient for InFlight {
-    fn binder_died(&self, _who: &rsbinder::WIBinder) {
+impl InFlight {
+    /// The service died: no callback will come for the loads still waiting.
+    fn service_died(&self) {
         // Collect under the lock, deliver after dropping it (callbacks may call back in).
         let tasks: Vec<_> = {
             let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
@@ -68,7 +65,7 @@ impl Drop for Connection {
         // An RPC session with incoming connections is kept alive by its serving threads:
         // close it explicitly, or its sockets and threads outlive the loader.
         if let Some(session) = &self.rpc {
-            session.close_session();
+            session.close();
         }
     }
 }
@@ -80,44 +77,25 @@ pub struct Loader {
 
 /// Turns a binder status into the client's error.
 fn from_status(status: Status, what: &str) -> Error {
-    if status.exception_code() == rsbinder::ExceptionCode::ServiceSpecific {
-        let code = status.service_specific_error();
-        let message = status.message().unwrap_or_default().to_string();
-        return match ErrorCode::from_code(code) {
+    match stack::call_error(&status) {
+        CallError::ServiceSpecific { code, message } => match ErrorCode::from_code(code) {
             Some(code) => Error::service(code, message),
             None => Error::service(
                 ErrorCode::Internal,
                 format!("{what}: unknown service error code {code}: {message}"),
             ),
-        };
+        },
+        CallError::Transport(code) => from_status_code(code, what),
+        CallError::Exception(text) => Error::os(libc::EPROTO, format!("{what}: {text}")),
     }
-    let transport = status.transaction_error();
-    if transport != rsbinder::StatusCode::Ok {
-        return from_status_code(transport, what);
-    }
-    Error::os(libc::EPROTO, format!("{what}: {status}"))
 }
 
 /// Turns a transport failure into a negative-errno error.
-fn from_status_code(code: rsbinder::StatusCode, what: &str) -> Error {
-    let errno = match code {
-        rsbinder::StatusCode::DeadObject => libc::EPIPE,
-        rsbinder::StatusCode::NameNotFound => libc::ENOENT,
-        rsbinder::StatusCode::PermissionDenied => libc::EACCES,
-        rsbinder::StatusCode::TimedOut => libc::ETIMEDOUT,
-        rsbinder::StatusCode::BadValue => libc::EINVAL,
-        rsbinder::StatusCode::NoMemory => libc::ENOMEM,
-        rsbinder::StatusCode::BadFd => libc::EBADF,
-        other => {
-            let raw = i32::from(other);
-            if raw < 0 && raw > -4096 {
-                -raw
-            } else {
-                libc::EPROTO
-            }
-        }
-    };
-    Error::os(errno, format!("{what}: binder transport: {code:?}"))
+fn from_status_code(code: stack::StatusCode, what: &str) -> Error {
+    Error::os(
+        stack::transport_errno(code),
+        format!("{what}: binder transport: {code:?}"),
+    )
 }
 
 impl Loader {
@@ -140,16 +118,22 @@ impl Loader {
             }
         };
         let in_flight = Arc::new(InFlight::default());
-        if let Err(code) = service.as_binder().link_to_death_arc(&in_flight) {
-            // Without it a dead service leaves asynchronous loads waiting; loads still work.
-            log::warn!("no death notification from the dmaload service: {code:?}");
-        }
+        let watched = in_flight.clone();
+        let death = match stack::link_to_death(&service, move || watched.service_died()) {
+            Ok(link) => Some(link),
+            Err(code) => {
+                // Without it a dead service leaves asynchronous loads waiting; loads still work.
+                log::warn!("no death notification from the dmaload service: {code:?}");
+                None
+            }
+        };
         Ok(Loader {
             conn: Arc::new(Connection {
                 service,
                 endpoint,
                 rpc,
                 in_flight,
+                _death: death,
             }),
         })
     }
@@ -197,7 +181,7 @@ impl Loader {
         let wire = to_wire(request)?;
         let shared = TaskShared::new(events);
         self.conn.in_flight.add(&shared);
-        let callback = idl::ILoadCallback::BnLoadCallback::new_binder(CallbackBridge {
+        let callback = stack::new_load_callback(CallbackBridge {
             task: shared.clone(),
             opened_direct: request.opened_direct(),
             requested_name: request.name().to_string(),
@@ -283,10 +267,8 @@ impl Usage {
 
 fn connect_kernel(instance: &str) -> Result<Strong<dyn IDmaLoader>> {
     let what = format!("connecting to binder service {instance}");
-    let client = rsbinder::Client::open(rsbinder::Uri::kernel())
-        .map_err(|code| from_status_code(code, &what))?;
     // No waiting for a registration that may never come: an absent service is ENOENT now.
-    match client.try_get::<dyn IDmaLoader>(instance) {
+    match stack::check_service(instance) {
         Ok(Some(service)) => Ok(service),
         Ok(None) => Err(Error::os(
             libc::ENOENT,
@@ -297,39 +279,23 @@ fn connect_kernel(instance: &str) -> Result<Strong<dyn IDmaLoader>> {
 }
 
 fn kernel_binder_has_service(instance: &str) -> bool {
-    let Ok(client) = rsbinder::Client::open(rsbinder::Uri::kernel()) else {
-        return false;
-    };
-    matches!(client.try_get::<dyn IDmaLoader>(instance), Ok(Some(_)))
+    matches!(stack::check_service(instance), Ok(Some(_)))
 }
 
-fn connect_socket(path: &Path) -> Result<(Strong<dyn IDmaLoader>, rsbinder::rpc::RpcSession)> {
-    use rsbinder::entry::{WireProfile, WireVersion};
+fn connect_socket(path: &Path) -> Result<(Strong<dyn IDmaLoader>, stack::Session)> {
     let what = format!("connecting to the dmaload service on {}", path.display());
-    // Check the socket first: rsbinder reports a missing path and a refused connection with
-    // less precise codes, and "nobody listens" is what callers act upon.
+    if !stack::SOCKETS_SUPPORTED {
+        return Err(Error::os(
+            libc::EOPNOTSUPP,
+            format!("{what}: RPC sockets are for Linux hosts; use the \"binder\" endpoint"),
+        ));
+    }
+    // Check the socket first: the binder stack reports a missing path and a refused
+    // connection with less precise codes, and "nobody listens" is what callers act upon.
     if let Err(e) = std::os::unix::net::UnixStream::connect(path) {
         return Err(Error::from_io(&what, &e));
     }
-    let uri = rsbinder::Uri::new(rsbinder::Endpoint::unix(path))
-        .with_wire(WireProfile::Android13Plus(WireVersion::MAX));
-    let client = rsbinder::Client::open_with(uri, |o, _| {
-        o.fd_mode = Some(rsbinder::rpc::FileDescriptorTransportMode::Unix);
-        o.outgoing_connections = Some(RPC_OUTGOING_CONNECTIONS);
-        o.incoming_connections = Some(RPC_INCOMING_CONNECTIONS);
-    })
-    .map_err(|code| from_status_code(code, &what))?;
-    let session = client
-        .session()
-        .cloned()
-        .ok_or_else(|| Error::os(libc::EPROTO, format!("{what}: not an RPC session")))?;
-    let service = client
-        .get::<dyn IDmaLoader>(SERVICE_INSTANCE)
-        .map_err(|code| {
-            session.close_session();
-            from_status_code(code, &what)
-        })?;
-    Ok((service, session))
+    stack::connect_socket(path, SERVICE_INSTANCE).map_err(|code| from_status_code(code, &what))
 }
 
 fn io_mode_to_wire(mode: IoMode) -> idl::IoMode::IoMode {
@@ -433,21 +399,21 @@ struct CallbackBridge {
     requested_name: String,
 }
 
-impl rsbinder::Interface for CallbackBridge {}
+impl Interface for CallbackBridge {}
 
 impl idl::ILoadCallback::ILoadCallback for CallbackBridge {
-    fn r#onProgress(&self, bytes_done: i64, bytes_total: i64) -> rsbinder::BinderResult<()> {
+    fn r#onProgress(&self, bytes_done: i64, bytes_total: i64) -> BinderResult<()> {
         self.task.progress(to_u64(bytes_done), to_u64(bytes_total));
         Ok(())
     }
 
-    fn r#onComplete(&self, result: &idl::LoadResult::LoadResult) -> rsbinder::BinderResult<()> {
+    fn r#onComplete(&self, result: &idl::LoadResult::LoadResult) -> BinderResult<()> {
         let outcome = from_wire_parts(result, self.opened_direct, &self.requested_name);
         self.task.finish(outcome);
         Ok(())
     }
 
-    fn r#onError(&self, code: i32, message: &str) -> rsbinder::BinderResult<()> {
+    fn r#onError(&self, code: i32, message: &str) -> BinderResult<()> {
         let err = match ErrorCode::from_code(code) {
             Some(code) => Error::service(code, message),
             None => Error::service(

@@ -97,6 +97,44 @@ impl ErrorCode {
             ErrorCode::Internal => "INTERNAL",
         }
     }
+
+    /// What the code means and what the caller should do (docs/DESIGN.md). Static, so the C
+    /// API can hand it out without ownership questions.
+    pub fn description(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidArgument => {
+                "invalid argument: a request field is malformed (negative or zero where not allowed, bad tunable)"
+            }
+            ErrorCode::BadFd => {
+                "bad file descriptor: a segment fd is closed, not a regular file, O_PATH, or not open for reading"
+            }
+            ErrorCode::Range => "range: the file range is past end of file or offset + length overflows",
+            ErrorCode::BadSegments => {
+                "bad segments: no segments, too many, overlapping in the buffer, or beyond the buffer"
+            }
+            ErrorCode::UnknownBackend => {
+                "unknown backend: the heap/backend name is not known or not present on this device; list heaps first"
+            }
+            ErrorCode::BackendNotAllowed => {
+                "backend not allowed: the backend is present but disabled by the service configuration"
+            }
+            ErrorCode::TooLarge => "too large: the buffer is larger than the service's maximum buffer size",
+            ErrorCode::GlobalCap => {
+                "global cap: the load would exceed the service's global byte cap; retry later or release buffers"
+            }
+            ErrorCode::CallerCap => {
+                "caller cap: the load would exceed this caller's byte cap; release buffers first"
+            }
+            ErrorCode::Busy => "busy: too many concurrent loads (service-wide or for this caller); retry later",
+            ErrorCode::NoMemory => "no memory: the kernel refused the buffer allocation",
+            ErrorCode::Io => "I/O error: a read of the file failed (the message names the errno)",
+            ErrorCode::FileChanged => "file changed: the file shrank or was truncated during the load",
+            ErrorCode::Cancelled => "cancelled: the load was cancelled (by the caller or its death)",
+            ErrorCode::PermissionDenied => "permission denied: the caller is not allowed to use the service",
+            ErrorCode::NotFound => "not found: unknown load handle or buffer id",
+            ErrorCode::Internal => "internal error in the service: a bug; please report it with the message",
+        }
+    }
 }
 
 impl fmt::Display for ErrorCode {
