@@ -6,12 +6,11 @@
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
-use dmaload_aidl::{ErrorCode as E, IoMode, LoadRequest};
 use dmaload_vts::ensure;
 use dmaload_vts::fixtures::{BadFdKind, PatternFile};
 use dmaload_vts::harness::{CaseResult, Group};
 
-use crate::service::{self as s, Failure, Svc};
+use crate::service::{self as s, ErrorCode as E, Failure, IoMode, LoadRequest, Svc};
 use crate::Options;
 
 /// Checks that `req` is refused with `want` and leaves nothing behind.
@@ -314,7 +313,7 @@ fn o_path(svc: &Svc, fd: OwnedFd, small: &PatternFile) -> CaseResult {
     let base = s::baseline(svc)?;
     match s::load(svc, &one(Some(fd), 0, 0, 0)) {
         Err(Failure::Code(c, _)) if c == E::BAD_FD.0 => {}
-        Err(Failure::Transport(rsbinder::StatusCode::FailedTransaction)) => {}
+        Err(Failure::Transport(s::FAILED_TRANSACTION)) => {}
         other => {
             return Err(format!(
                 "expected BAD_FD or a refused transaction, got {:?}",

@@ -5,14 +5,13 @@
 
 use std::time::{Duration, Instant};
 
-use dmaload_aidl::IoMode;
 use dmaload_vts::buffer::FdInfo;
 use dmaload_vts::ensure;
 use dmaload_vts::fixtures::{kernel_heaps, PatternFile, SIZE_CLASSES};
 use dmaload_vts::harness::{figure, CaseResult, Group};
 use std::os::fd::AsFd;
 
-use crate::service::{self as s, Piece, Svc};
+use crate::service::{self as s, IoMode, Piece, Svc};
 use crate::Options;
 
 const PAGE: u64 = 4096;

@@ -7,15 +7,21 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use dmaload_aidl::{
-    FileSegment, IDmaLoader::IDmaLoader, ILoadCallback, ILoadHandle::ILoadHandle, IoMode,
-    LoadRequest, LoadResult, Tunables,
+// The binder stack (rsbinder on Linux, libbinder_rs under Soong) through the client crate's
+// one switch; the AIDL types are the generated ones of either stack.
+use dmaload_client::binder_stack::{
+    self as stack, BinderResult, CallError, Interface, ParcelFileDescriptor, Status, Strong,
 };
+pub use dmaload_client::binder_stack::{idl, StatusCode, DEAD_OBJECT, FAILED_TRANSACTION};
 use dmaload_vts::buffer::ReadView;
 use dmaload_vts::{pattern, probe};
-use rsbinder::{ExceptionCode, ParcelFileDescriptor, Status, StatusCode, Strong};
+pub use idl::{
+    ErrorCode::ErrorCode, FileSegment::FileSegment, IoMode::IoMode, LoadRequest::LoadRequest,
+    LoadResult::LoadResult, LoadStats::LoadStats, Tunables::Tunables,
+};
+use idl::{IDmaLoader::IDmaLoader, ILoadCallback, ILoadHandle::ILoadHandle};
 
-pub const SERVICE_NAME: &str = dmaload_aidl::SERVICE_NAME;
+pub const SERVICE_NAME: &str = dmaload_client::endpoint::SERVICE_INSTANCE;
 
 /// How a call failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,17 +35,11 @@ pub enum Failure {
 
 impl Failure {
     pub fn from_status(status: Status) -> Failure {
-        if status.exception_code() == ExceptionCode::ServiceSpecific {
-            return Failure::Code(
-                status.service_specific_error(),
-                status.message().unwrap_or_default().to_string(),
-            );
+        match stack::call_error(&status) {
+            CallError::ServiceSpecific { code, message } => Failure::Code(code, message),
+            CallError::Transport(code) => Failure::Transport(code),
+            CallError::Exception(text) => Failure::Other(text),
         }
-        let transport = status.transaction_error();
-        if transport != StatusCode::Ok {
-            return Failure::Transport(transport);
-        }
-        Failure::Other(format!("{status}"))
     }
 }
 
@@ -70,18 +70,11 @@ pub fn connect(wait: Duration) -> Result<Svc, String> {
     let ep = endpoint();
     loop {
         let attempt: Result<Option<Svc>, String> = if let Some(path) = ep.strip_prefix("unix:") {
-            let uri = rsbinder::Uri::new(rsbinder::Endpoint::unix(path));
-            rsbinder::Client::open_with(uri, |o, _| {
-                o.fd_mode = Some(rsbinder::rpc::FileDescriptorTransportMode::Unix);
-                o.outgoing_connections = Some(4);
-                o.incoming_connections = Some(1);
-            })
-            .and_then(|c| c.try_get::<dyn IDmaLoader>(SERVICE_NAME))
-            .map_err(|e| format!("{e:?}"))
-        } else {
-            rsbinder::Client::open(rsbinder::Uri::kernel())
-                .and_then(|c| c.try_get::<dyn IDmaLoader>(SERVICE_NAME))
+            stack::connect_socket(path.as_ref(), SERVICE_NAME)
+                .map(|(svc, _session)| Some(svc))
                 .map_err(|e| format!("{e:?}"))
+        } else {
+            stack::check_service(SERVICE_NAME).map_err(|e| format!("{e:?}"))
         };
         match attempt {
             Ok(Some(svc)) => {
@@ -310,7 +303,7 @@ pub struct Stats {
 }
 
 impl Stats {
-    pub fn of(s: &dmaload_aidl::LoadStats) -> Stats {
+    pub fn of(s: &LoadStats) -> Stats {
         Stats {
             alloc_ns: s.r#allocNs,
             first_gather_ns: s.r#firstGatherNs,
@@ -400,16 +393,16 @@ impl Recorder {
 
 struct CallbackBridge(Arc<Recorder>);
 
-impl rsbinder::Interface for CallbackBridge {}
+impl Interface for CallbackBridge {}
 
 impl ILoadCallback::ILoadCallback for CallbackBridge {
-    fn r#onProgress(&self, loaded: i64, total: i64) -> rsbinder::BinderResult<()> {
+    fn r#onProgress(&self, loaded: i64, total: i64) -> BinderResult<()> {
         let mut ev = self.0.events.lock().unwrap_or_else(|p| p.into_inner());
         ev.progress.push((loaded, total));
         Ok(())
     }
 
-    fn r#onComplete(&self, result: &LoadResult) -> rsbinder::BinderResult<()> {
+    fn r#onComplete(&self, result: &LoadResult) -> BinderResult<()> {
         let mut ev = self.0.events.lock().unwrap_or_else(|p| p.into_inner());
         ev.complete = Some(Completed {
             fd: buffer_fd(result),
@@ -425,7 +418,7 @@ impl ILoadCallback::ILoadCallback for CallbackBridge {
         Ok(())
     }
 
-    fn r#onError(&self, code: i32, message: &str) -> rsbinder::BinderResult<()> {
+    fn r#onError(&self, code: i32, message: &str) -> BinderResult<()> {
         let mut ev = self.0.events.lock().unwrap_or_else(|p| p.into_inner());
         ev.error = Some((code, message.to_string()));
         ev.ends += 1;
@@ -434,13 +427,21 @@ impl ILoadCallback::ILoadCallback for CallbackBridge {
     }
 }
 
+/// Calls `on_death` when the service's process dies; dropping the link ends the watch.
+pub fn link_to_death(
+    svc: &Svc,
+    on_death: impl Fn() + Send + Sync + 'static,
+) -> Result<stack::DeathLink, String> {
+    stack::link_to_death(svc, on_death).map_err(|e| format!("link_to_death: {e:?}"))
+}
+
 /// Starts an asynchronous load; the recorder hears its events.
 pub fn start(
     svc: &Svc,
     req: &LoadRequest,
 ) -> Result<(Strong<dyn ILoadHandle>, Arc<Recorder>), Failure> {
     let recorder = Arc::new(Recorder::default());
-    let callback = ILoadCallback::BnLoadCallback::new_binder(CallbackBridge(recorder.clone()));
+    let callback = stack::new_load_callback(CallbackBridge(recorder.clone()));
     let handle = svc
         .r#startLoad(req, &callback)
         .map_err(Failure::from_status)?;

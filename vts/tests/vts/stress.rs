@@ -6,16 +6,16 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dmaload_aidl::{ErrorCode as E, IoMode};
 use dmaload_vts::ensure;
 use dmaload_vts::fixtures::PatternFile;
 use dmaload_vts::harness::{figure, Group};
 use dmaload_vts::probe;
 
-use crate::service::{self as s, Failure, Svc};
+use crate::service::{self as s, ErrorCode as E, Failure, IoMode, Svc};
 use crate::Options;
 
 /// Sizes of the mixed loads: small and odd, so 8 × hundreds fit the CI budget.
@@ -300,7 +300,7 @@ fn slow_file(o_dir: &std::path::Path) -> Result<PatternFile, String> {
     PatternFile::create(&dir, "slow.bin", 77, 256 << 20).map_err(|e| e.to_string())
 }
 
-fn slow_request(f: &PatternFile) -> Result<dmaload_aidl::LoadRequest, String> {
+fn slow_request(f: &PatternFile) -> Result<s::LoadRequest, String> {
     let fd = f.open(false).map_err(|e| e.to_string())?;
     let mut r = s::request(
         vec![s::segment(Some(fd), 0, 0, 0)],
@@ -462,10 +462,9 @@ pub fn run_faults(o: &Options, svc: &mut Svc) -> Group {
             let f = slow_file(&o.dir)?;
             let pid = s::service_pid().ok_or("no dmaloadd process")?;
             let (tx, rx) = mpsc::channel();
-            let died = Arc::new(DeathFlag::default());
-            svc.as_binder()
-                .link_to_death_arc(&died)
-                .map_err(|e| format!("link_to_death: {e:?}"))?;
+            let died = Arc::new(AtomicBool::new(false));
+            let flag = died.clone();
+            let _death = s::link_to_death(svc, move || flag.store(true, Ordering::Release))?;
             let req = slow_request(&f)?;
             let sync_svc = svc.clone();
             std::thread::spawn(move || {
@@ -493,7 +492,7 @@ pub fn run_faults(o: &Options, svc: &mut Svc) -> Group {
                 "the synchronous load hangs 30 s after the service died".to_string()
             })?;
             match outcome {
-                Err(Failure::Transport(rsbinder::StatusCode::DeadObject)) => {}
+                Err(Failure::Transport(s::DEAD_OBJECT)) => {}
                 other => return Err(format!("expected DEAD_OBJECT, got {other:?}")),
             }
             figure(
@@ -503,10 +502,7 @@ pub fn run_faults(o: &Options, svc: &mut Svc) -> Group {
             let new_svc =
                 s::connect(Duration::from_secs(30)).map_err(|e| format!("no restart: {e}"))?;
             let restarted = killed.elapsed();
-            ensure!(
-                died.0.load(std::sync::atomic::Ordering::Acquire),
-                "no death notification"
-            );
+            ensure!(died.load(Ordering::Acquire), "no death notification");
             let new_pid = s::service_pid().ok_or("no dmaloadd after the restart")?;
             ensure!(new_pid != pid, "the same pid {pid} still runs");
             *svc = new_svc;
@@ -540,15 +536,6 @@ pub fn run_faults(o: &Options, svc: &mut Svc) -> Group {
         },
     );
     g
-}
-
-#[derive(Default)]
-struct DeathFlag(std::sync::atomic::AtomicBool);
-
-impl rsbinder::DeathRecipient for DeathFlag {
-    fn binder_died(&self, _who: &rsbinder::WIBinder) {
-        self.0.store(true, std::sync::atomic::Ordering::Release);
-    }
 }
 
 pub fn run_caps(o: &Options, svc: &Svc) -> Group {
