@@ -14,10 +14,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use dmaload_engine::{Backend, BufferKind, Engine, EngineConfig, MemInfo, Tunables};
+use dmaload_engine::kernel::memfd::hugetlb_pages_free;
+use dmaload_engine::{Backend, BufferKind, Engine, EngineConfig, IoEngine, MemInfo, Tunables};
 
 pub use report::Row;
-use schemes::{Bench, Scheme};
+use schemes::{Bench, Engines, Scheme, Variant};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -148,22 +149,30 @@ fn schemes_for(engine: &Engine, size: u64, args: &Args) -> Vec<Scheme> {
     if let Some(h) = &main_heap {
         list.push(Scheme::HeapBounce { heap: h.clone() });
     }
-    list.push(Scheme::Dmaload {
-        kind: BufferKind::Memfd,
-    });
+    let mut kinds = vec![BufferKind::Memfd];
     if udmabuf_fits {
-        list.push(Scheme::Dmaload {
-            kind: BufferKind::Udmabuf,
-        });
+        kinds.push(BufferKind::Udmabuf);
     }
-    for h in &heaps {
+    kinds.extend(heaps.iter().map(|h| BufferKind::Heap(h.clone())));
+    kinds.push(BufferKind::Auto);
+    // With a hugetlb pool that can take the buffer, udmabuf uses it: compare with shmem.
+    let hugetlb_fits = udmabuf_fits && size > (2 << 20) && hugetlb_pages_free() * (2 << 20) >= size;
+    for kind in kinds {
         list.push(Scheme::Dmaload {
-            kind: BufferKind::Heap(h.clone()),
+            kind: kind.clone(),
+            variant: Variant::Default,
         });
+        list.push(Scheme::Dmaload {
+            kind: kind.clone(),
+            variant: Variant::IoUring,
+        });
+        if hugetlb_fits && matches!(kind, BufferKind::Udmabuf | BufferKind::Auto) {
+            list.push(Scheme::Dmaload {
+                kind,
+                variant: Variant::NoHugetlb,
+            });
+        }
     }
-    list.push(Scheme::Dmaload {
-        kind: BufferKind::Auto,
-    });
     list.retain(|s| args.schemes.is_empty() || args.schemes.iter().any(|n| n == s.name()));
     list
 }
@@ -194,9 +203,20 @@ pub fn run(args: &Args) -> Result<()> {
     config.per_owner_cap_bytes = mem.available;
     config.max_buffer_bytes = mem.available;
     config.min_available_after_bytes = 128 << 20;
-    let engine = Engine::new(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let make = |io_engine: IoEngine, hugetlb: bool| {
+        let mut config = config.clone();
+        config.io_engine = io_engine;
+        config.hugetlb = hugetlb;
+        Engine::new(config).map_err(|e| anyhow::anyhow!("{e}"))
+    };
+    let engines = Engines {
+        default: make(IoEngine::Pread, true)?,
+        io_uring: make(IoEngine::IoUring, true)?,
+        no_hugetlb: make(IoEngine::Pread, false)?,
+    };
+    let engine = &engines.default;
     let bench = Bench {
-        engine: &engine,
+        engines: &engines,
         heap_dir: engine.config().dma_heap_dir.clone(),
         udmabuf: engine.config().udmabuf_device.clone(),
     };
@@ -232,7 +252,7 @@ pub fn run(args: &Args) -> Result<()> {
         let path = test_file(&args.dir, size)?;
         // Runs go round-robin over the schemes, so slow drifts of the machine (other
         // work, thermal, host caches) spread over all schemes alike.
-        let schemes = schemes_for(&engine, size, args);
+        let schemes = schemes_for(engine, size, args);
         let mut samples: Vec<Vec<std::time::Duration>> = vec![Vec::new(); schemes.len()];
         let mut growth = vec![0u64; schemes.len()];
         let mut peak = vec![0u64; schemes.len()];

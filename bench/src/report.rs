@@ -150,8 +150,13 @@ pub fn size_label(bytes: u64) -> String {
 
 pub(crate) fn describe_stats(backend: Option<&str>, s: &LoadStats) -> String {
     let mut text = format!(
-        "{}: alloc {}, first gather {}, io {}, copy {}; direct {} MiB, buffered {} MiB, bounced {} MiB",
+        "{}{}: alloc {}, first gather {}, io {}, copy {}; direct {} MiB, buffered {} MiB, bounced {} MiB",
         backend.unwrap_or("?"),
+        if s.memory.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", s.memory)
+        },
         ms(s.alloc.as_nanos() as u64),
         ms(s.first_gather.as_nanos() as u64),
         ms(s.io.as_nanos() as u64),

@@ -20,6 +20,34 @@ use dmaload_engine::{
 
 const CHUNK: usize = 8 << 20;
 
+/// Engine configurations compared side by side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    /// The service's defaults: pread readers, hugetlb memory where a pool has room.
+    Default,
+    /// Readers on io_uring.
+    IoUring,
+    /// hugetlb off: shmem memory (huge folios where shmem THP allows).
+    NoHugetlb,
+}
+
+/// The engines of every [`Variant`].
+pub struct Engines {
+    pub default: Engine,
+    pub io_uring: Engine,
+    pub no_hugetlb: Engine,
+}
+
+impl Engines {
+    pub fn get(&self, variant: Variant) -> &Engine {
+        match variant {
+            Variant::Default => &self.default,
+            Variant::IoUring => &self.io_uring,
+            Variant::NoHugetlb => &self.no_hugetlb,
+        }
+    }
+}
+
 /// One scheme as measured: a name from the JSON schema, a backend, an I/O mode.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Scheme {
@@ -35,8 +63,8 @@ pub enum Scheme {
     UdmabufDirect,
     /// heap alloc + mmap, then serial O_DIRECT reads into an 8 MiB bounce buffer + memcpy.
     HeapBounce { heap: String },
-    /// The engine with a buffer kind, O_DIRECT fd.
-    Dmaload { kind: BufferKind },
+    /// The engine with a buffer kind, O_DIRECT fd, in one of its configurations.
+    Dmaload { kind: BufferKind, variant: Variant },
 }
 
 impl Scheme {
@@ -62,12 +90,19 @@ impl Scheme {
             Scheme::DirectFloor { threads } => format!("{threads} threads"),
             Scheme::UdmabufBuffered | Scheme::UdmabufDirect => "udmabuf".to_string(),
             Scheme::HeapBounce { heap } => format!("heap:{heap}"),
-            Scheme::Dmaload { kind } => match kind {
-                BufferKind::Auto => "auto".to_string(),
-                BufferKind::Heap(h) => format!("heap:{h}"),
-                BufferKind::Udmabuf => "udmabuf".to_string(),
-                BufferKind::Memfd => "memfd".to_string(),
-            },
+            Scheme::Dmaload { kind, variant } => {
+                let kind = match kind {
+                    BufferKind::Auto => "auto".to_string(),
+                    BufferKind::Heap(h) => format!("heap:{h}"),
+                    BufferKind::Udmabuf => "udmabuf".to_string(),
+                    BufferKind::Memfd => "memfd".to_string(),
+                };
+                match variant {
+                    Variant::Default => kind,
+                    Variant::IoUring => format!("{kind}+io_uring"),
+                    Variant::NoHugetlb => format!("{kind}+shmem"),
+                }
+            }
         }
     }
 
@@ -82,7 +117,7 @@ impl Scheme {
 
 /// Where a run happens.
 pub struct Bench<'a> {
-    pub engine: &'a Engine,
+    pub engines: &'a Engines,
     pub heap_dir: PathBuf,
     pub udmabuf: PathBuf,
 }
@@ -255,14 +290,15 @@ impl Bench<'_> {
                 drop(map);
                 out.buffer = Some((buf, size as usize));
             }
-            Scheme::Dmaload { kind } => {
+            Scheme::Dmaload { kind, variant } => {
                 let fd = open_direct(path)?;
                 let req = LoadRequest::whole_file(fd, "dmaload-bench")
                     .with_buffer(kind.clone())
                     .with_io_mode(IoMode::Direct);
                 let start = Instant::now();
                 let loaded = self
-                    .engine
+                    .engines
+                    .get(*variant)
                     .load(Owner::new(0), req, &CancelToken::new(), &NoProgress)
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
                 out.elapsed = start.elapsed();

@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use dmaload_engine::EngineConfig;
+use dmaload_engine::{EngineConfig, IoEngine};
 
 /// What dmaloadd runs with.
 #[derive(Clone, Debug)]
@@ -76,6 +76,18 @@ impl Config {
             "chunk_size" => e.default_tunables.chunk_size = parse_size(value)?,
             "reader_threads" => e.default_tunables.reader_threads = parse_num(value)?,
             "allowed_backends" => e.allowed_backends = list(value).map(String::from).collect(),
+            "io_engine" => {
+                e.io_engine = IoEngine::parse(value).with_context(|| {
+                    format!("io_engine {value:?}: expected `pread` or `io_uring`")
+                })?
+            }
+            "hugetlb" => {
+                e.hugetlb = match value {
+                    "true" | "on" | "1" => true,
+                    "false" | "off" | "0" => false,
+                    _ => bail!("hugetlb {value:?}: expected `true` or `false`"),
+                }
+            }
             "threads" => self.threads = parse_num(value)?,
             "allowed_uids" => {
                 self.allowed_uids = list(value).map(parse_num).collect::<anyhow::Result<_>>()?
@@ -115,7 +127,8 @@ impl Config {
         format!(
             "global_cap = {}\ncaller_cap = {}\nmax_buffer = {}\nmax_loads = {}\n\
              max_loads_per_caller = {}\nmax_segments = {}\nmin_available_after = {}\ngather_size = {}\nchunk_size = {}\n\
-             reader_threads = {}\nallowed_backends = {backends}\nallowed_uids = {uids}\n\
+             reader_threads = {}\nio_engine = {}\nhugetlb = {}\nallowed_backends = {backends}\n\
+             allowed_uids = {uids}\n\
              threads = {}\nsocket_mode = {:o}\n",
             e.global_cap_bytes,
             e.per_owner_cap_bytes,
@@ -127,6 +140,8 @@ impl Config {
             t.gather_size,
             t.chunk_size,
             t.reader_threads,
+            e.io_engine.name(),
+            e.hugetlb,
             self.threads,
             self.socket_mode,
         )

@@ -20,7 +20,8 @@ pub use engine::{BackendInfo, Engine, LoadedBuffer};
 pub use error::{ErrorCode, LoadError};
 pub use limits::{Charge, EngineConfig, MemInfo, Usage};
 pub use request::{
-    BufferKind, CancelToken, IoMode, LoadRequest, NoProgress, Owner, Progress, Segment, Tunables,
+    BufferKind, CancelToken, IoEngine, IoMode, LoadRequest, NoProgress, Owner, Progress, Segment,
+    Tunables,
 };
 pub use stats::{Backend, Fallback, FallbackKind, LoadStats};
 

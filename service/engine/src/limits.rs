@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::{load_err, LoadError};
-use crate::request::{Owner, Tunables};
+use crate::request::{IoEngine, Owner, Tunables};
 
 /// Service-wide configuration of the engine.
 #[derive(Clone, Debug)]
@@ -36,6 +36,12 @@ pub struct EngineConfig {
     pub udmabuf_size_limit_file: PathBuf,
     /// Defaults for tunables a request leaves at 0.
     pub default_tunables: Tunables,
+    /// How readers issue reads.
+    pub io_engine: IoEngine,
+    /// udmabuf memory comes from the hugetlb pool (2 MiB pages) when the pool has room for
+    /// the whole buffer. Only a device that reserved a pool (`vm.nr_hugepages`) has one;
+    /// otherwise shmem memory is used as before.
+    pub hugetlb: bool,
 }
 
 /// Memory figures from /proc/meminfo, in bytes.
@@ -96,6 +102,8 @@ impl EngineConfig {
             udmabuf_device: PathBuf::from("/dev/udmabuf"),
             udmabuf_size_limit_file: PathBuf::from("/sys/module/udmabuf/parameters/size_limit_mb"),
             default_tunables: Tunables::default(),
+            io_engine: IoEngine::default(),
+            hugetlb: true,
         }
     }
 }

@@ -78,6 +78,36 @@ pub enum IoMode {
     Buffered,
 }
 
+/// How readers issue their reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IoEngine {
+    /// One `pread` per reader thread in flight (works everywhere).
+    #[default]
+    Pread,
+    /// io_uring: every reader thread keeps several reads in flight. Where the kernel or the
+    /// SELinux policy denies io_uring (or the build leaves it out) the load reads with
+    /// `pread` and reports the fallback.
+    IoUring,
+}
+
+impl IoEngine {
+    /// Parses `pread` or `io_uring`.
+    pub fn parse(name: &str) -> Option<IoEngine> {
+        match name {
+            "pread" => Some(IoEngine::Pread),
+            "io_uring" | "io-uring" | "uring" => Some(IoEngine::IoUring),
+            _ => None,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            IoEngine::Pread => "pread",
+            IoEngine::IoUring => "io_uring",
+        }
+    }
+}
+
 /// Knobs with sensible defaults; 0 in a field means "use the default".
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Tunables {

@@ -47,6 +47,8 @@ pub enum FallbackKind {
     BounceBlock,
     /// Huge folios were not available; memory was populated with small pages.
     SmallPages,
+    /// The configured I/O engine (io_uring) was not available; reads used `pread`.
+    IoEngine,
 }
 
 /// One fallback and why it happened.
@@ -79,6 +81,9 @@ pub struct LoadStats {
     pub bytes_bounced: u64,
     /// Every fallback, in the order they happened (deduplicated by kind and reason).
     pub fallbacks: Vec<Fallback>,
+    /// What memory backs a memfd/udmabuf buffer: `hugetlb`, `shmem-thp` (huge folios) or
+    /// `shmem` (small pages); empty for dma-heaps.
+    pub memory: &'static str,
 }
 
 impl LoadStats {

@@ -233,3 +233,112 @@ fn cancel_and_truncation_in_dma_buf_backends() {
     }
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// Sets the size of the 2 MiB hugetlb pool for a test and restores it afterwards.
+struct HugetlbPool {
+    before: u64,
+}
+
+const NR_HUGEPAGES: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages";
+
+fn read_pool(name: &str) -> u64 {
+    std::fs::read_to_string(format!("/sys/kernel/mm/hugepages/hugepages-2048kB/{name}"))
+        .expect("hugetlb sysfs")
+        .trim()
+        .parse()
+        .expect("number")
+}
+
+impl HugetlbPool {
+    /// Returns the pages the kernel actually reserved (fragmentation may give fewer).
+    fn set(pages: u64) -> (HugetlbPool, u64) {
+        let pool = HugetlbPool {
+            before: read_pool("nr_hugepages"),
+        };
+        std::fs::write(NR_HUGEPAGES, pages.to_string()).expect("set nr_hugepages");
+        (pool, read_pool("nr_hugepages"))
+    }
+}
+
+impl Drop for HugetlbPool {
+    fn drop(&mut self) {
+        let _ = std::fs::write(NR_HUGEPAGES, self.before.to_string());
+    }
+}
+
+#[test]
+#[ignore = "needs /dev/udmabuf and a hugetlb pool: runs in the virtual device"]
+fn udmabuf_memory_comes_from_the_hugetlb_pool_when_it_has_room() {
+    let dir = dio_dir();
+    let len = (24 << 20) + 5;
+    let data = pattern(len, 99);
+    let path = write_file(&dir, "huge", &data);
+    let load_udmabuf = |engine: &Engine| {
+        let req = request(
+            vec![Segment::whole_file(open_direct(&path))],
+            BufferKind::Udmabuf,
+            IoMode::Direct,
+        );
+        let buf = load(engine, req).expect("udmabuf load");
+        assert!(contents(&buf)[..len] == data[..], "udmabuf content differs");
+        buf
+    };
+    let engine = engine();
+    // No pool: shmem memory, and nothing to report about hugetlb.
+    let (_pool, got) = HugetlbPool::set(0);
+    assert_eq!(got, 0);
+    let buf = load_udmabuf(&engine);
+    assert!(
+        buf.stats.memory.starts_with("shmem"),
+        "{}",
+        buf.stats.memory
+    );
+    assert!(
+        !buf.stats
+            .fallbacks
+            .iter()
+            .any(|f| f.reason.contains("hugetlb")),
+        "{:?}",
+        buf.stats.fallbacks
+    );
+    drop(buf);
+    // A pool too small for the buffer: shmem, and the load says why.
+    let (_small, got) = HugetlbPool::set(8);
+    assert!(got > 0 && got < 13, "pool of {got} pages");
+    let buf = load_udmabuf(&engine);
+    assert!(
+        buf.stats.memory.starts_with("shmem"),
+        "{}",
+        buf.stats.memory
+    );
+    assert!(
+        buf.stats
+            .fallbacks
+            .iter()
+            .any(|f| f.kind == FallbackKind::SmallPages && f.reason.contains("hugetlb pool")),
+        "{:?}",
+        buf.stats.fallbacks
+    );
+    drop(buf);
+    // A pool with room: the buffer's 13 pages come from it and go back on release.
+    let (_big, total) = HugetlbPool::set(32);
+    assert!(total >= 13, "the guest reserved only {total} huge pages");
+    let buf = load_udmabuf(&engine);
+    assert_eq!(buf.stats.memory, "hugetlb");
+    assert_eq!(read_pool("free_hugepages"), total - 13);
+    drop(buf);
+    assert_eq!(read_pool("free_hugepages"), total, "pages back in the pool");
+    // hugetlb off in the configuration: shmem even with a pool.
+    let mut config = EngineConfig::from_system();
+    config.hugetlb = false;
+    let no_huge = Engine::new(config).expect("engine");
+    let buf = load_udmabuf(&no_huge);
+    assert!(
+        buf.stats.memory.starts_with("shmem"),
+        "{}",
+        buf.stats.memory
+    );
+    drop(buf);
+    assert_eq!(read_pool("free_hugepages"), total);
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -16,6 +16,8 @@ settings (defaults from the device's memory; see `--print-config`):
   --global-cap SIZE   --caller-cap SIZE   --max-buffer SIZE   --max-loads N
   --max-loads-per-caller N   --max-segments N   --gather-size SIZE   --chunk-size SIZE
   --reader-threads N  --threads N (binder threads; default max-loads + 2)
+  --io-engine pread|io_uring (default pread; io_uring falls back to pread where denied)
+  --hugetlb true|false (default true: udmabuf memory from the hugetlb pool when it has room)
   --allowed-backends heap:system,udmabuf,memfd (default: all present)
   --allowed-uids 0,1000 (default: anyone the transport admits)   --socket-mode 660
 ";

@@ -18,6 +18,20 @@ impl Memfd {
     /// Creates a close-on-exec, sealable memfd of `size` bytes (sparse until populated).
     /// `name` shows in /proc/*/fd links and /proc/*/maps.
     pub fn create(name: &str, size: u64) -> io::Result<Memfd> {
+        Memfd::create_with(name, size, 0)
+    }
+
+    /// Like [`Memfd::create`], backed by 2 MiB pages of the hugetlb pool; the size is rounded
+    /// up to 2 MiB. Creation succeeds even when the pool is short: mapping it fails then.
+    pub fn create_hugetlb(name: &str, size: u64) -> io::Result<Memfd> {
+        Memfd::create_with(
+            name,
+            size.div_ceil(HUGETLB_PAGE) * HUGETLB_PAGE,
+            libc::MFD_HUGETLB | libc::MFD_HUGE_2MB,
+        )
+    }
+
+    fn create_with(name: &str, size: u64, extra_flags: libc::c_uint) -> io::Result<Memfd> {
         // The kernel refuses names over 249 bytes (NAME_MAX minus "memfd:") with EINVAL;
         // the name is only a label, so keep its first 249 bytes.
         let mut name = name.replace('\0', "_");
@@ -27,7 +41,7 @@ impl Memfd {
         }
         name.truncate(cut);
         let name = CString::new(name).map_err(io::Error::other)?;
-        let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
+        let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING | extra_flags;
         // SAFETY: `name` is NUL-terminated; the returned fd is owned only here.
         let raw = super::check(unsafe { libc::memfd_create(name.as_ptr(), flags) })?;
         // SAFETY: `raw` is a fresh fd nobody else owns.
@@ -61,6 +75,22 @@ impl AsFd for Memfd {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+}
+
+/// The hugetlb page size dmaload uses (PMD-sized on x86-64 and arm64 with 4 KiB pages).
+pub const HUGETLB_PAGE: u64 = 2 << 20;
+
+/// Free 2 MiB pages in the hugetlb pool that no mapping has reserved yet, or 0 when the
+/// kernel has no such pool. A device reserves the pool at boot (`vm.nr_hugepages`).
+pub fn hugetlb_pages_free() -> u64 {
+    let dir = "/sys/kernel/mm/hugepages/hugepages-2048kB";
+    let read = |name: &str| -> u64 {
+        std::fs::read_to_string(format!("{dir}/{name}"))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    read("free_hugepages").saturating_sub(read("resv_hugepages"))
 }
 
 /// How shmem huge pages are configured (`/sys/kernel/mm/transparent_hugepage/shmem_enabled`).

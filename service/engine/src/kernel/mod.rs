@@ -8,6 +8,8 @@ pub mod memfd;
 pub mod mmap;
 pub mod statx;
 pub mod udmabuf;
+#[cfg(feature = "io-uring")]
+pub mod uring;
 
 use std::io;
 
@@ -22,11 +24,15 @@ pub fn page_size() -> u64 {
     }
 }
 
-/// Number of CPUs this process may run on.
+/// Number of CPUs this process may run on (read once: the standard library reads cgroup
+/// files for it, which would cost every load a dozen syscalls).
 pub fn cpu_count() -> u32 {
-    std::thread::available_parallelism()
-        .map(|n| n.get() as u32)
-        .unwrap_or(1)
+    static CPUS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *CPUS.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1)
+    })
 }
 
 /// Turns a `-1`-on-error libc return into `io::Result`.

@@ -27,6 +27,8 @@ pub(crate) struct Control<'a, S> {
     pub(crate) copy_ns: AtomicU64,
     io_span: Mutex<Option<(Instant, Instant)>>,
     fallbacks: Mutex<LoadStats>,
+    /// Readers use io_uring where it works.
+    pub(crate) io_uring: bool,
 }
 
 impl<'a, S> Control<'a, S> {
@@ -34,6 +36,7 @@ impl<'a, S> Control<'a, S> {
         cancel: &'a CancelToken,
         progress: &'a dyn Progress,
         bytes_total: u64,
+        io_uring: bool,
         state: S,
     ) -> Self {
         Control {
@@ -51,6 +54,7 @@ impl<'a, S> Control<'a, S> {
             copy_ns: AtomicU64::new(0),
             io_span: Mutex::new(None),
             fallbacks: Mutex::new(LoadStats::default()),
+            io_uring,
         }
     }
 
@@ -154,6 +158,7 @@ impl<'a, S> Control<'a, S> {
             bytes_buffered: self.bytes_buffered.load(Ordering::Relaxed),
             bytes_bounced: self.bytes_bounced.load(Ordering::Relaxed),
             fallbacks: self.fallbacks(),
+            memory: "",
         }
     }
 

@@ -9,7 +9,7 @@ use super::plan::{Chunk, Plan};
 use super::read::read_chunk;
 use super::Filled;
 use crate::error::{load_err, LoadError};
-use crate::kernel::memfd::{shmem_thp, Memfd, ShmemThp};
+use crate::kernel::memfd::{hugetlb_pages_free, shmem_thp, Memfd, ShmemThp, HUGETLB_PAGE};
 use crate::kernel::mmap::Mapping;
 use crate::kernel::page_size;
 use crate::request::{CancelToken, Progress};
@@ -167,6 +167,51 @@ fn populate(mapping: &Mapping, piece: Piece) -> Result<(), LoadError> {
     }
 }
 
+/// A sealed hugetlb memfd and its mapping when the plan allows hugetlb and the pool has
+/// room for the whole buffer; `None` (with a note when a pool exists but falls short) to use
+/// shmem memory instead. The mapping reserves the pool pages, so a pool emptied by someone
+/// else after the check fails here, not in the middle of the load.
+fn hugetlb_memory(
+    plan: &Plan,
+    name: &str,
+    notes: &mut Vec<(FallbackKind, String)>,
+) -> Option<(Memfd, Mapping)> {
+    let size = plan.buffer_size;
+    if !plan.knobs.hugetlb || size <= INLINE_MAX {
+        return None;
+    }
+    let free = hugetlb_pages_free();
+    let needed = size.div_ceil(HUGETLB_PAGE);
+    if free < needed {
+        if free > 0 {
+            notes.push((
+                FallbackKind::SmallPages,
+                format!(
+                    "the hugetlb pool has {free} free 2 MiB pages, the buffer needs {needed}: \
+                     used shmem memory"
+                ),
+            ));
+        }
+        return None;
+    }
+    let attempt = || -> std::io::Result<(Memfd, Mapping)> {
+        let memfd = Memfd::create_hugetlb(name, size)?;
+        memfd.seal_size()?;
+        let mapping = Mapping::map_shared(std::os::fd::AsFd::as_fd(&memfd), memfd.size() as usize)?;
+        Ok((memfd, mapping))
+    };
+    match attempt() {
+        Ok(memory) => Some(memory),
+        Err(e) => {
+            notes.push((
+                FallbackKind::SmallPages,
+                format!("hugetlb memory for {size} bytes failed ({e}): used shmem memory"),
+            ));
+            None
+        }
+    }
+}
+
 /// Fills a new memfd with the plan's bytes. Returns the sealed memfd.
 pub(crate) fn fill(
     plan: &Plan,
@@ -177,16 +222,32 @@ pub(crate) fn fill(
 ) -> Result<(Memfd, Filled), LoadError> {
     let size = plan.buffer_size;
     let alloc_start = Instant::now();
-    let memfd = Memfd::create(name, size)
-        .map_err(|e| load_err!(NoMemory, "memfd_create of {size} bytes failed: {e}"))?;
-    memfd
-        .seal_size()
-        .map_err(|e| load_err!(Internal, "sealing the memfd failed: {e}"))?;
-    let mapping = Mapping::map_shared(std::os::fd::AsFd::as_fd(&memfd), size as usize)
-        .map_err(|e| load_err!(NoMemory, "mapping the memfd failed: {e}"))?;
+    let mut notes = Vec::new();
+    let (memfd, mapping, memory) = match hugetlb_memory(plan, name, &mut notes) {
+        Some((memfd, mapping)) => (memfd, mapping, "hugetlb"),
+        None => {
+            let memfd = Memfd::create(name, size)
+                .map_err(|e| load_err!(NoMemory, "memfd_create of {size} bytes failed: {e}"))?;
+            memfd
+                .seal_size()
+                .map_err(|e| load_err!(Internal, "sealing the memfd failed: {e}"))?;
+            let mapping = Mapping::map_shared(std::os::fd::AsFd::as_fd(&memfd), size as usize)
+                .map_err(|e| load_err!(NoMemory, "mapping the memfd failed: {e}"))?;
+            (memfd, mapping, "shmem")
+        }
+    };
+    let hugetlb = memory == "hugetlb";
+    // A hugetlb memfd is 2 MiB-rounded and populated whole.
+    let alloc_size = memfd.size();
 
     let knobs = plan.knobs;
-    let layout = Gathers::new(size, knobs.gather_size);
+    // hugetlb memory is populated and dropped in whole 2 MiB pages: gathers must be too.
+    let gather_size = if hugetlb {
+        knobs.gather_size.div_ceil(HUGE) * HUGE
+    } else {
+        knobs.gather_size
+    };
+    let layout = Gathers::new(alloc_size, gather_size);
     let pieces = pieces(&layout, knobs.populate_threads);
     let gathers = layout.len();
     let mut pieces_left = vec![0u32; gathers];
@@ -216,22 +277,40 @@ pub(crate) fn fill(
         gathers_read: 0,
         first_gather_at: None,
     };
-    let control = Control::new(cancel, progress, plan.file_bytes, state);
-    let huge = match shmem_thp() {
-        ShmemThp::Available(mode) => match mapping.advise_huge() {
-            Ok(()) => Some(mode),
-            Err(e) => {
-                control.add_fallback(
-                    FallbackKind::SmallPages,
-                    format!("MADV_HUGEPAGE failed: {e}"),
-                );
+    let control = Control::new(
+        cancel,
+        progress,
+        plan.file_bytes,
+        plan.knobs.io_uring,
+        state,
+    );
+    for (kind, why) in notes {
+        control.add_fallback(kind, why);
+    }
+    let huge = if hugetlb {
+        Some("hugetlb".to_string())
+    } else {
+        match shmem_thp() {
+            ShmemThp::Available(mode) => match mapping.advise_huge() {
+                Ok(()) => Some(mode),
+                Err(e) => {
+                    control.add_fallback(
+                        FallbackKind::SmallPages,
+                        format!("MADV_HUGEPAGE failed: {e}"),
+                    );
+                    None
+                }
+            },
+            ShmemThp::Unavailable(why) => {
+                control.add_fallback(FallbackKind::SmallPages, why);
                 None
             }
-        },
-        ShmemThp::Unavailable(why) => {
-            control.add_fallback(FallbackKind::SmallPages, why);
-            None
         }
+    };
+    let memory = match (hugetlb, &huge) {
+        (true, _) => "hugetlb",
+        (false, Some(_)) => "shmem-thp",
+        (false, None) => memory,
     };
     log::debug!("memfd fill: {size} bytes, huge folios: {huge:?}");
 
@@ -260,7 +339,8 @@ pub(crate) fn fill(
             )?;
             control.advance(chunk.len);
         }
-        let filled = control.filled(alloc, started.elapsed());
+        let mut filled = control.filled(alloc, started.elapsed());
+        filled.memory = memory;
         drop(mapping);
         return Ok((memfd, filled));
     }
@@ -356,7 +436,8 @@ pub(crate) fn fill(
         .map(|t| t.duration_since(started))
         .unwrap_or_default();
     drop(s);
-    let filled = control.filled(populated.duration_since(alloc_start), first_gather);
+    let mut filled = control.filled(populated.duration_since(alloc_start), first_gather);
+    filled.memory = memory;
     drop(mapping);
     Ok((memfd, filled))
 }

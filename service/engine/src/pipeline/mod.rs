@@ -8,6 +8,8 @@ mod heap_fill;
 mod memfd_fill;
 mod plan;
 mod read;
+#[cfg(feature = "io-uring")]
+mod uring_read;
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
@@ -22,7 +24,7 @@ use crate::kernel::memfd::{shmem_thp, ShmemThp};
 use crate::kernel::statx::file_facts;
 use crate::kernel::udmabuf::{self, Udmabuf};
 use crate::limits::{Accounting, EngineConfig, MemInfo};
-use crate::request::{BufferKind, CancelToken, LoadRequest, Owner, Progress};
+use crate::request::{BufferKind, CancelToken, IoEngine, LoadRequest, Owner, Progress};
 use crate::stats::{Backend, Fallback, FallbackKind, LoadStats};
 
 /// What a backend's fill reports.
@@ -36,6 +38,8 @@ pub(crate) struct Filled {
     pub(crate) bytes_buffered: u64,
     pub(crate) bytes_bounced: u64,
     pub(crate) fallbacks: Vec<Fallback>,
+    /// See [`LoadStats::memory`].
+    pub(crate) memory: &'static str,
 }
 
 fn allowed(config: &EngineConfig, backend: &Backend) -> bool {
@@ -234,7 +238,7 @@ pub(crate) fn load(
         req.name.clone()
     };
     let kind = req.buffer.clone();
-    let plan = plan::plan(
+    let mut plan = plan::plan(
         req,
         &config.default_tunables,
         config.max_segments,
@@ -242,6 +246,10 @@ pub(crate) fn load(
     )?;
     let backends = discover_backends(config);
     let backend = choose_backend(&kind, &backends, plan.buffer_size, &mut stats)?;
+    plan.knobs.io_uring = config.io_engine == IoEngine::IoUring;
+    // A hugetlb memfd is 2 MiB-rounded: fine behind a udmabuf of the exact size, not as a
+    // plain memfd handed out.
+    plan.knobs.hugetlb = config.hugetlb && backend == Backend::Udmabuf;
     // Every byte is reserved before anything is allocated.
     let mem_available = MemInfo::read().map(|m| m.available);
     let (slot, charge) = accounting.admit(config, owner, plan.buffer_size, mem_available)?;
@@ -311,6 +319,7 @@ pub(crate) fn load(
     stats.bytes_direct = filled.bytes_direct;
     stats.bytes_buffered = filled.bytes_buffered;
     stats.bytes_bounced = filled.bytes_bounced;
+    stats.memory = filled.memory;
     stats.total = started.elapsed();
     Ok(LoadedBuffer {
         fd,

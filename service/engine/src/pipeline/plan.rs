@@ -57,6 +57,10 @@ pub(crate) struct Knobs {
     pub(crate) reader_threads: usize,
     pub(crate) populate_threads: usize,
     pub(crate) bounce_buffers: usize,
+    /// Readers use io_uring (set from the engine configuration).
+    pub(crate) io_uring: bool,
+    /// udmabuf memory may come from the hugetlb pool (set from the engine configuration).
+    pub(crate) hugetlb: bool,
 }
 
 /// A validated request.
@@ -132,6 +136,8 @@ pub(crate) fn knobs(t: &Tunables, defaults: &Tunables) -> Result<Knobs, LoadErro
         reader_threads: reader_threads as usize,
         populate_threads: populate_threads as usize,
         bounce_buffers: bounce_buffers as usize,
+        io_uring: false,
+        hugetlb: false,
     })
 }
 

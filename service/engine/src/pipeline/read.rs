@@ -42,6 +42,20 @@ unsafe fn read_full<S>(
     offset: u64,
     rwf: libc::c_int,
 ) -> io::Result<u64> {
+    if control.io_uring && src.direct && rwf == 0 {
+        #[cfg(feature = "io-uring")]
+        // SAFETY: forwarded from this function's contract.
+        if let Some(result) =
+            unsafe { super::uring_read::read_full(control, src, dst, len, offset) }
+        {
+            return result;
+        }
+        #[cfg(not(feature = "io-uring"))]
+        control.add_fallback(
+            FallbackKind::IoEngine,
+            "this build has no io_uring support: reads used pread",
+        );
+    }
     let mut done = 0u64;
     while done < len {
         let start = Instant::now();
