@@ -11,8 +11,10 @@ pub mod buffer;
 pub mod fixtures;
 pub mod harness;
 pub mod model;
+pub mod parcel;
 pub mod pattern;
 pub mod probe;
+pub mod validation;
 
 /// True inside the virtual device (`vts/vm/run` sets `DMALOAD_GUEST=1`).
 pub fn in_virtual_device() -> bool {
