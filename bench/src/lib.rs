@@ -130,7 +130,12 @@ fn schemes_for(engine: &Engine, size: u64, args: &Args) -> Vec<Scheme> {
     } else {
         threads
     };
+    // With a hugetlb pool that can take the buffer, udmabuf uses it: compare with shmem.
+    let hugetlb_fits = udmabuf_fits && size > (2 << 20) && hugetlb_pages_free() * (2 << 20) >= size;
     let mut list = vec![Scheme::AllocFloor { heap: None }];
+    if hugetlb_fits {
+        list.push(Scheme::AllocFloorHugetlb);
+    }
     if let Some(h) = &main_heap {
         list.push(Scheme::AllocFloor {
             heap: Some(h.clone()),
@@ -155,8 +160,6 @@ fn schemes_for(engine: &Engine, size: u64, args: &Args) -> Vec<Scheme> {
     }
     kinds.extend(heaps.iter().map(|h| BufferKind::Heap(h.clone())));
     kinds.push(BufferKind::Auto);
-    // With a hugetlb pool that can take the buffer, udmabuf uses it: compare with shmem.
-    let hugetlb_fits = udmabuf_fits && size > (2 << 20) && hugetlb_pages_free() * (2 << 20) >= size;
     for kind in kinds {
         list.push(Scheme::Dmaload {
             kind: kind.clone(),

@@ -53,6 +53,9 @@ impl Engines {
 pub enum Scheme {
     /// Allocation alone: a dma-heap allocation or a memfd populated by one thread.
     AllocFloor { heap: Option<String> },
+    /// Allocation alone from a reserved hugetlb pool: a hugetlb memfd populated by one
+    /// thread (the pool's reservation, done once at boot, is not timed).
+    AllocFloorHugetlb,
     /// Raw O_DIRECT read of the file at dmaload's parallelism into reused buffers.
     DirectFloor { threads: usize },
     /// alloc + mmap + buffered read (a heap; a memfd where there is none).
@@ -70,7 +73,7 @@ pub enum Scheme {
 impl Scheme {
     pub fn name(&self) -> &'static str {
         match self {
-            Scheme::AllocFloor { .. } => "alloc_floor",
+            Scheme::AllocFloor { .. } | Scheme::AllocFloorHugetlb => "alloc_floor",
             Scheme::DirectFloor { .. } => "direct_floor",
             Scheme::Normal { .. } => "normal",
             Scheme::UdmabufBuffered => "udmabuf_buffered",
@@ -87,6 +90,7 @@ impl Scheme {
         };
         match self {
             Scheme::AllocFloor { heap } | Scheme::Normal { heap } => heap_or_memfd(heap),
+            Scheme::AllocFloorHugetlb => "memfd-hugetlb".to_string(),
             Scheme::DirectFloor { threads } => format!("{threads} threads"),
             Scheme::UdmabufBuffered | Scheme::UdmabufDirect => "udmabuf".to_string(),
             Scheme::HeapBounce { heap } => format!("heap:{heap}"),
@@ -108,7 +112,7 @@ impl Scheme {
 
     pub fn io_mode(&self) -> &'static str {
         match self {
-            Scheme::AllocFloor { .. } => "none",
+            Scheme::AllocFloor { .. } | Scheme::AllocFloorHugetlb => "none",
             Scheme::Normal { .. } | Scheme::UdmabufBuffered => "buffered",
             _ => "direct",
         }
@@ -171,6 +175,13 @@ fn read_into(map: &mut Mapping, fd: &OwnedFd, len: usize, step: usize) -> Result
     Ok(())
 }
 
+fn hugetlb_populated(size: u64) -> Result<(Memfd, Mapping)> {
+    let memfd = Memfd::create_hugetlb("bench-alloc", size)?;
+    let map = Mapping::map_shared(memfd.as_fd(), memfd.size() as usize)?;
+    map.populate_write(0, memfd.size() as usize)?;
+    Ok((memfd, map))
+}
+
 fn memfd_populated(size: u64) -> Result<(Memfd, Mapping)> {
     let memfd = Memfd::create("bench-alloc", size)?;
     let map = Mapping::map_shared(memfd.as_fd(), size as usize)?;
@@ -193,6 +204,12 @@ impl Bench<'_> {
                 let fd = heap.allocate(buf_size)?;
                 out.elapsed = start.elapsed();
                 drop(fd);
+            }
+            Scheme::AllocFloorHugetlb => {
+                let start = Instant::now();
+                let (memfd, map) = hugetlb_populated(buf_size)?;
+                out.elapsed = start.elapsed();
+                drop((map, memfd));
             }
             Scheme::AllocFloor { heap: None } => {
                 let start = Instant::now();
