@@ -40,6 +40,8 @@ pub struct LoadedBuffer {
 pub struct Engine {
     config: EngineConfig,
     accounting: Arc<Accounting>,
+    /// What `auto` learned about the backends' speed on this device.
+    measured: crate::pipeline::Measurements,
 }
 
 impl Engine {
@@ -59,6 +61,7 @@ impl Engine {
         Ok(Engine {
             config,
             accounting: Accounting::new(),
+            measured: Default::default(),
         })
     }
 
@@ -68,7 +71,14 @@ impl Engine {
 
     /// Heaps, udmabuf and memfd as present on this device, with their limits.
     pub fn backends(&self) -> Vec<BackendInfo> {
-        crate::pipeline::discover_backends(&self.config)
+        let mut backends = crate::pipeline::discover_backends(&self.config);
+        for b in &mut backends {
+            let measured = self.measured.describe(&b.backend);
+            if !measured.is_empty() {
+                b.detail = format!("{}; measured {measured}", b.detail);
+            }
+        }
+        backends
     }
 
     /// What `uid` holds now.
@@ -89,6 +99,14 @@ impl Engine {
         cancel: &CancelToken,
         progress: &dyn Progress,
     ) -> Result<LoadedBuffer, LoadError> {
-        crate::pipeline::load(&self.config, &self.accounting, owner, req, cancel, progress)
+        crate::pipeline::load(
+            &self.config,
+            &self.accounting,
+            &self.measured,
+            owner,
+            req,
+            cancel,
+            progress,
+        )
     }
 }

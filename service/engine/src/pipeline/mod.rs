@@ -5,6 +5,7 @@
 mod blocks;
 mod control;
 mod heap_fill;
+mod measured;
 mod memfd_fill;
 mod plan;
 mod read;
@@ -20,7 +21,7 @@ use crate::error::{load_err, LoadError};
 use crate::kernel::dma_buf;
 use crate::kernel::dma_heap::{list_heaps, DmaHeap};
 use crate::kernel::file::drop_cached;
-use crate::kernel::memfd::{shmem_thp, ShmemThp};
+use crate::kernel::memfd::{hugetlb_pages_free, shmem_thp, ShmemThp};
 use crate::kernel::statx::file_facts;
 use crate::kernel::udmabuf::{self, Udmabuf};
 use crate::limits::{Accounting, EngineConfig, MemInfo};
@@ -47,6 +48,8 @@ fn allowed(config: &EngineConfig, backend: &Backend) -> bool {
         || config.allowed_backends.iter().any(|b| *b == backend.name())
 }
 
+pub(crate) use measured::Measurements;
+
 pub(crate) fn discover_backends(config: &EngineConfig) -> Vec<BackendInfo> {
     let mut out = Vec::new();
     for heap in list_heaps(&config.dma_heap_dir) {
@@ -64,6 +67,12 @@ pub(crate) fn discover_backends(config: &EngineConfig) -> Vec<BackendInfo> {
         let thp = match shmem_thp() {
             ShmemThp::Available(mode) => format!("huge folios ({mode})"),
             ShmemThp::Unavailable(_) => "4 KiB pages (shmem THP off)".to_string(),
+        };
+        let pool = hugetlb_pages_free();
+        let thp = if config.hugetlb && pool > 0 {
+            format!("hugetlb pool: {pool} free 2 MiB pages, else {thp}")
+        } else {
+            thp
         };
         out.push(BackendInfo {
             allowed: allowed(config, &Backend::Udmabuf),
@@ -97,6 +106,7 @@ fn choose_backend(
     kind: &BufferKind,
     backends: &[BackendInfo],
     size: u64,
+    measured: &Measurements,
     stats: &mut LoadStats,
 ) -> Result<Backend, LoadError> {
     let find = |b: &Backend| backends.iter().find(|i| i.backend == *b);
@@ -180,7 +190,11 @@ fn choose_backend(
             } else {
                 heap.into_iter().chain(udmabuf).collect()
             };
-            if let Some(first) = order.into_iter().next() {
+            let choice = measured.order(order, size);
+            if let Some(note) = choice.note {
+                stats.add_fallback(FallbackKind::Backend, note);
+            }
+            if let Some(first) = choice.order.into_iter().next() {
                 return Ok(first);
             }
             if usable(&Backend::Memfd) {
@@ -225,6 +239,7 @@ fn names(backends: &[BackendInfo]) -> String {
 pub(crate) fn load(
     config: &EngineConfig,
     accounting: &Arc<Accounting>,
+    measured: &Measurements,
     owner: Owner,
     req: LoadRequest,
     cancel: &CancelToken,
@@ -245,7 +260,7 @@ pub(crate) fn load(
         &mut stats,
     )?;
     let backends = discover_backends(config);
-    let backend = choose_backend(&kind, &backends, plan.buffer_size, &mut stats)?;
+    let backend = choose_backend(&kind, &backends, plan.buffer_size, measured, &mut stats)?;
     plan.knobs.io_uring = config.io_engine == IoEngine::IoUring;
     // A hugetlb memfd is 2 MiB-rounded: fine behind a udmabuf of the exact size, not as a
     // plain memfd handed out.
@@ -321,6 +336,7 @@ pub(crate) fn load(
     stats.bytes_bounced = filled.bytes_bounced;
     stats.memory = filled.memory;
     stats.total = started.elapsed();
+    measured.record(&backend, plan.buffer_size, stats.total);
     Ok(LoadedBuffer {
         fd,
         size: plan.buffer_size,
@@ -358,12 +374,25 @@ mod tests {
     #[test]
     fn auto_over_every_backends_limit_is_too_large_and_none_usable_is_unknown() {
         let mut stats = LoadStats::default();
-        let err =
-            choose_backend(&BufferKind::Auto, &device(), (1 << 40) + 1, &mut stats).unwrap_err();
+        let err = choose_backend(
+            &BufferKind::Auto,
+            &device(),
+            (1 << 40) + 1,
+            &Measurements::default(),
+            &mut stats,
+        )
+        .unwrap_err();
         assert_eq!(err.code, ErrorCode::TooLarge, "{}", err.message);
         let mut disabled = device();
         disabled.iter_mut().for_each(|i| i.allowed = false);
-        let err = choose_backend(&BufferKind::Auto, &disabled, 1, &mut stats).unwrap_err();
+        let err = choose_backend(
+            &BufferKind::Auto,
+            &disabled,
+            1,
+            &Measurements::default(),
+            &mut stats,
+        )
+        .unwrap_err();
         assert_eq!(err.code, ErrorCode::UnknownBackend, "{}", err.message);
     }
 
@@ -372,15 +401,17 @@ mod tests {
         let mut stats = LoadStats::default();
         let heap = BufferKind::Heap("system".into());
         assert_eq!(
-            choose_backend(&heap, &device(), 1, &mut stats),
+            choose_backend(&heap, &device(), 1, &Measurements::default(), &mut stats),
             Ok(Backend::Heap("system".into()))
         );
         let missing = BufferKind::Heap("nope".into());
-        let err = choose_backend(&missing, &device(), 1, &mut stats).unwrap_err();
+        let err = choose_backend(&missing, &device(), 1, &Measurements::default(), &mut stats)
+            .unwrap_err();
         assert_eq!(err.code, ErrorCode::UnknownBackend);
         let mut denied = device();
         denied[1].allowed = false;
-        let err = choose_backend(&heap, &denied, 1, &mut stats).unwrap_err();
+        let err =
+            choose_backend(&heap, &denied, 1, &Measurements::default(), &mut stats).unwrap_err();
         assert_eq!(err.code, ErrorCode::BackendNotAllowed);
         assert!(stats.fallbacks.is_empty());
     }
@@ -388,33 +419,73 @@ mod tests {
     #[test]
     fn udmabuf_over_its_limit_falls_back_to_the_system_heap_or_is_too_large() {
         let mut stats = LoadStats::default();
-        let got = choose_backend(&BufferKind::Udmabuf, &device(), 65 << 20, &mut stats);
+        let got = choose_backend(
+            &BufferKind::Udmabuf,
+            &device(),
+            65 << 20,
+            &Measurements::default(),
+            &mut stats,
+        );
         assert_eq!(got, Ok(Backend::Heap("system".into())));
         assert_eq!(stats.fallbacks[0].kind, FallbackKind::Backend);
         let no_heaps: Vec<BackendInfo> = device()
             .into_iter()
             .filter(|b| !matches!(b.backend, Backend::Heap(_)))
             .collect();
-        let err =
-            choose_backend(&BufferKind::Udmabuf, &no_heaps, 65 << 20, &mut stats).unwrap_err();
+        let err = choose_backend(
+            &BufferKind::Udmabuf,
+            &no_heaps,
+            65 << 20,
+            &Measurements::default(),
+            &mut stats,
+        )
+        .unwrap_err();
         assert_eq!(err.code, ErrorCode::TooLarge);
     }
 
     #[test]
     fn auto_prefers_dma_bufs_and_says_when_it_cannot() {
         let mut stats = LoadStats::default();
-        let got = choose_backend(&BufferKind::Auto, &device(), 1 << 20, &mut stats).unwrap();
+        let got = choose_backend(
+            &BufferKind::Auto,
+            &device(),
+            1 << 20,
+            &Measurements::default(),
+            &mut stats,
+        )
+        .unwrap();
         assert!(got.is_dma_buf());
         // Too big for udmabuf: a heap, never memfd, while a heap can take it.
-        let got = choose_backend(&BufferKind::Auto, &device(), 1 << 30, &mut stats).unwrap();
+        let got = choose_backend(
+            &BufferKind::Auto,
+            &device(),
+            1 << 30,
+            &Measurements::default(),
+            &mut stats,
+        )
+        .unwrap();
         assert_eq!(got, Backend::Heap("system".into()));
         let memfd_only = vec![info(Backend::Memfd, true, 1 << 40)];
         let mut stats = LoadStats::default();
-        let got = choose_backend(&BufferKind::Auto, &memfd_only, 1 << 20, &mut stats).unwrap();
+        let got = choose_backend(
+            &BufferKind::Auto,
+            &memfd_only,
+            1 << 20,
+            &Measurements::default(),
+            &mut stats,
+        )
+        .unwrap();
         assert_eq!(got, Backend::Memfd);
         assert!(stats.fallbacks[0].reason.contains("NOT a dma-buf"));
         let nothing = vec![info(Backend::Memfd, false, 1 << 40)];
-        let err = choose_backend(&BufferKind::Auto, &nothing, 1, &mut stats).unwrap_err();
+        let err = choose_backend(
+            &BufferKind::Auto,
+            &nothing,
+            1,
+            &Measurements::default(),
+            &mut stats,
+        )
+        .unwrap_err();
         assert_eq!(err.code, ErrorCode::UnknownBackend);
     }
 }
