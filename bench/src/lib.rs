@@ -48,6 +48,10 @@ pub struct Args {
     /// Only these schemes (comma separated names as in the JSON).
     #[arg(long, value_delimiter = ',')]
     pub schemes: Vec<String>,
+    /// Only these backends (comma separated, as in the JSON's `backend`, e.g.
+    /// `auto,udmabuf+shmem,heap:system+io_uring`; floors and baselines are always kept).
+    #[arg(long, value_delimiter = ',')]
+    pub backends: Vec<String>,
     /// Keep the test files afterwards.
     #[arg(long)]
     pub keep_files: bool,
@@ -177,6 +181,11 @@ fn schemes_for(engine: &Engine, size: u64, args: &Args) -> Vec<Scheme> {
         }
     }
     list.retain(|s| args.schemes.is_empty() || args.schemes.iter().any(|n| n == s.name()));
+    list.retain(|s| {
+        !matches!(s, Scheme::Dmaload { .. })
+            || args.backends.is_empty()
+            || args.backends.iter().any(|b| *b == s.backend())
+    });
     list
 }
 
