@@ -104,7 +104,7 @@ mod tests {
 
     #[test]
     fn codes_match_the_aidl_enum() {
-        use dmaload_aidl::ErrorCode as Aidl;
+        use crate::binder_stack::idl::ErrorCode::ErrorCode as Aidl;
         let aidl = [
             (Aidl::INVALID_ARGUMENT, "INVALID_ARGUMENT"),
             (Aidl::BAD_FD, "BAD_FD"),
