@@ -233,7 +233,9 @@ mod imp {
     }
 
     /// The service registered as `instance` with the service manager, or `None` when it is
-    /// not registered (no waiting: `check_interface`, not `wait_for_interface`).
+    /// not registered (no waiting: `check_interface`, not `wait_for_interface`, which would
+    /// hang a caller while a declared service is down). `check_interface` and
+    /// `Parcel::marshal`/`unmarshal` below are libbinder_rs as of Android 15.
     pub fn check_service(instance: &str) -> Result<Option<Strong<dyn IDmaLoader>>, StatusCode> {
         start_thread_pool();
         match binder::check_interface::<dyn IDmaLoader>(instance) {

@@ -17,7 +17,7 @@ pub struct LoadStats {
     pub direct_bytes: u64,
     pub buffered_bytes: u64,
     pub bounced_bytes: u64,
-    /// Every fallback as "<kind>: <reason>".
+    /// Every fallback as `"<kind>: <reason>"`.
     pub fallbacks: Vec<String>,
 }
 

@@ -1,9 +1,11 @@
 //! Where the service is.
 //!
-//! On Android the service is a binder service registered with the service manager. On plain
-//! Linux it is either the same on kernel binder (with rsbinder's service manager) or a private
-//! `dmaloadd` answering RPC binder on a Unix socket. The choice is made here once, from an
-//! explicit endpoint string, the environment, or what the machine offers.
+//! On Android the service is a binder service registered with the service manager (the only
+//! endpoint there: a socket endpoint fails with `EOPNOTSUPP`). On plain Linux it is either the
+//! same on kernel binder (with rsbinder's service manager) or a private `dmaloadd` answering
+//! RPC binder on a Unix socket. The choice is made here once, from an explicit endpoint
+//! string, the environment, or what the machine offers. How each is reached is in
+//! [`crate::binder_stack`].
 
 use std::path::{Path, PathBuf};
 
