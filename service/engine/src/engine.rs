@@ -81,6 +81,12 @@ impl Engine {
         backends
     }
 
+    /// What `auto` measured for `backend` with buffers the size of `size` (its size class):
+    /// bytes per second (a moving average) and the number of loads measured.
+    pub fn measured_rate(&self, backend: &Backend, size: u64) -> Option<(f64, u32)> {
+        self.measured.rate(backend, size)
+    }
+
     /// What `uid` holds now.
     pub fn usage(&self, uid: u32) -> Usage {
         self.accounting.usage(uid)

@@ -342,3 +342,58 @@ fn udmabuf_memory_comes_from_the_hugetlb_pool_when_it_has_room() {
     assert_eq!(read_pool("free_hugepages"), total);
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+#[ignore = "needs dma-heap and udmabuf: runs in the virtual device"]
+fn auto_takes_the_backend_measured_fastest_here() {
+    let dir = dio_dir();
+    let len = 24 << 20;
+    let data = pattern(len, 12);
+    let path = write_file(&dir, "measured", &data);
+    let engine = engine();
+    let load_kind = |kind: BufferKind| {
+        let req = request(
+            vec![Segment::whole_file(open_direct(&path))],
+            kind,
+            IoMode::Direct,
+        );
+        let buf = load(&engine, req).expect("load");
+        assert!(contents(&buf)[..len] == data[..]);
+        buf
+    };
+    let candidates = [Backend::Udmabuf, Backend::Heap("system".into())];
+    for _ in 0..3 {
+        drop(load_kind(BufferKind::Udmabuf));
+        drop(load_kind(system_heap()));
+    }
+    let rates: Vec<f64> = candidates
+        .iter()
+        .map(|b| {
+            let (rate, samples) = engine
+                .measured_rate(b, len as u64)
+                .unwrap_or_else(|| panic!("{b} was not measured"));
+            assert_eq!(samples, 3, "{b}");
+            assert!(rate > 0.0);
+            rate
+        })
+        .collect();
+    let fastest = if rates[0] >= rates[1] {
+        &candidates[0]
+    } else {
+        &candidates[1]
+    };
+    // Small buffers are measured apart: nothing yet.
+    assert!(engine.measured_rate(&Backend::Udmabuf, 1 << 20).is_none());
+    let buf = load_kind(BufferKind::Auto);
+    assert_eq!(
+        &buf.backend, fastest,
+        "rates {rates:?}; {:?}",
+        buf.stats.fallbacks
+    );
+    let listed = engine.backends();
+    assert!(listed
+        .iter()
+        .filter(|b| candidates.contains(&b.backend))
+        .all(|b| b.detail.contains("measured")));
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -144,6 +144,15 @@ impl Measurements {
         Choice { order, note }
     }
 
+    /// The moving average of bytes per second and the number of loads measured for
+    /// `backend` in the size class of `size`.
+    pub(crate) fn rate(&self, backend: &Backend, size: u64) -> Option<(f64, u32)> {
+        let rates = self.rates.lock().unwrap_or_else(|p| p.into_inner());
+        rates
+            .get(&(backend.name(), SizeClass::of(size)))
+            .map(|r| (r.bytes_per_sec, r.samples))
+    }
+
     /// What was measured for `backend`, for listings ("" when nothing yet).
     pub(crate) fn describe(&self, backend: &Backend) -> String {
         let rates = self.rates.lock().unwrap_or_else(|p| p.into_inner());
