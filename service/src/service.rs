@@ -361,12 +361,19 @@ impl idl::IDmaLoader::IDmaLoader for DmaLoaderService {
             let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let (service, token, finished) = (self.clone(), cancel.clone(), done.clone());
             let callback = callback.clone();
+            // The caller's death cancels the load (binder death; the pidfd reaper covers
+            // transports that do not report it). Linked here, on the binder thread that
+            // received the callback, not in the load thread: the link flushes this thread's
+            // queued BC_ACQUIRE of the callback's handle. rsbinder 0.12.0 holds a binder
+            // thread's reference commands until its reply goes out (AOSP libbinder keeps the
+            // proxy alive until then), so a load that ended first had its thread's BC_RELEASE
+            // reach the driver before that BC_ACQUIRE: the driver freed the handle while the
+            // callback was in use ("transaction release ... bad handle").
+            let death = stack::cancel_on_death(&callback, &token);
             std::thread::Builder::new()
                 .name("dmaload-async".into())
                 .spawn(move || {
-                    // The caller's death cancels the load (binder death; the pidfd reaper
-                    // covers transports that do not report it).
-                    let _death = stack::cancel_on_death(&callback, &token);
+                    let _death = death;
                     let progress = CallbackProgress {
                         callback: callback.clone(),
                         last_step: 0.into(),

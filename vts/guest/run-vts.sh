@@ -3,9 +3,21 @@
 # binder, registered with rsbinder's service manager (rsb_hub), under a restart loop that
 # stands in for init's `restart` of dmaloadd.rc. Test files go to /data (ext4, virtio).
 #
-#   sh vts/guest/run-vts.sh [vts args...]
+#   sh vts/guest/run-vts.sh [--repeat N] [vts args...]
+#
+# --repeat N runs the suite (or the groups named) N times against the same service in one
+# boot, stopping at the first failure or dmaloadd crash (a soak, e.g. of the load group). A
+# dmaloadd that dies of a signal other than the faults group's SIGKILL is a failure; its core
+# dump and the binary are kept in target/vts/ for gdb.
 set -u
 bin=${DMALOAD_GUEST_BIN_DIR:?run me through vts/vm/run}
+repeat=1
+if [ "${1:-}" = "--repeat" ]; then
+    repeat=${2:?--repeat needs a count}
+    shift 2
+fi
+out="${DMALOAD_REPO:-$PWD}/target/vts"
+mkdir -p "$out"
 pids=""
 cleanup() {
     touch /tmp/vts-stop
@@ -17,6 +29,9 @@ trap cleanup EXIT
 # dma-buf accounting of the whole system (leak checks) lives in debugfs.
 grep -q " /sys/kernel/debug " /proc/mounts || mount -t debugfs debugfs /sys/kernel/debug
 mkdir -p /data/vts
+# Core dumps of whatever crashes (dmaloadd above all) go to the data disk.
+ulimit -c unlimited
+echo "/data/core.%e.%p" >/proc/sys/kernel/core_pattern
 # Load-test workers run as other uids (separate callers): they need the binder device.
 chmod 666 /dev/binder 2>/dev/null
 echo "vts-guest: dma-heaps: $(ls /dev/dma_heap 2>/dev/null | tr '\n' ' ')udmabuf: $([ -e /dev/udmabuf ] && echo yes || echo no)"
@@ -45,17 +60,44 @@ else
     echo "vts-guest: no dmaloadd/rsb_hub in $bin: the service groups will fail"
 fi
 
-"$bin/dmaload-vts" --require-device "$@"
-status=$?
+# dmaloadd exits that are no test's doing: anything but the faults group's SIGKILL (137).
+crashes() {
+    grep -o 'exited with status [0-9]*' /tmp/dmaloadd.log 2>/dev/null | grep -c -v 'status 137$'
+}
+status=0
+i=1
+while [ "$i" -le "$repeat" ]; do
+    [ "$repeat" -gt 1 ] && echo "vts-guest: iteration $i of $repeat (uptime $(cut -d' ' -f1 /proc/uptime) s)"
+    "$bin/dmaload-vts" --require-device "$@" || status=$?
+    if [ "$(crashes)" -gt 0 ]; then
+        echo "vts-guest: dmaloadd crashed in iteration $i"
+        status=1
+    fi
+    [ "$status" -eq 0 ] || break
+    i=$((i + 1))
+done
+[ "$repeat" -gt 1 ] && echo "vts-guest: $((i > repeat ? repeat : i)) of $repeat iterations run, status $status"
 if [ -f /tmp/dmaloadd.log ]; then
     # Kept on the repository share for reading after the run (the guest's /tmp is gone).
-    mkdir -p "${DMALOAD_REPO:-$PWD}/target/vts" && cp /tmp/dmaloadd.log "${DMALOAD_REPO:-$PWD}/target/vts/dmaloadd-guest.log"
+    cp /tmp/dmaloadd.log "$out/dmaloadd-guest.log"
     echo "vts-guest: dmaloadd restarts: $(grep -c 'dmaloadd exited with status' /tmp/dmaloadd.log) ($(grep -o 'exited with status [0-9]*' /tmp/dmaloadd.log | sort | uniq -c | tr -s ' ' | tr '\n' ';'))"
     if [ "$status" -ne 0 ]; then
         echo "---- dmaloadd log (last 40 lines without thread-pool chatter; all in target/vts/dmaloadd-guest.log)"
         grep -v 'rsbinder::process_state' /tmp/dmaloadd.log | tail -n 40
     fi
 fi
+for core in /data/core.*; do
+    [ -f "$core" ] || continue
+    cp "$core" "$out/" && cp "$bin/dmaloadd" "$out/dmaloadd.crashed"
+    echo "vts-guest: core dump kept: target/vts/$(basename "$core") (binary: target/vts/dmaloadd.crashed)"
+done
+# The binder driver's complaints (bad handles, invalid refs, failed transactions) say what
+# went wrong. "RLIMIT_NICE not set" only says a caller of another uid may not take the
+# sender's priority: counted apart.
+nice_notes=$(dmesg 2>/dev/null | grep 'binder' | grep -c 'RLIMIT_NICE not set')
+binder_warnings=$(dmesg 2>/dev/null | grep 'binder' | grep -v -c 'RLIMIT_NICE not set')
+echo "vts-guest: binder driver messages in the kernel log: $binder_warnings (and $nice_notes 'RLIMIT_NICE not set')"
+[ "$binder_warnings" -eq 0 ] || dmesg | grep 'binder' | grep -v 'RLIMIT_NICE not set' | tail -n 20
 oom=$(dmesg 2>/dev/null | grep -c -i -E 'out of memory|oom-kill')
 echo "vts-guest: OOM kills in the kernel log: $oom"
 [ "$oom" -eq 0 ] || status=1

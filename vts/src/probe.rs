@@ -29,8 +29,21 @@ pub fn mem_available() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// Lines of the kernel log that report an OOM kill (reads /dev/kmsg without blocking).
+/// Lines of the kernel log that report an OOM kill.
 pub fn oom_kills() -> Vec<String> {
+    kernel_log(&["Out of memory", "oom-kill"])
+}
+
+/// The binder driver's reports of reference-count misuse: a transaction buffer freed while
+/// its process no longer held a handle in it ("transaction release ... bad handle"), or a
+/// reference command on a handle that does not exist ("refcount change on invalid ref").
+pub fn binder_ref_errors() -> Vec<String> {
+    kernel_log(&["bad handle", "invalid ref"])
+}
+
+/// Records of the kernel log containing any of `needles` (reads /dev/kmsg without blocking;
+/// nothing where it cannot be read).
+pub fn kernel_log(needles: &[&str]) -> Vec<String> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     let Ok(mut kmsg) = fs::OpenOptions::new()
@@ -48,7 +61,7 @@ pub fn oom_kills() -> Vec<String> {
             Ok(0) => break,
             Ok(n) => {
                 let text = String::from_utf8_lossy(&record[..n]);
-                if text.contains("Out of memory") || text.contains("oom-kill") {
+                if needles.iter().any(|n| text.contains(n)) {
                     found.push(text.trim().to_string());
                 }
             }

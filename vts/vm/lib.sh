@@ -140,6 +140,7 @@ build_initramfs() {
     local work
     work=$(mktemp -d "$cache_dir/tmp.XXXXXX")
     mkdir -p "$work/bin" "$work/lib/modules" "$work/dev" "$(dirname "$initramfs")"
+    chmod 755 "$work" # the guest's / (mktemp made it 700)
     cp "$busybox" "$work/bin/busybox"
     cp "$vm_dir/init" "$work/init"
     chmod 755 "$work/init" "$work/bin/busybox"

@@ -136,6 +136,59 @@ pub struct Baseline {
     /// The service's own view (`getServiceState`): open fds, outstanding buffer bytes, live
     /// buffers, loads in flight.
     pub state: (i32, i64, i32, i32),
+    /// Every caller's charges, from the `usage` dump view.
+    pub charges: DumpUsage,
+}
+
+/// The `usage` view of the service's dump (`debugDump usage`): what every uid holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DumpUsage {
+    /// uid → charged bytes, for every uid holding a buffer.
+    pub by_uid: Vec<(u32, u64)>,
+    /// Service total: charged bytes, charges, loads in flight.
+    pub total: (u64, u64, u64),
+}
+
+/// `uid 10001: charged=4096 charges=1 loads_in_flight=0` / `total: charged=... charges=...
+/// loads_in_flight=... global_cap=...` lines.
+pub fn dump_usage(svc: &Svc) -> Result<DumpUsage, String> {
+    let text = svc
+        .r#debugDump(&["usage".to_string()])
+        .map_err(|s| format!("debugDump usage: {}", Failure::from_status(s)))?;
+    let field = |line: &str, key: &str| -> Option<u64> {
+        line.split_whitespace()
+            .find_map(|t| t.strip_prefix(key))
+            .and_then(|v| v.parse().ok())
+    };
+    let mut usage = DumpUsage::default();
+    let mut total = None;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("uid ") {
+            let uid = rest.split(':').next().and_then(|u| u.parse().ok());
+            let charged = field(line, "charged=");
+            if let (Some(uid), Some(charged)) = (uid, charged) {
+                usage.by_uid.push((uid, charged));
+            }
+        } else if line.starts_with("total:") {
+            total = Some((
+                field(line, "charged=").ok_or("total without charged=")?,
+                field(line, "charges=").ok_or("total without charges=")?,
+                field(line, "loads_in_flight=").ok_or("total without loads_in_flight=")?,
+            ));
+        }
+    }
+    usage.total = total.ok_or_else(|| format!("no total line in the usage view: {text:?}"))?;
+    Ok(usage)
+}
+
+impl DumpUsage {
+    /// Bytes charged to `uid` (0 when it holds nothing).
+    pub fn of(&self, uid: u32) -> u64 {
+        self.by_uid
+            .iter()
+            .find(|(u, _)| *u == uid)
+            .map_or(0, |(_, b)| *b)
+    }
 }
 
 /// A baseline once the service has settled (two samples 50 ms apart agree): a case must not
@@ -174,6 +227,7 @@ fn sample(svc: &Svc) -> Result<Baseline, String> {
         buffers: usage.r#buffers,
         loads_in_flight: usage.r#loadsInFlight,
         dma_bufs: system_dma_bufs(),
+        charges: dump_usage(svc)?,
     })
 }
 

@@ -1,10 +1,13 @@
 //! Groups `load`, `faults` and `caps`: 8 concurrent clients (separate processes, separate
 //! uids) × mixed loads; a client killed mid-load and while holding a buffer; the service
-//! killed mid-load and restarted by its supervisor; requests that together exceed memory.
-//! Workers are this binary started again with `--worker ...`.
+//! killed mid-load and restarted by its supervisor; requests that together exceed memory;
+//! one caller at its byte cap next to another that is not.
+//! Workers are this binary started again with `--worker ...`; those that stand for other
+//! callers run as their own uid (`worker_as`).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -21,12 +24,47 @@ use crate::Options;
 /// Sizes of the mixed loads: small and odd, so 8 × hundreds fit the CI budget.
 const LOAD_SIZES: &[u64] = &[1, 4095, 4097, 65_537, 300_001, (1 << 20) + 7, (2 << 20) - 3];
 const WORKERS: u32 = 8;
+/// Uids of the `load` group's clients (10000 + worker), the `caps` group's (10100 + worker)
+/// and the two callers of the per-uid cap case.
+const LOAD_UID: u32 = 10_000;
+const CAPS_UID: u32 = 10_100;
+const CAP_HOLDER_UID: u32 = 10_200;
+const CAP_NEIGHBOUR_UID: u32 = 10_201;
 
 fn worker_cmd(args: &[String]) -> Command {
     let exe = std::env::current_exe().unwrap_or_else(|_| "dmaload-vts".into());
     let mut c = Command::new(exe);
     c.args(args);
     c
+}
+
+/// A worker that is a caller of its own: the child sets its gid and uid (dropping root's
+/// supplementary groups) between fork and exec, so the fresh binary opens the binder device
+/// and makes every call as `uid`; nothing binder-related crosses the exec.
+fn worker_as(uid: u32, args: &[String]) -> Command {
+    let mut c = worker_cmd(args);
+    c.uid(uid).gid(uid);
+    c
+}
+
+/// This process's effective uid, which the service must see as the caller's.
+fn own_uid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
+/// Fails unless the service sees this process as `own_uid()`.
+fn check_identity(svc: &Svc) -> Result<(), String> {
+    let usage = svc
+        .r#getUsage()
+        .map_err(|e| format!("getUsage: {}", Failure::from_status(e)))?;
+    let me = own_uid();
+    ensure!(
+        u32::try_from(usage.r#uid).ok() == Some(me),
+        "the service sees uid {}, this worker runs as uid {me}",
+        usage.r#uid
+    );
+    println!("uid {me}");
+    Ok(())
 }
 
 fn files(o: &Options) -> Result<Vec<PatternFile>, String> {
@@ -51,6 +89,7 @@ pub fn run_load(o: &Options, svc: &Svc) -> Group {
         }
     };
     let base = s::baseline(svc);
+    let binder_errors_before = probe::binder_ref_errors().len();
     let mut totals = (0u64, 0u64, 0u64, 0u64); // loads, cancelled, failed, bytes
     let mut wall = Duration::ZERO;
     let mut busy = 0u64;
@@ -63,22 +102,31 @@ pub fn run_load(o: &Options, svc: &Svc) -> Group {
             let started = Instant::now();
             let mut children: Vec<(u32, Child)> = Vec::new();
             for w in 0..WORKERS {
-                let child = worker_cmd(&[
-                    "--worker".into(),
-                    "mixed".into(),
-                    w.to_string(),
-                    o.loads_per_client.to_string(),
-                    o.dir.display().to_string(),
-                ])
+                let child = worker_as(
+                    LOAD_UID + w,
+                    &[
+                        "--worker".into(),
+                        "mixed".into(),
+                        w.to_string(),
+                        o.loads_per_client.to_string(),
+                        o.dir.display().to_string(),
+                    ],
+                )
                 .stdout(Stdio::piped())
                 .spawn()
                 .map_err(|e| format!("spawn worker {w}: {e}"))?;
                 children.push((w, child));
             }
             let mut bad = Vec::new();
+            let mut uids = Vec::new();
             for (w, child) in children {
                 let out = child.wait_with_output().map_err(|e| e.to_string())?;
                 let text = String::from_utf8_lossy(&out.stdout);
+                uids.extend(
+                    text.lines()
+                        .find_map(|l| l.strip_prefix("uid "))
+                        .and_then(|v| v.trim().parse::<u32>().ok()),
+                );
                 busy += text
                     .lines()
                     .find_map(|l| l.strip_prefix("busy-retries "))
@@ -115,6 +163,13 @@ pub fn run_load(o: &Options, svc: &Svc) -> Group {
             wall = started.elapsed();
             ensure!(bad.is_empty(), "{}", bad.join("; "));
             ensure!(totals.2 == 0, "{} unexpected failures", totals.2);
+            uids.sort_unstable();
+            uids.dedup();
+            ensure!(
+                uids.len() == WORKERS as usize,
+                "the service saw {} distinct caller uids ({uids:?}), not {WORKERS}",
+                uids.len()
+            );
             Ok(())
         },
     );
@@ -123,7 +178,7 @@ pub fn run_load(o: &Options, svc: &Svc) -> Group {
         format!("{} / {} / {}", totals.0, totals.1, totals.2),
     );
     figure(
-        "load: BUSY answers retried (clients share one uid: 4 loads per caller at once)",
+        "load: BUSY answers retried (8 uids; 4 loads per caller, 8 in the service at once)",
         busy,
     );
     if !wall.is_zero() {
@@ -137,6 +192,22 @@ pub fn run_load(o: &Options, svc: &Svc) -> Group {
             ),
         );
     }
+    // Regression: async loads that ended before startLoad's reply went out made the binder
+    // driver free the callback's handle early (dmaloadd's fix: service.rs `startLoad`).
+    g.case(
+        "the binder driver reports no handle refcount errors (bad handle, invalid ref)",
+        || {
+            let errors = probe::binder_ref_errors();
+            let new = &errors[binder_errors_before.min(errors.len())..];
+            ensure!(
+                new.is_empty(),
+                "{} binder refcount errors in the kernel log, e.g. {:?}",
+                new.len(),
+                new.first()
+            );
+            Ok(())
+        },
+    );
     g.case(
         "service fds, outstanding bytes, dma-bufs back to baseline",
         || {
@@ -152,14 +223,17 @@ pub fn run_load(o: &Options, svc: &Svc) -> Group {
     g
 }
 
-/// A worker: `--worker mixed W COUNT DIR` (as uid 10000+W).
+/// A worker: `--worker mixed W COUNT DIR` (as uid 10000+W), `big`, `caller`, `hold-slow`,
+/// `hold-done`.
 pub fn worker(args: &[String]) -> i32 {
+    WorkerLog::install();
     let mode = args.first().map(String::as_str).unwrap_or("");
     let result = match mode {
         "mixed" => worker_mixed(args),
         "hold-slow" => worker_hold_slow(args),
         "hold-done" => worker_hold_done(args),
         "big" => worker_big(args),
+        "caller" => worker_caller(args),
         _ => Err(format!("unknown worker mode {mode:?}")),
     };
     match result {
@@ -188,6 +262,7 @@ fn worker_mixed(args: &[String]) -> Result<(), String> {
         })
         .collect();
     let svc = s::connect(Duration::from_secs(10))?;
+    check_identity(&svc)?;
     let backends: Vec<String> = crate::function::backends(&svc)?
         .into_iter()
         .map(|b| b.0)
@@ -218,7 +293,7 @@ fn worker_mixed(args: &[String]) -> Result<(), String> {
                     Ok(r) => {
                         break s::buffer_fd(&r).map(|fd| Some((fd, r.r#sizeBytes, r.r#bufferId)))
                     }
-                    // All clients share one uid here: BUSY says "retry when one finishes".
+                    // 8 clients, 8 loads at once in the service: BUSY says "retry soon".
                     Err(Failure::Code(c, _)) if c == E::BUSY.0 => {
                         busy += 1;
                         std::thread::sleep(Duration::from_millis(2));
@@ -357,14 +432,13 @@ fn worker_hold_done(args: &[String]) -> Result<(), String> {
     Err("not killed".into())
 }
 
-/// `--worker big W BYTES DIR`: one load of a BYTES buffer as uid 10000+W; prints the outcome.
+/// `--worker big W BYTES DIR`: one load of a BYTES buffer (as uid 10100+W); prints the outcome.
 fn worker_big(args: &[String]) -> Result<(), String> {
-    let w: u32 = args.get(1).and_then(|v| v.parse().ok()).ok_or("index")?;
     let bytes: i64 = args.get(2).and_then(|v| v.parse().ok()).ok_or("bytes")?;
     let one = std::path::Path::new(args.get(3).ok_or("dir")?).join("load/l-1.bin");
     let exe = std::fs::File::open(&one).map_err(|e| format!("{}: {e}", one.display()))?;
-    let _ = w;
     let svc = s::connect(Duration::from_secs(10))?;
+    check_identity(&svc)?;
     let req = s::request(
         vec![s::segment(Some(exe.into()), 0, 1, bytes - 1)],
         "heap:system",
@@ -380,6 +454,197 @@ fn worker_big(args: &[String]) -> Result<(), String> {
         Err(other) => println!("outcome failed {other}"),
     }
     Ok(())
+}
+
+/// `--worker caller DIR`: a caller that does what its stdin says, one answer line each:
+/// `usage` → `usage charged=C cap=K`; `load BYTES` → a BYTES heap buffer (one file byte at
+/// the end) kept until `release`: `loaded SIZE`, `refused CODE` or `failed ...`;
+/// `release` → `released N`. Ends at EOF.
+fn worker_caller(args: &[String]) -> Result<(), String> {
+    let one = std::path::Path::new(args.get(1).ok_or("dir")?).join("load/l-1.bin");
+    let svc = s::connect(Duration::from_secs(10))?;
+    check_identity(&svc)?;
+    let mut held: Vec<(std::os::fd::OwnedFd, i64)> = Vec::new();
+    println!("ready");
+    for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["usage"] => {
+                let u = svc
+                    .r#getUsage()
+                    .map_err(|e| format!("getUsage: {}", Failure::from_status(e)))?;
+                println!("usage charged={} cap={}", u.r#chargedBytes, u.r#capBytes);
+            }
+            ["load", bytes] => {
+                let bytes: i64 = bytes.parse().map_err(|_| format!("bad size {bytes}"))?;
+                let file =
+                    std::fs::File::open(&one).map_err(|e| format!("{}: {e}", one.display()))?;
+                let req = s::request(
+                    vec![s::segment(Some(file.into()), 0, 1, bytes - 1)],
+                    "heap:system",
+                    IoMode::AUTO,
+                    "vts-caller",
+                );
+                match s::load(&svc, &req) {
+                    Ok(r) => {
+                        held.push((s::buffer_fd(&r)?, r.r#bufferId));
+                        println!("loaded {}", r.r#sizeBytes);
+                    }
+                    Err(Failure::Code(c, _)) => println!("refused {}", s::code_name(c)),
+                    Err(other) => println!("failed {other}"),
+                }
+            }
+            ["release"] => {
+                let n = held.len();
+                for (fd, id) in held.drain(..) {
+                    svc.r#releaseBuffer(id)
+                        .map_err(|e| format!("release {id}: {}", Failure::from_status(e)))?;
+                    drop(fd);
+                }
+                println!("released {n}");
+            }
+            _ => return Err(format!("unknown command {line:?}")),
+        }
+    }
+    Ok(())
+}
+
+/// The parent's end of a `--worker caller` process running as another uid.
+struct CallerProcess {
+    uid: u32,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl CallerProcess {
+    fn spawn(uid: u32, dir: &std::path::Path) -> Result<CallerProcess, String> {
+        let mut child = worker_as(
+            uid,
+            &[
+                "--worker".into(),
+                "caller".into(),
+                dir.display().to_string(),
+            ],
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("spawn a caller as uid {uid}: {e}"))?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        let mut caller = CallerProcess {
+            uid,
+            child,
+            stdin,
+            lines,
+        };
+        caller.answer("ready")?;
+        Ok(caller)
+    }
+
+    /// The next line that starts with `prefix` (earlier ones are its chatter).
+    fn answer(&mut self, prefix: &str) -> Result<String, String> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(l) if l.starts_with(prefix) => return Ok(l),
+                Ok(l) if l.starts_with("FAIL") => {
+                    return Err(format!("caller uid {}: {l}", self.uid))
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    return Err(format!(
+                        "caller uid {} did not answer {prefix:?} within 60 s",
+                        self.uid
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Sends `command`, returns the answer line.
+    fn ask(&mut self, command: &str) -> Result<String, String> {
+        let stdin = self.stdin.as_mut().ok_or("stdin closed")?;
+        writeln!(stdin, "{command}").map_err(|e| format!("to caller uid {}: {e}", self.uid))?;
+        let prefix = command.split_whitespace().next().unwrap_or("");
+        let expected = match prefix {
+            "usage" => "usage",
+            "load" => "",
+            _ => "released",
+        };
+        if expected.is_empty() {
+            // A load answers loaded / refused / failed.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let l = self
+                    .lines
+                    .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                    .map_err(|_| format!("caller uid {} did not answer {command:?}", self.uid))?;
+                if ["loaded ", "refused ", "failed ", "FAIL"]
+                    .iter()
+                    .any(|p| l.starts_with(p))
+                {
+                    return Ok(l);
+                }
+            }
+        }
+        self.answer(expected)
+    }
+
+    /// Closes its stdin and waits for it to exit.
+    fn finish(mut self) -> Result<(), String> {
+        drop(self.stdin.take());
+        let status = self.child.wait().map_err(|e| e.to_string())?;
+        ensure!(
+            status.success(),
+            "caller uid {} exited with {status}",
+            self.uid
+        );
+        Ok(())
+    }
+}
+
+impl Drop for CallerProcess {
+    fn drop(&mut self) {
+        if self.stdin.is_some() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Workers log rsbinder's warnings and errors to stderr (why a connect failed, for one).
+struct WorkerLog;
+
+impl WorkerLog {
+    fn install() {
+        static LOG: WorkerLog = WorkerLog;
+        if log::set_logger(&LOG).is_ok() {
+            log::set_max_level(log::LevelFilter::Warn);
+        }
+    }
+}
+
+impl log::Log for WorkerLog {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.level() <= log::Level::Warn
+    }
+    fn log(&self, r: &log::Record) {
+        if self.enabled(r.metadata()) {
+            eprintln!("vts worker {} {}: {}", r.level(), r.target(), r.args());
+        }
+    }
+    fn flush(&self) {}
 }
 
 fn spawn_and_wait_line(args: &[String], line: &str) -> Result<Child, String> {
@@ -546,30 +811,48 @@ pub fn run_caps(o: &Options, svc: &Svc) -> Group {
             let pid = s::service_pid();
             let base = s::baseline(svc)?;
             let avail = probe::mem_available().ok_or("no MemAvailable")?;
+            let cap = svc
+                .r#getUsage()
+                .map_err(|e| Failure::from_status(e).to_string())?
+                .r#capBytes;
             // Six clients (separate uids) each ask for a third of free memory at once: together
             // twice what is free.
             let each = (avail / 3) & !0xfff;
             let mut children = Vec::new();
             for w in 0..6 {
-                let c = worker_cmd(&[
-                    "--worker".into(),
-                    "big".into(),
-                    w.to_string(),
-                    each.to_string(),
-                    o.dir.display().to_string(),
-                ])
+                let c = worker_as(
+                    CAPS_UID + w,
+                    &[
+                        "--worker".into(),
+                        "big".into(),
+                        w.to_string(),
+                        each.to_string(),
+                        o.dir.display().to_string(),
+                    ],
+                )
                 .stdout(Stdio::piped())
                 .spawn()
                 .map_err(|e| e.to_string())?;
                 children.push(c);
             }
+            // Each caller is its own uid: its own cap refuses only a request over that cap.
+            let mut accepted = vec!["GLOBAL_CAP", "NO_MEMORY", "BUSY", "TOO_LARGE"];
+            if each as i64 > cap {
+                accepted.push("CALLER_CAP");
+            }
             let (mut loaded, mut refused, mut other) = (0, 0, Vec::new());
+            let mut uids = Vec::new();
             for c in children {
                 let out = c.wait_with_output().map_err(|e| e.to_string())?;
                 let text = String::from_utf8_lossy(&out.stdout).to_string();
+                uids.extend(
+                    text.lines()
+                        .find_map(|l| l.strip_prefix("uid "))
+                        .and_then(|v| v.trim().parse::<u32>().ok()),
+                );
                 if text.contains("outcome loaded") {
                     loaded += 1;
-                } else if ["GLOBAL_CAP", "CALLER_CAP", "NO_MEMORY", "BUSY", "TOO_LARGE"]
+                } else if accepted
                     .iter()
                     .any(|c| text.contains(&format!("outcome refused {c}")))
                 {
@@ -587,6 +870,12 @@ pub fn run_caps(o: &Options, svc: &Svc) -> Group {
                 ),
             );
             ensure!(other.is_empty(), "unexpected outcomes: {other:?}");
+            uids.sort_unstable();
+            uids.dedup();
+            ensure!(
+                uids.len() == 6,
+                "6 callers, but the service saw uids {uids:?}"
+            );
             ensure!(
                 refused > 0,
                 "nothing was refused although the requests exceed free memory"
@@ -600,6 +889,10 @@ pub fn run_caps(o: &Options, svc: &Svc) -> Group {
             );
             s::back_to_baseline(svc, &base, Duration::from_secs(5)).map(|_| ())
         },
+    );
+    g.case(
+        "per-uid byte cap: a uid at its cap is refused CALLER_CAP, another uid still loads",
+        || per_uid_cap(o, svc),
     );
     g.case(
         "a request over the max buffer is refused before allocation (no dma-buf appears)",
@@ -637,4 +930,87 @@ pub fn run_caps(o: &Options, svc: &Svc) -> Group {
         },
     );
     g
+}
+
+/// Uid A fills its byte cap with one heap buffer; one page more is CALLER_CAP for A while uid B
+/// loads that page; the dump charges each uid its own bytes; once A releases, A loads again;
+/// afterwards everything is back to the baseline.
+fn per_uid_cap(o: &Options, svc: &Svc) -> Result<(), String> {
+    const PAGE: i64 = 4096;
+    let base = s::baseline(svc)?;
+    let heap_max = svc
+        .r#getBackends()
+        .map_err(|e| Failure::from_status(e).to_string())?
+        .iter()
+        .find(|b| b.r#name == "heap:system")
+        .map(|b| b.r#maxBufferBytes)
+        .ok_or("no heap:system backend")?;
+    let mut a = CallerProcess::spawn(CAP_HOLDER_UID, &o.dir)?;
+    let mut b = CallerProcess::spawn(CAP_NEIGHBOUR_UID, &o.dir)?;
+    let usage = a.ask("usage")?;
+    let cap: i64 = usage
+        .split_whitespace()
+        .find_map(|t| t.strip_prefix("cap="))
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("no cap in {usage:?}"))?;
+    // The most whole pages one buffer may hold within A's cap.
+    let fill = cap.min(heap_max) / PAGE * PAGE;
+    let started = Instant::now();
+    let got = a.ask(&format!("load {fill}"))?;
+    ensure!(
+        got == format!("loaded {fill}"),
+        "uid {CAP_HOLDER_UID} filling its cap ({fill} of {cap} bytes): {got}"
+    );
+    figure(
+        "caps: one caller fills its byte cap (heap buffer)",
+        format!("{} MiB in {} ms", fill >> 20, started.elapsed().as_millis()),
+    );
+    let over = a.ask(&format!("load {}", (cap - fill) + PAGE))?;
+    ensure!(
+        over == "refused CALLER_CAP",
+        "uid {CAP_HOLDER_UID} at its cap asked for more: {over}"
+    );
+    let neighbour = b.ask(&format!("load {PAGE}"))?;
+    ensure!(
+        neighbour == format!("loaded {PAGE}"),
+        "uid {CAP_NEIGHBOUR_UID} next to a uid at its cap: {neighbour}"
+    );
+    let dump = s::dump_usage(svc)?;
+    ensure!(
+        dump.of(CAP_HOLDER_UID) == fill as u64 && dump.of(CAP_NEIGHBOUR_UID) == PAGE as u64,
+        "the dump charges uid {CAP_HOLDER_UID} {} and uid {CAP_NEIGHBOUR_UID} {} bytes, \
+         expected {fill} and {PAGE}",
+        dump.of(CAP_HOLDER_UID),
+        dump.of(CAP_NEIGHBOUR_UID)
+    );
+    let own = b.ask("usage")?;
+    ensure!(
+        own.starts_with(&format!("usage charged={PAGE} ")),
+        "uid {CAP_NEIGHBOUR_UID} sees {own:?}, not its own page"
+    );
+    ensure!(
+        a.ask("release")? == "released 1",
+        "uid {CAP_HOLDER_UID} release"
+    );
+    ensure!(
+        b.ask("release")? == "released 1",
+        "uid {CAP_NEIGHBOUR_UID} release"
+    );
+    let again = a.ask(&format!("load {PAGE}"))?;
+    ensure!(
+        again == format!("loaded {PAGE}"),
+        "uid {CAP_HOLDER_UID} after releasing: {again}"
+    );
+    ensure!(
+        a.ask("release")? == "released 1",
+        "uid {CAP_HOLDER_UID} release"
+    );
+    a.finish()?;
+    b.finish()?;
+    let took = s::back_to_baseline(svc, &base, Duration::from_secs(5))?;
+    figure(
+        "caps: two callers gone → back to baseline after",
+        format!("{} ms", took.as_millis()),
+    );
+    Ok(())
 }
