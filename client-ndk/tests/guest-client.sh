@@ -43,21 +43,32 @@ if [ ! -e /dev/binderfs/binder ]; then
 fi
 "$bin/rsb_hub" --insecure-allow-all >/tmp/rsb_hub.log 2>&1 &
 pids="$pids $!"
-# rsb_hub must hold handle 0 before dmaloadd registers (slow to start under TCG).
+# rsb_hub must hold handle 0 before dmaloadd registers (slow to start under TCG); a dmaloadd
+# that came too early exits (DEAD_OBJECT from handle 0) and is started again below.
 sleep 3
-"$bin/dmaloadd" --binder /dev/binder >/tmp/dmaloadd-binder.log 2>&1 &
-pids="$pids $!"
+start_binder_service() {
+    "$bin/dmaloadd" --binder /dev/binder >>/tmp/dmaloadd-binder.log 2>&1 &
+    service_pid=$!
+    pids="$pids $service_pid"
+}
+start_binder_service
 # Every kernel-binder step is bounded: a hang must show up as a failure with the logs.
 registered() { timeout 5 "$bin/dmaload" --endpoint binder heaps >/tmp/heaps.log 2>&1; }
 tries=0
+restarts=0
 until registered; do
     tries=$((tries + 1))
-    if [ $tries -ge 3 ]; then
-        echo "dmaload --endpoint binder heaps failed or hung 3 times:"; cat /tmp/heaps.log
+    if [ $tries -ge 20 ]; then
+        echo "dmaload --endpoint binder heaps failed or hung $tries times:"; cat /tmp/heaps.log
         break
+    fi
+    if ! kill -0 "$service_pid" 2>/dev/null; then
+        restarts=$((restarts + 1))
+        start_binder_service
     fi
     sleep 1
 done
+[ $restarts -eq 0 ] || echo "dmaloadd started $restarts more times before rsb_hub held handle 0"
 if timeout 120 "$bin/dmaload_test" "$dir" binder; then :; else
     echo "dmaload_test over kernel binder failed (status $?)"
     failed=$((failed + 1)); cat /tmp/rsb_hub.log /tmp/dmaloadd-binder.log
