@@ -31,6 +31,10 @@ grep -q " /sys/kernel/debug " /proc/mounts || mount -t debugfs debugfs /sys/kern
 mkdir -p /data/vts
 # Core dumps of whatever crashes (dmaloadd above all) go to the data disk.
 ulimit -c unlimited
+# Callers of other uids may take their caller's priority (nice 0) in binder transactions, as
+# on Android; without it the driver logs "RLIMIT_NICE not set" for every call they serve,
+# and its rate limit then hides the refcount errors the load group looks for.
+ulimit -e 20 2>/dev/null || echo "vts-guest: cannot set RLIMIT_NICE"
 echo "/data/core.%e.%p" >/proc/sys/kernel/core_pattern
 # Load-test workers run as other uids (separate callers): they need the binder device.
 chmod 666 /dev/binder 2>/dev/null
@@ -45,10 +49,13 @@ if [ -x "$bin/rsb_hub" ] && [ -x "$bin/dmaloadd" ]; then
     "$bin/rsb_hub" --insecure-allow-all >/tmp/rsb_hub.log 2>&1 &
     pids="$pids $!"
     sleep 0.5
+    # The binary under test is copied first: the shared build directory may be rebuilt while
+    # the suite runs, and a core dump needs the very binary that crashed.
+    cp "$bin/dmaloadd" /tmp/dmaloadd
     # The supervisor: restarts dmaloadd whenever it dies (as init does on a device).
     (
         while [ ! -e /tmp/vts-stop ]; do
-            "$bin/dmaloadd" --binder /dev/binder >>/tmp/dmaloadd.log 2>&1 &
+            /tmp/dmaloadd --binder /dev/binder >>/tmp/dmaloadd.log 2>&1 &
             echo $! >/tmp/dmaloadd.pid
             wait $!
             echo "vts-guest: dmaloadd exited with status $?; restarting" >>/tmp/dmaloadd.log
@@ -88,7 +95,7 @@ if [ -f /tmp/dmaloadd.log ]; then
 fi
 for core in /data/core.*; do
     [ -f "$core" ] || continue
-    cp "$core" "$out/" && cp "$bin/dmaloadd" "$out/dmaloadd.crashed"
+    cp "$core" "$out/" && cp /tmp/dmaloadd "$out/dmaloadd.crashed"
     echo "vts-guest: core dump kept: target/vts/$(basename "$core") (binary: target/vts/dmaloadd.crashed)"
 done
 # The binder driver's complaints (bad handles, invalid refs, failed transactions) say what

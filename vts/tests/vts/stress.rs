@@ -687,6 +687,11 @@ fn kill_and_time(svc: &Svc, mut child: Child, base: &s::Baseline) -> Result<Dura
 
 pub fn run_faults(o: &Options, svc: &mut Svc) -> Group {
     let mut g = Group::new("faults");
+    // The holding client reads a load group file: made here too, so the group runs alone.
+    if let Err(e) = files(o) {
+        g.case("fixtures", || Err(e));
+        return g;
+    }
     let dir = o.dir.display().to_string();
     g.case(
         "client killed mid-load: its buffer is freed within 1 s",
@@ -805,6 +810,11 @@ pub fn run_faults(o: &Options, svc: &mut Svc) -> Group {
 
 pub fn run_caps(o: &Options, svc: &Svc) -> Group {
     let mut g = Group::new("caps");
+    // The callers read the load group's files: made here too, so the group runs alone.
+    if let Err(e) = files(o) {
+        g.case("fixtures", || Err(e));
+        return g;
+    }
     g.case(
         "requests that together exceed free memory: refused, no OOM kill, same service",
         || {
