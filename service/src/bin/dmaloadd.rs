@@ -22,6 +22,8 @@ settings (defaults from the device's memory; see `--print-config`):
   --allowed-uids 0,1000 (default: anyone the transport admits)   --socket-mode 660
 ";
 
+// Android serves through the service manager only: the paths go unread there.
+#[cfg_attr(feature = "android", allow(dead_code))]
 enum Transport {
     Rpc(PathBuf),
     Kernel(PathBuf),
@@ -202,7 +204,6 @@ fn serve(
     threads: u32,
     _socket_mode: u32,
 ) -> anyhow::Result<()> {
-    use binder::Interface as _;
     let name = dmaload_service::SERVICE_NAME;
     binder::ProcessState::set_thread_pool_max_thread_count(threads);
     binder::ProcessState::start_thread_pool();
