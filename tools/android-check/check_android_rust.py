@@ -11,11 +11,13 @@ turned on, and one dependency per `rustlibs` entry under the crate name Soong gi
   - modules of this project -> their own generated packages (same rules, recursively);
   - AOSP's external/rust crates (liblibc, libnix, ...) -> the same crates from crates.io, at
     the versions of this repository's Cargo.lock.
-Then `cargo check` compiles them all. Code behind `feature = "android"` that calls an
-rsbinder-only API, misspells a libbinder_rs name or passes the wrong types fails here.
+Then `cargo clippy` type-checks them all with Soong's lints for vendor code (warnings are
+errors). Code behind `feature = "android"` that calls an rsbinder-only API, misspells a
+libbinder_rs name, passes the wrong types or leaves a warning fails here.
 
-What this cannot see: libbinder_rs behaviour (nothing is run), Soong's lint flags, and AOSP
-crate versions that differ from the ones on crates.io.
+What this cannot see: libbinder_rs behaviour (nothing is run), the API of other Android
+releases than the one declared (Android 15), and AOSP crate versions that differ from the
+ones on crates.io.
 
 Usage: check_android_rust.py [REPO_ROOT]      check every Rust module (exit 1 on failure)
        check_android_rust.py --self-test      show that a wrong call fails the check
@@ -195,11 +197,19 @@ class Workspace:
         return checked
 
 
+# Soong's lints for vendor code (build/soong/rust/config/lints.go: defaultRustcVendorLints,
+# defaultClippyVendorLints): warnings are errors, deprecations allowed, and clippy runs with
+# its complexity/perf/style groups allowed. `unexpected_cfgs` is allowed because it comes
+# from cargo's --check-cfg (the cargo-only features of a crate), which Soong does not pass.
+SOONG_VENDOR_LINTS = ("-A deprecated -D warnings -A unexpected_cfgs "
+                      "-A clippy::complexity -A clippy::perf -A clippy::style")
+
+
 def cargo_check(out, package, mtype):
-    """`cargo check` of one module's package: a test module with cfg(test), others without."""
-    env = dict(os.environ, CARGO_TARGET_DIR=os.path.join(out, "target"))
+    """Clippy (as Soong runs it) over one module's package: a test module with cfg(test)."""
+    env = dict(os.environ, CARGO_TARGET_DIR=os.path.join(out, "target"), RUSTFLAGS=SOONG_VENDOR_LINTS)
     target = {"rust_test": "--tests", "rust_binary": "--bins"}.get(mtype, "--lib")
-    cmd = ["cargo", "check", "--quiet", "--message-format", "short", target, "-p", package]
+    cmd = ["cargo", "clippy", "--quiet", "--message-format", "short", target, "-p", package]
     return subprocess.run(cmd, cwd=out, env=env, capture_output=True, text=True)
 
 
@@ -212,7 +222,7 @@ def run(root):
     for p in ws.problems:
         print(f"  FAILED: {p}")
         ok = False
-    print(f"== cargo check of {len(checked)} Soong Rust modules against libbinder_rs's API")
+    print(f"== cargo clippy (Soong vendor lints) of {len(checked)} Soong Rust modules against libbinder_rs's API")
     for name in checked:
         pkg = ws.packages[name]
         mtype, props, d = ws.modules[name]
@@ -224,7 +234,7 @@ def run(root):
         else:
             ok = False
             print(f"  FAILED: {what}")
-            errors = [l for l in r.stderr.splitlines() if "error" in l or "warning" not in l]
+            errors = [l for l in r.stderr.splitlines() if l.strip()]
             for line in errors[:40]:
                 print(f"      {line}")
     return ok
