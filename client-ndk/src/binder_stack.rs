@@ -189,6 +189,7 @@ mod imp {
 
     use super::CallError;
 
+    use binder::binder_impl::Parcel;
     pub use binder::binder_impl::{Deserialize, Serialize};
     pub use binder::{Interface, ParcelFileDescriptor, Status, StatusCode, Strong};
     pub use dmaload_aidl::aidl::vendor::dmaload as idl;
@@ -234,8 +235,8 @@ mod imp {
 
     /// The service registered as `instance` with the service manager, or `None` when it is
     /// not registered (no waiting: `check_interface`, not `wait_for_interface`, which would
-    /// hang a caller while a declared service is down). `check_interface` and
-    /// `Parcel::marshal`/`unmarshal` below are libbinder_rs as of Android 15.
+    /// hang a caller while a declared service is down). `check_interface` is libbinder_rs as
+    /// of Android 15.
     pub fn check_service(instance: &str) -> Result<Option<Strong<dyn IDmaLoader>>, StatusCode> {
         start_thread_pool();
         match binder::check_interface::<dyn IDmaLoader>(instance) {
@@ -281,17 +282,41 @@ mod imp {
         Ok(DeathLink(recipient))
     }
 
-    /// The parcel bytes of `value` (a value without fds or binders: libbinder refuses to
-    /// marshal those).
+    /// The parcel bytes of `value` (a value without fds or binders: libbinder refuses to read
+    /// those back as plain data). Read word by word: libbinder_rs of Android 15 has no
+    /// `Parcel::marshal`.
     pub fn to_parcel_bytes<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, StatusCode> {
-        let mut parcel = binder::binder_impl::Parcel::new();
+        let mut parcel = Parcel::new();
         parcel.write(value)?;
-        Ok(parcel.marshal())
+        let size = parcel.get_data_size();
+        rewind(&parcel)?;
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        while parcel.get_data_position() < size {
+            bytes.extend_from_slice(&parcel.read::<i32>()?.to_ne_bytes());
+        }
+        Ok(bytes)
     }
 
-    /// Decodes untrusted parcel bytes; an error for anything malformed, never a panic.
+    /// Decodes untrusted parcel bytes; an error for anything malformed or left over, never a
+    /// panic. Parcel data is made of 4-byte words: a ragged tail is padded with zeros.
     pub fn from_parcel_bytes<T: Deserialize>(bytes: &[u8]) -> Result<T, StatusCode> {
-        binder::binder_impl::Parcel::unmarshal(bytes).read::<T>()
+        let mut parcel = Parcel::new();
+        for chunk in bytes.chunks(4) {
+            let mut word = [0u8; 4];
+            word[..chunk.len()].copy_from_slice(chunk);
+            parcel.write(&i32::from_ne_bytes(word))?;
+        }
+        rewind(&parcel)?;
+        let value = parcel.read::<T>()?;
+        if parcel.get_data_position() < parcel.get_data_size() {
+            return Err(StatusCode::BAD_VALUE);
+        }
+        Ok(value)
+    }
+
+    fn rewind(parcel: &Parcel) -> Result<(), StatusCode> {
+        // SAFETY: position 0 is the start of the parcel's data, in bounds for any size.
+        unsafe { parcel.set_data_position(0) }
     }
 }
 

@@ -442,14 +442,6 @@ pub mod binder_impl {
         pub fn new() -> Parcel {
             declared!()
         }
-        /// A parcel holding a copy of `buffer` (AParcel_unmarshal).
-        pub fn unmarshal(_buffer: &[u8]) -> Parcel {
-            declared!()
-        }
-        /// The parcel's bytes (AParcel_marshal; no fds or binders).
-        pub fn marshal(&self) -> Vec<u8> {
-            declared!()
-        }
         pub fn write<S: Serialize + ?Sized>(
             &mut self,
             _parcelable: &S,
