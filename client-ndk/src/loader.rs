@@ -41,9 +41,7 @@ impl InFlight {
         tasks.retain(|t| t.upgrade().is_some_and(|t| !t.is_done()));
         tasks.push(Arc::downgrade(task));
     }
-}
 
-impl InFlight {
     /// The service died: no callback will come for the loads still waiting.
     fn service_died(&self) {
         // Collect under the lock, deliver after dropping it (callbacks may call back in).
