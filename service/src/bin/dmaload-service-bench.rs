@@ -29,6 +29,15 @@ fn main() -> anyhow::Result<()> {
     let mut backend = "memfd".to_string();
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
+        if flag == "-h" || flag == "--help" {
+            println!(
+                "usage: dmaload-service-bench [--sizes 512K,8M] [--runs 7] [--dir DIR] \
+                 [--backend memfd]\n\
+                 Loads each size through dmaloadd (binder), the engine in-process and the \
+                 \"normal\" way, side by side, cold cache; prints medians and ratios."
+            );
+            return Ok(());
+        }
         let value = args
             .next()
             .with_context(|| format!("{flag} needs a value"))?;
