@@ -41,7 +41,9 @@ chmod 666 /dev/binder 2>/dev/null
 echo "vts-guest: dma-heaps: $(ls /dev/dma_heap 2>/dev/null | tr '\n' ' ')udmabuf: $([ -e /dev/udmabuf ] && echo yes || echo no)"
 echo "vts-guest: memory: $(grep -E 'MemTotal|MemAvailable' /proc/meminfo | tr -s ' ' | tr '\n' ' ')"
 
-if [ -x "$bin/rsb_hub" ] && [ -x "$bin/dmaloadd" ]; then
+# DMALOAD_VTS_SERVICE_BIN: another dmaloadd build to test (default: the guest build's).
+service_bin=${DMALOAD_VTS_SERVICE_BIN:-$bin/dmaloadd}
+if [ -x "$bin/rsb_hub" ] && [ -x "$service_bin" ]; then
     # rsb_hub opens /dev/binderfs/<name>; the virtual device has the misc device only.
     if [ ! -e /dev/binderfs/binder ]; then
         mkdir -p /dev/binderfs && ln -s /dev/binder /dev/binderfs/binder
@@ -51,7 +53,7 @@ if [ -x "$bin/rsb_hub" ] && [ -x "$bin/dmaloadd" ]; then
     sleep 0.5
     # The binary under test is copied first: the shared build directory may be rebuilt while
     # the suite runs, and a core dump needs the very binary that crashed.
-    cp "$bin/dmaloadd" /tmp/dmaloadd
+    cp "$service_bin" /tmp/dmaloadd
     # The supervisor: restarts dmaloadd whenever it dies (as init does on a device).
     (
         while [ ! -e /tmp/vts-stop ]; do
@@ -64,7 +66,7 @@ if [ -x "$bin/rsb_hub" ] && [ -x "$bin/dmaloadd" ]; then
     ) &
     pids="$pids $!"
 else
-    echo "vts-guest: no dmaloadd/rsb_hub in $bin: the service groups will fail"
+    echo "vts-guest: no rsb_hub in $bin or no $service_bin: the service groups will fail"
 fi
 
 # dmaloadd exits that are no test's doing: anything but the faults group's SIGKILL (137).

@@ -24,6 +24,8 @@ use crate::Options;
 /// Sizes of the mixed loads: small and odd, so 8 × hundreds fit the CI budget.
 const LOAD_SIZES: &[u64] = &[1, 4095, 4097, 65_537, 300_001, (1 << 20) + 7, (2 << 20) - 3];
 const WORKERS: u32 = 8;
+/// Async loads per caller in the case of loads the engine refuses at once.
+const QUICK_ASYNC: u32 = 100;
 /// Uids of the `load` group's clients (10000 + worker), the `caps` group's (10100 + worker)
 /// and the two callers of the per-uid cap case.
 const LOAD_UID: u32 = 10_000;
@@ -193,7 +195,47 @@ pub fn run_load(o: &Options, svc: &Svc) -> Group {
         );
     }
     // Regression: async loads that ended before startLoad's reply went out made the binder
-    // driver free the callback's handle early (dmaloadd's fix: service.rs `startLoad`).
+    // driver free the callback's handle early (dmaloadd's fix: service.rs `startLoad`). Loads
+    // that the engine refuses at once, from 8 callers at the same time, end that early.
+    g.case(
+        &format!(
+            "{WORKERS} callers × {QUICK_ASYNC} async loads that fail at once: each onError RANGE"
+        ),
+        || {
+            let mut children = Vec::new();
+            for w in 0..WORKERS {
+                let child = worker_as(
+                    LOAD_UID + w,
+                    &[
+                        "--worker".into(),
+                        "quick-async".into(),
+                        QUICK_ASYNC.to_string(),
+                        o.dir.display().to_string(),
+                    ],
+                )
+                .stdout(Stdio::piped())
+                .spawn()
+                .map_err(|e| format!("spawn worker {w}: {e}"))?;
+                children.push(child);
+            }
+            let mut bad = Vec::new();
+            for child in children {
+                let out = child.wait_with_output().map_err(|e| e.to_string())?;
+                if !out.status.success() {
+                    let text = String::from_utf8_lossy(&out.stdout);
+                    bad.push(
+                        text.lines()
+                            .filter(|l| l.contains("FAIL"))
+                            .take(2)
+                            .collect::<Vec<_>>()
+                            .join(" | "),
+                    );
+                }
+            }
+            ensure!(bad.is_empty(), "{}", bad.join("; "));
+            Ok(())
+        },
+    );
     g.case(
         "the binder driver reports no handle refcount errors (bad handle, invalid ref)",
         || {
@@ -230,6 +272,7 @@ pub fn worker(args: &[String]) -> i32 {
     let mode = args.first().map(String::as_str).unwrap_or("");
     let result = match mode {
         "mixed" => worker_mixed(args),
+        "quick-async" => worker_quick_async(args),
         "hold-slow" => worker_hold_slow(args),
         "hold-done" => worker_hold_done(args),
         "big" => worker_big(args),
@@ -243,6 +286,36 @@ pub fn worker(args: &[String]) -> i32 {
             1
         }
     }
+}
+
+/// `--worker quick-async COUNT DIR`: COUNT async loads of a range past the end of a 1-byte
+/// file, one after the other; each must end in onError RANGE.
+fn worker_quick_async(args: &[String]) -> Result<(), String> {
+    let count: u32 = args.get(1).and_then(|v| v.parse().ok()).ok_or("count")?;
+    let one = std::path::Path::new(args.get(2).ok_or("dir")?).join("load/l-1.bin");
+    let svc = s::connect(Duration::from_secs(10))?;
+    check_identity(&svc)?;
+    for i in 0..count {
+        let file = std::fs::File::open(&one).map_err(|e| format!("{}: {e}", one.display()))?;
+        let req = s::request(
+            vec![s::segment(Some(file.into()), 8, 1, 0)],
+            "auto",
+            IoMode::AUTO,
+            "vts-quick",
+        );
+        let (_handle, rec) = s::start(&svc, &req).map_err(|e| format!("startLoad {i}: {e}"))?;
+        let mut ev = rec.wait(Duration::from_secs(30))?;
+        match ev.error.take() {
+            Some((code, _)) if code == E::RANGE.0 => {}
+            other => {
+                return Err(format!(
+                    "load {i}: expected onError RANGE, got {other:?} (complete: {})",
+                    ev.complete.is_some()
+                ))
+            }
+        }
+    }
+    Ok(())
 }
 
 fn worker_mixed(args: &[String]) -> Result<(), String> {
