@@ -234,6 +234,14 @@ fn cancel_and_truncation_in_dma_buf_backends() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+fn assert_shmem(buf: &dmaload_engine::LoadedBuffer) {
+    assert!(
+        buf.stats.memory.starts_with("shmem"),
+        "{}",
+        buf.stats.memory
+    );
+}
+
 /// Sets the size of the 2 MiB hugetlb pool for a test and restores it afterwards.
 struct HugetlbPool {
     before: u64,
@@ -288,11 +296,7 @@ fn udmabuf_memory_comes_from_the_hugetlb_pool_when_it_has_room() {
     let (_pool, got) = HugetlbPool::set(0);
     assert_eq!(got, 0);
     let buf = load_udmabuf(&engine);
-    assert!(
-        buf.stats.memory.starts_with("shmem"),
-        "{}",
-        buf.stats.memory
-    );
+    assert_shmem(&buf);
     assert!(
         !buf.stats
             .fallbacks
@@ -306,11 +310,7 @@ fn udmabuf_memory_comes_from_the_hugetlb_pool_when_it_has_room() {
     let (_small, got) = HugetlbPool::set(8);
     assert!(got > 0 && got < 13, "pool of {got} pages");
     let buf = load_udmabuf(&engine);
-    assert!(
-        buf.stats.memory.starts_with("shmem"),
-        "{}",
-        buf.stats.memory
-    );
+    assert_shmem(&buf);
     assert!(
         buf.stats
             .fallbacks
@@ -333,11 +333,7 @@ fn udmabuf_memory_comes_from_the_hugetlb_pool_when_it_has_room() {
     config.hugetlb = false;
     let no_huge = Engine::new(config).expect("engine");
     let buf = load_udmabuf(&no_huge);
-    assert!(
-        buf.stats.memory.starts_with("shmem"),
-        "{}",
-        buf.stats.memory
-    );
+    assert_shmem(&buf);
     drop(buf);
     assert_eq!(read_pool("free_hugepages"), total);
     std::fs::remove_dir_all(dir).ok();

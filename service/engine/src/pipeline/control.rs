@@ -32,11 +32,11 @@ pub(crate) struct Control<'a, S> {
 }
 
 impl<'a, S> Control<'a, S> {
-    pub(crate) fn new(
+    /// The control of one load of `plan`.
+    pub(crate) fn for_plan(
+        plan: &super::plan::Plan,
         cancel: &'a CancelToken,
         progress: &'a dyn Progress,
-        bytes_total: u64,
-        io_uring: bool,
         state: S,
     ) -> Self {
         Control {
@@ -47,14 +47,14 @@ impl<'a, S> Control<'a, S> {
             state: Mutex::new(state),
             changed: Condvar::new(),
             bytes_done: AtomicU64::new(0),
-            bytes_total,
+            bytes_total: plan.file_bytes,
             bytes_direct: AtomicU64::new(0),
             bytes_buffered: AtomicU64::new(0),
             bytes_bounced: AtomicU64::new(0),
             copy_ns: AtomicU64::new(0),
             io_span: Mutex::new(None),
             fallbacks: Mutex::new(LoadStats::default()),
-            io_uring,
+            io_uring: plan.knobs.io_uring,
         }
     }
 

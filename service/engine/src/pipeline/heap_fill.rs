@@ -68,7 +68,7 @@ fn fill_inline(
     started: Instant,
     block_len: usize,
 ) -> Result<(OwnedFd, Filled), LoadError> {
-    let control = Control::new(cancel, progress, plan.file_bytes, plan.knobs.io_uring, ());
+    let control = Control::for_plan(plan, cancel, progress, ());
     let size = plan.buffer_size;
     let alloc_start = Instant::now();
     let (fd, mut mapping) = allocate_mapped(heap, size, name)?;
@@ -163,13 +163,7 @@ pub(crate) fn fill(
         first_gather_at: None,
         alloc_done: None,
     };
-    let control = Control::new(
-        cancel,
-        progress,
-        plan.file_bytes,
-        plan.knobs.io_uring,
-        state,
-    );
+    let control = Control::for_plan(plan, cancel, progress, state);
     let allocated: OnceLock<Allocated> = OnceLock::new();
     let size = plan.buffer_size;
     let alloc_start = Instant::now();

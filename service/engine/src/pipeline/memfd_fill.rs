@@ -277,13 +277,7 @@ pub(crate) fn fill(
         gathers_read: 0,
         first_gather_at: None,
     };
-    let control = Control::new(
-        cancel,
-        progress,
-        plan.file_bytes,
-        plan.knobs.io_uring,
-        state,
-    );
+    let control = Control::for_plan(plan, cancel, progress, state);
     for (kind, why) in notes {
         control.add_fallback(kind, why);
     }
