@@ -38,11 +38,17 @@ pub struct LoadedBuffer {
 /// One per process; `Sync`, so binder threads share it.
 #[derive(Debug)]
 pub struct Engine {
-    config: EngineConfig,
-    accounting: Arc<Accounting>,
+    pub(crate) config: EngineConfig,
+    pub(crate) accounting: Arc<Accounting>,
     /// What `auto` learned about the backends' speed on this device.
-    measured: crate::pipeline::Measurements,
+    pub(crate) measured: crate::pipeline::Measurements,
+    /// Backends as discovered at most [`DISCOVERY_TTL`] ago: discovery reads a directory and
+    /// several sysfs files, a fixed cost every small load would pay again.
+    discovered: std::sync::Mutex<Option<(std::time::Instant, Vec<BackendInfo>)>>,
 }
+
+/// How long a backend discovery is reused by loads (listings always look afresh).
+const DISCOVERY_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Engine {
     pub fn new(config: EngineConfig) -> Result<Engine, LoadError> {
@@ -62,6 +68,7 @@ impl Engine {
             config,
             accounting: Accounting::new(),
             measured: Default::default(),
+            discovered: Default::default(),
         })
     }
 
@@ -105,14 +112,17 @@ impl Engine {
         cancel: &CancelToken,
         progress: &dyn Progress,
     ) -> Result<LoadedBuffer, LoadError> {
-        crate::pipeline::load(
-            &self.config,
-            &self.accounting,
-            &self.measured,
-            owner,
-            req,
-            cancel,
-            progress,
-        )
+        let backends = {
+            let mut cached = self.discovered.lock().unwrap_or_else(|p| p.into_inner());
+            match &*cached {
+                Some((at, backends)) if at.elapsed() < DISCOVERY_TTL => backends.clone(),
+                _ => {
+                    let backends = crate::pipeline::discover_backends(&self.config);
+                    *cached = Some((std::time::Instant::now(), backends.clone()));
+                    backends
+                }
+            }
+        };
+        crate::pipeline::load(self, &backends, owner, req, cancel, progress)
     }
 }

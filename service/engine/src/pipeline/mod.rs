@@ -13,10 +13,9 @@ mod read;
 mod uring_read;
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::engine::{BackendInfo, LoadedBuffer};
+use crate::engine::{BackendInfo, Engine, LoadedBuffer};
 use crate::error::{load_err, LoadError};
 use crate::kernel::dma_buf;
 use crate::kernel::dma_heap::{list_heaps, DmaHeap};
@@ -24,7 +23,7 @@ use crate::kernel::file::drop_cached;
 use crate::kernel::memfd::{hugetlb_pages_free, shmem_thp, ShmemThp};
 use crate::kernel::statx::file_facts;
 use crate::kernel::udmabuf::{self, Udmabuf};
-use crate::limits::{Accounting, EngineConfig, MemInfo};
+use crate::limits::{EngineConfig, MemInfo};
 use crate::request::{BufferKind, CancelToken, IoEngine, LoadRequest, Owner, Progress};
 use crate::stats::{Backend, Fallback, FallbackKind, LoadStats};
 
@@ -237,14 +236,14 @@ fn names(backends: &[BackendInfo]) -> String {
 }
 
 pub(crate) fn load(
-    config: &EngineConfig,
-    accounting: &Arc<Accounting>,
-    measured: &Measurements,
+    engine: &Engine,
+    backends: &[BackendInfo],
     owner: Owner,
     req: LoadRequest,
     cancel: &CancelToken,
     progress: &dyn Progress,
 ) -> Result<LoadedBuffer, LoadError> {
+    let (config, accounting, measured) = (&engine.config, &engine.accounting, &engine.measured);
     let started = Instant::now();
     let mut stats = LoadStats::default();
     let name = if req.name.is_empty() {
@@ -259,8 +258,7 @@ pub(crate) fn load(
         config.max_segments,
         &mut stats,
     )?;
-    let backends = discover_backends(config);
-    let backend = choose_backend(&kind, &backends, plan.buffer_size, measured, &mut stats)?;
+    let backend = choose_backend(&kind, backends, plan.buffer_size, measured, &mut stats)?;
     plan.knobs.io_uring = config.io_engine == IoEngine::IoUring;
     // A hugetlb memfd is 2 MiB-rounded: fine behind a udmabuf of the exact size, not as a
     // plain memfd handed out.
