@@ -5,73 +5,17 @@
 //!   vts-dmabuf-peer [BINDER_DEVICE]     (default /dev/binder)
 
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::process::ExitCode;
 
+use dmaload_engine::kernel::{dma_buf, mmap::Mapping};
 use rsbinder::{BinderResult, ExceptionCode, ParcelFileDescriptor, ProcessState, Status};
 
 include!(concat!(env!("OUT_DIR"), "/vts_aidl.rs"));
 use dmaload::vts::IDmaBufPeer::{BnDmaBufPeer, IDmaBufPeer};
 
-const DMA_BUF_SYNC_RW: u64 = 3;
-const DMA_BUF_SYNC_END: u64 = 4;
-// _IOW('b', 0, struct dma_buf_sync { __u64 flags; })
-const DMA_BUF_IOCTL_SYNC: libc::c_ulong = 0x4008_6200;
-
 fn illegal(message: String) -> Status {
     Status::from((ExceptionCode::IllegalArgument, message.as_str()))
-}
-
-/// A shared read-write mapping of a dma-buf, unmapped on drop.
-struct DmaBufMapping<'fd> {
-    fd: BorrowedFd<'fd>,
-    addr: *mut u8,
-    len: usize,
-}
-
-impl<'fd> DmaBufMapping<'fd> {
-    fn new(fd: BorrowedFd<'fd>, len: usize) -> std::io::Result<Self> {
-        // SAFETY: a fresh shared mapping chosen by the kernel; no Rust object aliases it.
-        let addr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if addr == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(Self {
-            fd,
-            addr: addr.cast(),
-            len,
-        })
-    }
-
-    fn sync(&self, flags: u64) -> std::io::Result<()> {
-        let arg = flags;
-        // SAFETY: DMA_BUF_IOCTL_SYNC reads one u64 from the pointer, which outlives the call.
-        if unsafe { libc::ioctl(self.fd.as_raw_fd(), DMA_BUF_IOCTL_SYNC, &arg) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    fn bytes(&mut self) -> &mut [u8] {
-        // SAFETY: the mapping is `len` bytes, readable and writable, alive as long as self.
-        unsafe { std::slice::from_raw_parts_mut(self.addr, self.len) }
-    }
-}
-
-impl Drop for DmaBufMapping<'_> {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping made in new(); no slice into it outlives self.
-        unsafe { libc::munmap(self.addr.cast(), self.len) };
-    }
 }
 
 fn fnv1a(bytes: &[u8]) -> i64 {
@@ -108,13 +52,13 @@ impl IDmaBufPeer for Peer {
         fill: i8,
     ) -> BinderResult<i64> {
         let len = usize::try_from(size).map_err(|_| illegal(format!("bad size {size}")))?;
-        let mut map = DmaBufMapping::new(buffer.as_fd(), len)
+        let mut map = Mapping::map_shared(buffer.as_fd(), len)
             .map_err(|e| illegal(format!("mmap of the received fd: {e}")))?;
-        map.sync(DMA_BUF_SYNC_RW)
+        dma_buf::begin_cpu_read_write(buffer.as_fd())
             .map_err(|e| illegal(format!("DMA_BUF_IOCTL_SYNC start: {e}")))?;
-        let hash = fnv1a(map.bytes());
-        map.bytes().fill(fill as u8);
-        map.sync(DMA_BUF_SYNC_RW | DMA_BUF_SYNC_END)
+        let hash = fnv1a(map.as_slice());
+        map.as_mut_slice().fill(fill as u8);
+        dma_buf::end_cpu_read_write(buffer.as_fd())
             .map_err(|e| illegal(format!("DMA_BUF_IOCTL_SYNC end: {e}")))?;
         Ok(hash)
     }

@@ -36,6 +36,16 @@ pub fn end_cpu_write(fd: BorrowedFd<'_>) -> io::Result<()> {
     sync(fd, SYNC_END | SYNC_WRITE)
 }
 
+/// Starts CPU reads and writes of a dma-buf mapping (`DMA_BUF_SYNC_START | DMA_BUF_SYNC_RW`).
+pub fn begin_cpu_read_write(fd: BorrowedFd<'_>) -> io::Result<()> {
+    sync(fd, SYNC_START | SYNC_READ | SYNC_WRITE)
+}
+
+/// Ends CPU reads and writes of a dma-buf mapping (`DMA_BUF_SYNC_END | DMA_BUF_SYNC_RW`).
+pub fn end_cpu_read_write(fd: BorrowedFd<'_>) -> io::Result<()> {
+    sync(fd, SYNC_END | SYNC_READ | SYNC_WRITE)
+}
+
 /// Brackets CPU writes to a dma-buf mapping: `begin` now, `end` when dropped (or `finish`).
 #[derive(Debug)]
 pub struct CpuWriteAccess<'fd> {

@@ -187,6 +187,12 @@ impl Mapping {
         unsafe { self.write_at(offset, src) }
     }
 
+    /// The whole mapping as mutable bytes.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: `&mut self` means nobody else accesses the mapping.
+        unsafe { self.slice_mut(0, self.len) }
+    }
+
     /// The whole mapping as bytes.
     pub fn as_slice(&self) -> &[u8] {
         // SAFETY: every writer either holds `&mut self` or promised exclusivity through the
