@@ -45,12 +45,7 @@ fn still_serving(svc: &Svc, f: &PatternFile) -> CaseResult {
     let fd = f.open(false).map_err(|e| e.to_string())?;
     let r = s::load(
         svc,
-        &s::request(
-            vec![s::segment(Some(fd), 0, 0, 0)],
-            "auto",
-            IoMode::AUTO,
-            "vts-health",
-        ),
+        &s::whole_file_request(fd, "auto", IoMode::AUTO, "vts-health"),
     )
     .map_err(|e| format!("the service stopped serving good requests: {e}"))?;
     svc.r#releaseBuffer(r.r#bufferId)
@@ -416,12 +411,7 @@ fn slow_file(dir: &std::path::Path, name: &str, seed: u64) -> Result<PatternFile
 
 fn slow_request(f: &PatternFile, backend: &str) -> Result<LoadRequest, String> {
     let fd = f.open(false).map_err(|e| e.to_string())?;
-    let mut r = s::request(
-        vec![s::segment(Some(fd), 0, 0, 0)],
-        backend,
-        IoMode::BUFFERED,
-        "vts-slow",
-    );
+    let mut r = s::whole_file_request(fd, backend, IoMode::BUFFERED, "vts-slow");
     r.r#tunables.r#chunkSize = 1 << 20;
     r.r#tunables.r#readerThreads = 1;
     Ok(r)
@@ -541,12 +531,7 @@ fn cancel_after_completion(svc: &Svc, small: &PatternFile) -> CaseResult {
     let fd = small.open(false).map_err(|e| e.to_string())?;
     let (h, rec) = s::start(
         svc,
-        &s::request(
-            vec![s::segment(Some(fd), 0, 0, 0)],
-            "auto",
-            IoMode::AUTO,
-            "vts-done",
-        ),
+        &s::whole_file_request(fd, "auto", IoMode::AUTO, "vts-done"),
     )
     .map_err(|e| e.to_string())?;
     let mut ev = rec.wait(Duration::from_secs(30))?;

@@ -190,12 +190,7 @@ pub fn run(o: &Options, svc: &Svc) -> Group {
             let fd = files[0].open(false).map_err(|e| e.to_string())?;
             let r = s::load(
                 svc,
-                &s::request(
-                    vec![s::segment(Some(fd), 0, 0, 0)],
-                    "auto",
-                    IoMode::AUTO,
-                    "vts-first",
-                ),
+                &s::whole_file_request(fd, "auto", IoMode::AUTO, "vts-first"),
             )
             .map_err(|e| e.to_string())?;
             svc.r#releaseBuffer(r.r#bufferId)
@@ -292,12 +287,7 @@ pub fn run(o: &Options, svc: &Svc) -> Group {
 fn async_case(svc: &Svc, backend: &str, dma_buf: bool, f: &PatternFile) -> CaseResult {
     let base = s::baseline(svc)?;
     let fd = f.open(true).map_err(|e| e.to_string())?;
-    let req = s::request(
-        vec![s::segment(Some(fd), 0, 0, 0)],
-        backend,
-        IoMode::AUTO,
-        "vts-async",
-    );
+    let req = s::whole_file_request(fd, backend, IoMode::AUTO, "vts-async");
     let (_handle, rec) = s::start(svc, &req).map_err(|e| e.to_string())?;
     let mut ev = rec.wait(Duration::from_secs(60))?;
     ensure!(ev.ends == 1, "{} end callbacks", ev.ends);
@@ -352,12 +342,7 @@ fn name_case(svc: &Svc, f: &PatternFile) -> CaseResult {
         .find(|(n, d, _)| *d && n.starts_with("heap:"))
         .ok_or("no dma-heap")?;
     let fd = f.open(true).map_err(|e| e.to_string())?;
-    let req = s::request(
-        vec![s::segment(Some(fd), 0, 0, 0)],
-        &backend,
-        IoMode::AUTO,
-        "weights",
-    );
+    let req = s::whole_file_request(fd, &backend, IoMode::AUTO, "weights");
     let result = s::load(svc, &req).map_err(|e| e.to_string())?;
     let buf = s::buffer_fd(&result)?;
     let info = FdInfo::of(buf.as_fd()).map_err(|e| e.to_string())?;

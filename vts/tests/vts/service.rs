@@ -273,6 +273,11 @@ pub fn request(segments: Vec<FileSegment>, backend: &str, io: IoMode, name: &str
     }
 }
 
+/// A request for the whole file behind `fd` at the start of the buffer.
+pub fn whole_file_request(fd: OwnedFd, backend: &str, io: IoMode, name: &str) -> LoadRequest {
+    request(vec![segment(Some(fd), 0, 0, 0)], backend, io, name)
+}
+
 pub fn load(svc: &Svc, req: &LoadRequest) -> Result<LoadResult, Failure> {
     svc.r#load(req).map_err(Failure::from_status)
 }

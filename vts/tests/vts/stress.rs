@@ -358,7 +358,7 @@ fn worker_mixed(args: &[String]) -> Result<(), String> {
             _ => (IoMode::BUFFERED, false),
         };
         let fd = f.open(direct).map_err(|e| format!("open: {e}"))?;
-        let req = s::request(vec![s::segment(Some(fd), 0, 0, 0)], backend, io, "vts-load");
+        let req = s::whole_file_request(fd, backend, io, "vts-load");
         let kind = next(10);
         let outcome: Result<Option<(std::os::fd::OwnedFd, i64, i64)>, String> = if kind < 5 {
             loop {
@@ -450,12 +450,7 @@ fn slow_file(o_dir: &std::path::Path) -> Result<PatternFile, String> {
 
 fn slow_request(f: &PatternFile) -> Result<s::LoadRequest, String> {
     let fd = f.open(false).map_err(|e| e.to_string())?;
-    let mut r = s::request(
-        vec![s::segment(Some(fd), 0, 0, 0)],
-        "heap:system",
-        IoMode::BUFFERED,
-        "vts-slow",
-    );
+    let mut r = s::whole_file_request(fd, "heap:system", IoMode::BUFFERED, "vts-slow");
     r.r#tunables.r#chunkSize = 1 << 20;
     r.r#tunables.r#readerThreads = 1;
     Ok(r)
