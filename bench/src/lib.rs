@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use dmaload_engine::kernel::memfd::hugetlb_pages_free;
+use dmaload_engine::kernel::memfd::{hugetlb_pages_free, HUGETLB_PAGE};
 use dmaload_engine::{Backend, BufferKind, Engine, EngineConfig, IoEngine, MemInfo, Tunables};
 
 pub use report::Row;
@@ -135,7 +135,9 @@ fn schemes_for(engine: &Engine, size: u64, args: &Args) -> Vec<Scheme> {
         threads
     };
     // With a hugetlb pool that can take the buffer, udmabuf uses it: compare with shmem.
-    let hugetlb_fits = udmabuf_fits && size > (2 << 20) && hugetlb_pages_free() * (2 << 20) >= size;
+    // The engine's rule: buffers above the inline size, whole in the pool's free pages.
+    let hugetlb_fits =
+        udmabuf_fits && size > HUGETLB_PAGE && hugetlb_pages_free() >= size.div_ceil(HUGETLB_PAGE);
     let mut list = vec![Scheme::AllocFloor { heap: None }];
     if hugetlb_fits {
         list.push(Scheme::AllocFloorHugetlb);

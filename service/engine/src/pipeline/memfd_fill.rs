@@ -223,8 +223,8 @@ pub(crate) fn fill(
     let size = plan.buffer_size;
     let alloc_start = Instant::now();
     let mut notes = Vec::new();
-    let (memfd, mapping, memory) = match hugetlb_memory(plan, name, &mut notes) {
-        Some((memfd, mapping)) => (memfd, mapping, "hugetlb"),
+    let (memfd, mapping, hugetlb) = match hugetlb_memory(plan, name, &mut notes) {
+        Some((memfd, mapping)) => (memfd, mapping, true),
         None => {
             let memfd = Memfd::create(name, size)
                 .map_err(|e| load_err!(NoMemory, "memfd_create of {size} bytes failed: {e}"))?;
@@ -233,10 +233,9 @@ pub(crate) fn fill(
                 .map_err(|e| load_err!(Internal, "sealing the memfd failed: {e}"))?;
             let mapping = Mapping::map_shared(std::os::fd::AsFd::as_fd(&memfd), size as usize)
                 .map_err(|e| load_err!(NoMemory, "mapping the memfd failed: {e}"))?;
-            (memfd, mapping, "shmem")
+            (memfd, mapping, false)
         }
     };
-    let hugetlb = memory == "hugetlb";
     // A hugetlb memfd is 2 MiB-rounded and populated whole.
     let alloc_size = memfd.size();
 
@@ -281,36 +280,32 @@ pub(crate) fn fill(
     for (kind, why) in notes {
         control.add_fallback(kind, why);
     }
-    let huge = if hugetlb {
-        Some("hugetlb".to_string())
+    // What backs the buffer, as the stats report it.
+    let memory = if hugetlb {
+        "hugetlb"
     } else if size <= INLINE_MAX {
         // A huge folio would be zeroed whole (2 MiB, twice with init_on_alloc) for a buffer
         // that needs less: measured 2-3x slower for 512 KiB in the virtual device.
-        None
+        "shmem"
     } else {
         match shmem_thp() {
-            ShmemThp::Available(mode) => match mapping.advise_huge() {
-                Ok(()) => Some(mode),
+            ShmemThp::Available(_) => match mapping.advise_huge() {
+                Ok(()) => "shmem-thp",
                 Err(e) => {
                     control.add_fallback(
                         FallbackKind::SmallPages,
                         format!("MADV_HUGEPAGE failed: {e}"),
                     );
-                    None
+                    "shmem"
                 }
             },
             ShmemThp::Unavailable(why) => {
                 control.add_fallback(FallbackKind::SmallPages, why);
-                None
+                "shmem"
             }
         }
     };
-    let memory = match (hugetlb, &huge) {
-        (true, _) => "hugetlb",
-        (false, Some(_)) => "shmem-thp",
-        (false, None) => memory,
-    };
-    log::debug!("memfd fill: {size} bytes, huge folios: {huge:?}");
+    log::debug!("memfd fill: {size} bytes of {memory} memory");
 
     let max_align = plan.sources.iter().map(|s| s.align()).max().unwrap_or(1);
     let bounce_len = (1u64 << 20).max(2 * max_align) as usize;
