@@ -385,13 +385,18 @@ fn child_client_that_dies() {
     std::process::exit(0); // no releaseBuffer, no close: as if it crashed
 }
 
-#[test]
-fn client_death_frees_memory() {
-    let service = Service::start("death", &[]);
-    let conn = service.connect();
-    let baseline = conn.state();
-    let (path, _) = service.file("death.bin", 8 << 20);
-    let mut child = Command::new(std::env::current_exe().unwrap())
+/// Runs `child_client_that_dies` in a new process against `service`, loading `file`
+/// (asynchronously with `async_load`); returns the child and its stdout.
+fn spawn_child_client(
+    service: &Service,
+    file: &std::path::Path,
+    async_load: bool,
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStdout>,
+) {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
         .args([
             "--exact",
             "child_client_that_dies",
@@ -399,11 +404,41 @@ fn client_death_frees_memory() {
             "--nocapture",
         ])
         .env("DMALOAD_E2E_CHILD_SOCKET", service.socket())
-        .env("DMALOAD_E2E_CHILD_FILE", &path)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .env("DMALOAD_E2E_CHILD_FILE", file)
+        .stdout(Stdio::piped());
+    if async_load {
+        command.env("DMALOAD_E2E_CHILD_ASYNC", "1");
+    }
+    let mut child = command.spawn().unwrap();
     let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    (child, stdout)
+}
+
+/// Polls the service state until `done` holds; fails with `what` after `timeout`.
+fn wait_for_state(
+    conn: &Conn,
+    timeout: Duration,
+    what: &str,
+    done: impl Fn(&idl::ServiceState::ServiceState) -> bool,
+) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let now = conn.state();
+        if done(&now) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: {now:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn client_death_frees_memory() {
+    let service = Service::start("death", &[]);
+    let conn = service.connect();
+    let baseline = conn.state();
+    let (path, _) = service.file("death.bin", 8 << 20);
+    let (mut child, stdout) = spawn_child_client(&service, &path, false);
     let loaded = stdout
         .lines()
         .map_while(Result::ok)
@@ -415,20 +450,15 @@ fn client_death_frees_memory() {
         "{held:?}"
     );
     assert!(child.wait().unwrap().success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let now = conn.state();
-        if now.outstandingBufferBytes == baseline.outstandingBufferBytes
-            && now.liveBuffers == baseline.liveBuffers
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the dead client's charge was never dropped: {now:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_state(
+        &conn,
+        Duration::from_secs(10),
+        "the dead client's charge was never dropped",
+        |now| {
+            now.outstandingBufferBytes == baseline.outstandingBufferBytes
+                && now.liveBuffers == baseline.liveBuffers
+        },
+    );
     let dump = conn.loader.debugDump(&["state".into()]).unwrap();
     assert!(dump.contains("reaped_processes = 1"), "{dump}");
 }
@@ -692,37 +722,20 @@ fn client_death_cancels_its_async_load() {
     let conn = service.connect();
     let baseline = conn.state();
     let big = service.sparse("long.bin", 4 << 30);
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_client_that_dies",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env("DMALOAD_E2E_CHILD_SOCKET", service.socket())
-        .env("DMALOAD_E2E_CHILD_FILE", &big)
-        .env("DMALOAD_E2E_CHILD_ASYNC", "1")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let (mut child, stdout) = spawn_child_client(&service, &big, true);
     assert!(
         stdout.lines().map_while(Result::ok).any(|l| l == "STARTED"),
         "the child started a load"
     );
     assert!(child.wait().unwrap().success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let now = conn.state();
-        if now.loadsInFlight == 0 && now.outstandingBufferBytes == baseline.outstandingBufferBytes {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the dead client's load kept running: {now:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_state(
+        &conn,
+        Duration::from_secs(30),
+        "the dead client's load kept running",
+        |now| {
+            now.loadsInFlight == 0 && now.outstandingBufferBytes == baseline.outstandingBufferBytes
+        },
+    );
     let stats = conn.loader.debugDump(&["stats".into()]).unwrap();
     assert!(
         stats.contains("CANCELLED = 1"),
