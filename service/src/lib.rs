@@ -10,6 +10,7 @@ pub mod buffers;
 pub mod config;
 pub mod counters;
 pub mod dump;
+pub mod progress_relay;
 pub mod service;
 
 pub use config::Config;

@@ -15,6 +15,7 @@ use crate::binder_stack::{self as stack, idl, BinderResult, ParcelFileDescriptor
 use crate::buffers::{Caller, LiveBuffers};
 use crate::config::Config;
 use crate::counters::Counters;
+use crate::progress_relay::ProgressRelay;
 
 /// The service object behind `vendor.dmaload.IDmaLoader/default`.
 #[derive(Clone)]
@@ -291,31 +292,6 @@ pub fn open_fd_count() -> usize {
         .unwrap_or(0)
 }
 
-/// Forwards engine progress to an async load's callback, at most ~64 times per load.
-struct CallbackProgress {
-    callback: Strong<dyn idl::ILoadCallback::ILoadCallback>,
-    /// One past the last step sent. Held while sending: reader threads report concurrently,
-    /// and callbacks must leave in order so the caller sees progress only grow.
-    last_step: std::sync::Mutex<u64>,
-}
-
-impl Progress for CallbackProgress {
-    fn progress(&self, bytes_done: u64, bytes_total: u64) {
-        let step = bytes_done
-            .saturating_mul(64)
-            .checked_div(bytes_total)
-            .unwrap_or(64);
-        let mut last_step = self.last_step.lock().unwrap_or_else(|p| p.into_inner());
-        if *last_step <= step {
-            *last_step = step + 1;
-            // oneway: a dead callback is noticed by the reaper, not here.
-            let _ = self
-                .callback
-                .onProgress(clamp_i64(bytes_done), clamp_i64(bytes_total));
-        }
-    }
-}
-
 /// An asynchronous load, as its caller sees it.
 struct LoadHandle {
     cancel: CancelToken,
@@ -374,11 +350,36 @@ impl idl::IDmaLoader::IDmaLoader for DmaLoaderService {
                 .name("dmaload-async".into())
                 .spawn(move || {
                     let _death = death;
-                    let progress = CallbackProgress {
-                        callback: callback.clone(),
-                        last_step: 0.into(),
-                    };
-                    let outcome = service.run_load(caller, req, &token, &progress);
+                    // This thread makes every callback of the load; the engine runs beside it
+                    // and only leaves progress in the relay (see `progress_relay`).
+                    let relay = ProgressRelay::default();
+                    let outcome = std::thread::scope(|scope| {
+                        let load = std::thread::Builder::new()
+                            .name("dmaload-load".into())
+                            .spawn_scoped(scope, || {
+                                let _end = relay.end_on_drop();
+                                service.run_load(caller, req, &token, &relay)
+                            });
+                        let load = match load {
+                            Ok(load) => load,
+                            Err(e) => {
+                                return Err(LoadError::new(
+                                    ErrorCode::Internal,
+                                    format!("starting a load thread: {e}"),
+                                ))
+                            }
+                        };
+                        relay.forward(|done, total| {
+                            // oneway: a dead callback is noticed by the death watch, not here.
+                            let _ = callback.onProgress(clamp_i64(done), clamp_i64(total));
+                        });
+                        load.join().unwrap_or_else(|_| {
+                            Err(LoadError::new(
+                                ErrorCode::Internal,
+                                "the load thread panicked",
+                            ))
+                        })
+                    });
                     finished.store(true, std::sync::atomic::Ordering::Release);
                     let delivered = match outcome {
                         Ok(result) => {
