@@ -9,8 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{recorder, Event};
 use dmaload_aidl::aidl as idl;
-use dmaload_aidl::{IDmaLoader::IDmaLoader, ILoadCallback, SERVICE_NAME};
+use dmaload_aidl::{IDmaLoader::IDmaLoader, SERVICE_NAME};
 use dmaload_engine::kernel::dma_buf;
 use rsbinder::{ExceptionCode, ParcelFileDescriptor, Strong};
 
@@ -144,8 +147,7 @@ fn kernel_binder_dma_bufs_errors_and_client_death() {
 
     // Asynchronous: progress, then the buffer, through a callback binder in this process.
     rsbinder::ProcessState::start_thread_pool();
-    let (tx, events) = std::sync::mpsc::channel();
-    let callback = ILoadCallback::BnLoadCallback::new_binder(Recorder(std::sync::Mutex::new(tx)));
+    let (callback, events) = recorder();
     let _handle = loader
         .startLoad(&whole(&path, "system"), &callback)
         .unwrap();
@@ -159,7 +161,7 @@ fn kernel_binder_dma_bufs_errors_and_client_death() {
                 assert!(done <= total && total == data.len() as i64);
                 progress += 1;
             }
-            Event::Complete(fd, id) => break (fd, id),
+            Event::Complete(fd, id) => break (fd.expect("a buffer fd"), id),
             Event::Error(code, msg) => panic!("onError({code}, {msg})"),
         }
     };
@@ -219,46 +221,6 @@ fn kernel_binder_dma_bufs_errors_and_client_death() {
         std::thread::sleep(Duration::from_millis(50));
     }
     println!("kernel binder: dead client's buffer charge dropped");
-}
-
-enum Event {
-    Progress(i64, i64),
-    Complete(OwnedFd, i64),
-    Error(i32, String),
-}
-
-struct Recorder(std::sync::Mutex<std::sync::mpsc::Sender<Event>>);
-
-impl rsbinder::Interface for Recorder {}
-
-impl ILoadCallback::ILoadCallback for Recorder {
-    fn onProgress(&self, done: i64, total: i64) -> rsbinder::BinderResult<()> {
-        let _ = self.0.lock().unwrap().send(Event::Progress(done, total));
-        Ok(())
-    }
-    fn onComplete(&self, result: &idl::LoadResult::LoadResult) -> rsbinder::BinderResult<()> {
-        let fd = result
-            .buffer
-            .as_ref()
-            .unwrap()
-            .as_ref()
-            .try_clone()
-            .unwrap();
-        let _ = self
-            .0
-            .lock()
-            .unwrap()
-            .send(Event::Complete(fd, result.bufferId));
-        Ok(())
-    }
-    fn onError(&self, code: i32, message: &str) -> rsbinder::BinderResult<()> {
-        let _ = self
-            .0
-            .lock()
-            .unwrap()
-            .send(Event::Error(code, message.into()));
-        Ok(())
-    }
 }
 
 fn child_client() {

@@ -6,11 +6,13 @@ use std::io::{BufRead, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{recorder, Event};
 use dmaload_aidl::aidl as idl;
-use dmaload_aidl::{IDmaLoader::IDmaLoader, ILoadCallback, SERVICE_NAME};
+use dmaload_aidl::{IDmaLoader::IDmaLoader, SERVICE_NAME};
 use rsbinder::{ExceptionCode, ParcelFileDescriptor, Status, Strong};
 
 /// A dmaloadd process serving on its own socket.
@@ -243,50 +245,6 @@ fn load_returns_the_file_bytes() {
         .any(|b| b.name == "memfd" && b.allowed));
 }
 
-enum Event {
-    Progress(i64, i64),
-    Complete(Option<OwnedFd>),
-    Error(i32, String),
-}
-
-struct Recorder(Mutex<mpsc::Sender<Event>>);
-
-impl rsbinder::Interface for Recorder {}
-
-impl ILoadCallback::ILoadCallback for Recorder {
-    fn onProgress(&self, done: i64, total: i64) -> rsbinder::BinderResult<()> {
-        let _ = self.0.lock().unwrap().send(Event::Progress(done, total));
-        Ok(())
-    }
-    fn onComplete(&self, result: &idl::LoadResult::LoadResult) -> rsbinder::BinderResult<()> {
-        let fd = result
-            .buffer
-            .as_ref()
-            .map(|p| p.as_ref().try_clone().unwrap());
-        let _ = self.0.lock().unwrap().send(Event::Complete(fd));
-        Ok(())
-    }
-    fn onError(&self, code: i32, message: &str) -> rsbinder::BinderResult<()> {
-        let _ = self
-            .0
-            .lock()
-            .unwrap()
-            .send(Event::Error(code, message.into()));
-        Ok(())
-    }
-}
-
-fn recorder() -> (
-    Strong<dyn ILoadCallback::ILoadCallback>,
-    mpsc::Receiver<Event>,
-) {
-    let (tx, rx) = mpsc::channel();
-    (
-        ILoadCallback::BnLoadCallback::new_binder(Recorder(Mutex::new(tx))),
-        rx,
-    )
-}
-
 #[test]
 fn async_load_reports_progress_and_completes_and_cancels() {
     let service = Service::start("async", &[]);
@@ -302,7 +260,7 @@ fn async_load_reports_progress_and_completes_and_cancels() {
     };
     let _handle = conn.loader.startLoad(&req, &callback).unwrap();
     let mut last = -1;
-    let result = loop {
+    let (result, id) = loop {
         match events
             .recv_timeout(Duration::from_secs(60))
             .expect("a callback")
@@ -317,7 +275,7 @@ fn async_load_reports_progress_and_completes_and_cancels() {
                 );
                 last = last.max(done);
             }
-            Event::Complete(r) => break r,
+            Event::Complete(r, id) => break (r, id),
             Event::Error(code, msg) => panic!("onError({code}, {msg})"),
         }
     };
@@ -326,6 +284,9 @@ fn async_load_reports_progress_and_completes_and_cancels() {
         fd_bytes(result.as_ref().expect("a buffer fd"), data.len()),
         data
     );
+    // The id the callback carried is the buffer's: releasing it drops the charge.
+    conn.loader.releaseBuffer(id).unwrap();
+    assert_eq!(conn.loader.getUsage().unwrap().chargedBytes, 0);
 
     // Cancel a long load right away: onError(CANCELLED), and nothing survives.
     let baseline = conn.state();
@@ -343,7 +304,7 @@ fn async_load_reports_progress_and_completes_and_cancels() {
                 assert_eq!(code, idl::ErrorCode::ErrorCode::CANCELLED.0, "{msg}");
                 break;
             }
-            Event::Complete(_) => panic!("a cancelled load completed"),
+            Event::Complete(..) => panic!("a cancelled load completed"),
         }
     }
     assert!(
@@ -645,7 +606,7 @@ fn every_reachable_error_code_comes_through_the_aidl() {
         {
             Event::Progress(..) => continue,
             Event::Error(code, _) => break code,
-            Event::Complete(_) => panic!("completed although cancelled"),
+            Event::Complete(..) => panic!("completed although cancelled"),
         }
     };
     assert_eq!(cancelled, E::CANCELLED.0);
@@ -662,7 +623,7 @@ fn every_reachable_error_code_comes_through_the_aidl() {
     {
         Event::Progress(..) => {}
         Event::Error(code, msg) => panic!("onError({code}, {msg}) before any progress"),
-        Event::Complete(_) => panic!("2 GiB loaded before any progress report"),
+        Event::Complete(..) => panic!("2 GiB loaded before any progress report"),
     }
     std::fs::OpenOptions::new()
         .write(true)
@@ -677,7 +638,7 @@ fn every_reachable_error_code_comes_through_the_aidl() {
         {
             Event::Progress(..) => continue,
             Event::Error(code, _) => break code,
-            Event::Complete(_) => panic!("a file truncated during its load loaded completely"),
+            Event::Complete(..) => panic!("a file truncated during its load loaded completely"),
         }
     };
     assert_eq!(code, E::FILE_CHANGED.0);
