@@ -24,6 +24,9 @@ use crate::Options;
 /// Sizes of the mixed loads: small and odd, so 8 × hundreds fit the CI budget.
 const LOAD_SIZES: &[u64] = &[1, 4095, 4097, 65_537, 300_001, (1 << 20) + 7, (2 << 20) - 3];
 const WORKERS: u32 = 8;
+/// The faults group's kill storm: rounds × clients, each client with two slow async loads.
+const STORM_ROUNDS: u32 = 12;
+const STORM_CLIENTS: u32 = 4;
 /// Async loads per caller in the case of loads the engine refuses at once.
 const QUICK_ASYNC: u32 = 100;
 /// Uids of the `load` group's clients (10000 + worker), the `caps` group's (10100 + worker)
@@ -32,6 +35,8 @@ const LOAD_UID: u32 = 10_000;
 const CAPS_UID: u32 = 10_100;
 const CAP_HOLDER_UID: u32 = 10_200;
 const CAP_NEIGHBOUR_UID: u32 = 10_201;
+/// Uids of the kill storm's clients (10300 + client).
+const STORM_UID: u32 = 10_300;
 
 fn worker_cmd(args: &[String]) -> Command {
     let exe = std::env::current_exe().unwrap_or_else(|_| "dmaload-vts".into());
@@ -274,6 +279,7 @@ pub fn worker(args: &[String]) -> i32 {
         "mixed" => worker_mixed(args),
         "quick-async" => worker_quick_async(args),
         "hold-slow" => worker_hold_slow(args),
+        "storm" => worker_storm(args),
         "hold-done" => worker_hold_done(args),
         "big" => worker_big(args),
         "caller" => worker_caller(args),
@@ -448,6 +454,13 @@ fn slow_file(o_dir: &std::path::Path) -> Result<PatternFile, String> {
     PatternFile::create(&dir, "slow.bin", 77, 256 << 20).map_err(|e| e.to_string())
 }
 
+/// The kill storm's file: 64 MiB, so a load reports progress every megabyte or so.
+fn storm_file(o_dir: &std::path::Path) -> Result<PatternFile, String> {
+    let dir = o_dir.join("faults");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    PatternFile::create(&dir, "storm.bin", 78, 64 << 20).map_err(|e| e.to_string())
+}
+
 fn slow_request(f: &PatternFile) -> Result<s::LoadRequest, String> {
     let fd = f.open(false).map_err(|e| e.to_string())?;
     let mut r = s::whole_file_request(fd, "heap:system", IoMode::BUFFERED, "vts-slow");
@@ -459,21 +472,31 @@ fn slow_request(f: &PatternFile) -> Result<s::LoadRequest, String> {
 /// `--worker hold-slow DIR`: starts a slow load, says "progress", then waits to be killed.
 fn worker_hold_slow(args: &[String]) -> Result<(), String> {
     let f = slow_file(std::path::Path::new(args.get(1).ok_or("dir")?))?;
+    hold_loads(&f, 1)
+}
+
+/// `--worker storm DIR`: two loads of the storm file (the kill storm's clients, own uids).
+fn worker_storm(args: &[String]) -> Result<(), String> {
+    let f = storm_file(std::path::Path::new(args.get(1).ok_or("dir")?))?;
+    hold_loads(&f, 2)
+}
+
+/// Starts `loads` slow loads of `f`, says "progress" once each has reported some, then waits
+/// to be killed.
+fn hold_loads(f: &PatternFile, loads: usize) -> Result<(), String> {
     let svc = s::connect(Duration::from_secs(10))?;
-    let (_h, rec) = s::start(&svc, &slow_request(&f)?).map_err(|e| e.to_string())?;
-    loop {
-        if !rec
-            .events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .progress
-            .is_empty()
-        {
-            println!("progress");
-            break;
-        }
+    let mut started = Vec::new();
+    for _ in 0..loads {
+        started.push(s::start(&svc, &slow_request(f)?).map_err(|e| e.to_string())?);
+    }
+    let reported = |rec: &s::Recorder| {
+        let events = rec.events.lock().unwrap_or_else(|p| p.into_inner());
+        !events.progress.is_empty()
+    };
+    while !started.iter().all(|(_, rec)| reported(rec)) {
         std::thread::sleep(Duration::from_millis(2));
     }
+    println!("progress");
     std::thread::sleep(Duration::from_secs(120));
     Err("not killed".into())
 }
@@ -715,8 +738,8 @@ impl log::Log for WorkerLog {
     fn flush(&self) {}
 }
 
-fn spawn_and_wait_line(args: &[String], line: &str) -> Result<Child, String> {
-    let mut child = worker_cmd(args)
+fn spawn_and_wait_line(mut worker: Command, line: &str) -> Result<Child, String> {
+    let mut child = worker
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| e.to_string())?;
@@ -767,7 +790,7 @@ pub fn run_faults(o: &Options, svc: &mut Svc) -> Group {
             slow_file(&o.dir)?;
             let base = s::baseline(svc)?;
             let child = spawn_and_wait_line(
-                &["--worker".into(), "hold-slow".into(), dir.clone()],
+                worker_cmd(&["--worker".into(), "hold-slow".into(), dir.clone()]),
                 "progress",
             )?;
             let took = kill_and_time(svc, child, &base)?;
@@ -779,11 +802,59 @@ pub fn run_faults(o: &Options, svc: &mut Svc) -> Group {
         },
     );
     g.case(
+        "clients killed at random moments while their loads report progress: same service, all freed",
+        || {
+            storm_file(&o.dir)?;
+            let pid = s::service_pid().ok_or("no dmaloadd process")?;
+            let base = s::baseline(svc)?;
+            let mut rng = o.seed | 1;
+            let mut slowest = Duration::ZERO;
+            for round in 0..STORM_ROUNDS {
+                let children = (0..STORM_CLIENTS)
+                    .map(|c| {
+                        spawn_and_wait_line(
+                            worker_as(STORM_UID + c, &["--worker".into(), "storm".into(), dir.clone()]),
+                            "progress",
+                        )
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                // xorshift: a different moment of the loads' progress in every round.
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                std::thread::sleep(Duration::from_millis(rng % 150));
+                let killed = Instant::now();
+                for mut child in children {
+                    child.kill().map_err(|e| e.to_string())?;
+                    let _ = child.wait();
+                }
+                s::back_to_baseline(svc, &base, Duration::from_secs(2))
+                    .map_err(|e| format!("round {round}: {e}"))?;
+                slowest = slowest.max(killed.elapsed());
+                ensure!(
+                    s::service_pid() == Some(pid),
+                    "round {round}: dmaloadd {pid} is gone (now {:?})",
+                    s::service_pid()
+                );
+            }
+            figure(
+                "faults: clients killed during progress callbacks",
+                format!(
+                    "{} clients × 2 loads in {STORM_ROUNDS} rounds; all freed within {} ms; \
+                     dmaloadd {pid} served throughout",
+                    STORM_ROUNDS * STORM_CLIENTS,
+                    slowest.as_millis()
+                ),
+            );
+            Ok(())
+        },
+    );
+    g.case(
         "client killed while holding a finished 64 MiB buffer: freed within 1 s",
         || {
             let base = s::baseline(svc)?;
             let child = spawn_and_wait_line(
-                &["--worker".into(), "hold-done".into(), dir.clone()],
+                worker_cmd(&["--worker".into(), "hold-done".into(), dir.clone()]),
                 "holding",
             )?;
             let took = kill_and_time(svc, child, &base)?;
