@@ -359,16 +359,13 @@ impl idl::IDmaLoader::IDmaLoader for DmaLoaderService {
                             .spawn_scoped(scope, || {
                                 let _end = relay.end_on_drop();
                                 service.run_load(caller, req, &token, &relay)
-                            });
-                        let load = match load {
-                            Ok(load) => load,
-                            Err(e) => {
-                                return Err(LoadError::new(
+                            })
+                            .map_err(|e| {
+                                LoadError::new(
                                     ErrorCode::Internal,
                                     format!("starting a load thread: {e}"),
-                                ))
-                            }
-                        };
+                                )
+                            })?;
                         relay.forward(|done, total| {
                             // oneway: a dead callback is noticed by the death watch, not here.
                             let _ = callback.onProgress(clamp_i64(done), clamp_i64(total));
