@@ -409,14 +409,6 @@ fn slow_file(dir: &std::path::Path, name: &str, seed: u64) -> Result<PatternFile
     PatternFile::create(dir, name, seed, 192 << 20).map_err(|e| e.to_string())
 }
 
-fn slow_request(f: &PatternFile, backend: &str) -> Result<LoadRequest, String> {
-    let fd = f.open(false).map_err(|e| e.to_string())?;
-    let mut r = s::whole_file_request(fd, backend, IoMode::BUFFERED, "vts-slow");
-    r.r#tunables.r#chunkSize = 1 << 20;
-    r.r#tunables.r#readerThreads = 1;
-    Ok(r)
-}
-
 fn wait_progress(rec: &s::Recorder) -> CaseResult {
     for _ in 0..2000 {
         {
@@ -433,7 +425,7 @@ fn wait_progress(rec: &s::Recorder) -> CaseResult {
 fn truncated_during_load(svc: &Svc, dir: &std::path::Path, small: &PatternFile) -> CaseResult {
     let f = slow_file(dir, "truncate-me.bin", 31)?;
     let base = s::baseline(svc)?;
-    let (_h, rec) = s::start(svc, &slow_request(&f, "memfd")?).map_err(|e| e.to_string())?;
+    let (_h, rec) = s::start(svc, &s::slow_request(&f, "memfd")?).map_err(|e| e.to_string())?;
     wait_progress(&rec)?;
     let file = std::fs::OpenOptions::new()
         .write(true)
@@ -464,7 +456,7 @@ fn replaced_during_load(svc: &Svc, dir: &std::path::Path) -> CaseResult {
     let f = slow_file(dir, "replace-me.bin", 32)?;
     let other = PatternFile::create(dir, "replacement.bin", 33, 4096).map_err(|e| e.to_string())?;
     let base = s::baseline(svc)?;
-    let (_h, rec) = s::start(svc, &slow_request(&f, "memfd")?).map_err(|e| e.to_string())?;
+    let (_h, rec) = s::start(svc, &s::slow_request(&f, "memfd")?).map_err(|e| e.to_string())?;
     wait_progress(&rec)?;
     std::fs::rename(&other.path, &f.path).map_err(|e| e.to_string())?;
     let mut ev = rec.wait(Duration::from_secs(120))?;
@@ -497,7 +489,7 @@ fn replaced_during_load(svc: &Svc, dir: &std::path::Path) -> CaseResult {
 fn cancel_twice(svc: &Svc, dir: &std::path::Path) -> CaseResult {
     let f = slow_file(dir, "cancel.bin", 34)?;
     let base = s::baseline(svc)?;
-    let (h, rec) = s::start(svc, &slow_request(&f, "memfd")?).map_err(|e| e.to_string())?;
+    let (h, rec) = s::start(svc, &s::slow_request(&f, "memfd")?).map_err(|e| e.to_string())?;
     wait_progress(&rec)?;
     let first = h
         .r#cancel()

@@ -14,6 +14,7 @@ use dmaload_client::binder_stack::{
 };
 pub use dmaload_client::binder_stack::{idl, StatusCode, DEAD_OBJECT, FAILED_TRANSACTION};
 use dmaload_vts::buffer::ReadView;
+use dmaload_vts::fixtures::PatternFile;
 use dmaload_vts::{pattern, probe};
 pub use idl::{
     ErrorCode::ErrorCode, FileSegment::FileSegment, IoMode::IoMode, LoadRequest::LoadRequest,
@@ -276,6 +277,16 @@ pub fn request(segments: Vec<FileSegment>, backend: &str, io: IoMode, name: &str
 /// A request for the whole file behind `fd` at the start of the buffer.
 pub fn whole_file_request(fd: OwnedFd, backend: &str, io: IoMode, name: &str) -> LoadRequest {
     request(vec![segment(Some(fd), 0, 0, 0)], backend, io, name)
+}
+
+/// A slow whole-file load of `f`: buffered, 1 MiB chunks, one reader (long enough in the
+/// device to act while it runs).
+pub fn slow_request(f: &PatternFile, backend: &str) -> Result<LoadRequest, String> {
+    let fd = f.open(false).map_err(|e| e.to_string())?;
+    let mut r = whole_file_request(fd, backend, IoMode::BUFFERED, "vts-slow");
+    r.r#tunables.r#chunkSize = 1 << 20;
+    r.r#tunables.r#readerThreads = 1;
+    Ok(r)
 }
 
 pub fn load(svc: &Svc, req: &LoadRequest) -> Result<LoadResult, Failure> {

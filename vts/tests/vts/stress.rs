@@ -27,6 +27,7 @@ const WORKERS: u32 = 8;
 /// The faults group's kill storm: rounds × clients, each client with two slow async loads.
 const STORM_ROUNDS: u32 = 12;
 const STORM_CLIENTS: u32 = 4;
+const STORM_LOADS: usize = 2;
 /// Async loads per caller in the case of loads the engine refuses at once.
 const QUICK_ASYNC: u32 = 100;
 /// Uids of the `load` group's clients (10000 + worker), the `caps` group's (10100 + worker)
@@ -346,13 +347,8 @@ fn worker_mixed(args: &[String]) -> Result<(), String> {
         .into_iter()
         .map(|b| b.0)
         .collect();
-    let mut rng = 0x9E37_79B9u64 ^ u64::from(w) << 32;
-    let mut next = |n: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % n
-    };
+    let mut rng = Xorshift::new(0x9E37_79B9u64 ^ u64::from(w) << 32);
+    let mut next = |n: u64| rng.below(n);
     let (mut loads, mut cancelled, mut failed, mut bytes, mut busy) =
         (0u64, 0u64, 0u64, 0u64, 0u64);
     for i in 0..count {
@@ -448,25 +444,46 @@ fn worker_mixed(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-fn slow_file(o_dir: &std::path::Path) -> Result<PatternFile, String> {
+/// A pattern file of the faults group (in `DIR/faults`).
+fn faults_file(
+    o_dir: &std::path::Path,
+    name: &str,
+    seed: u64,
+    size: u64,
+) -> Result<PatternFile, String> {
     let dir = o_dir.join("faults");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    PatternFile::create(&dir, "slow.bin", 77, 256 << 20).map_err(|e| e.to_string())
+    PatternFile::create(&dir, name, seed, size).map_err(|e| e.to_string())
+}
+
+fn slow_file(o_dir: &std::path::Path) -> Result<PatternFile, String> {
+    faults_file(o_dir, "slow.bin", 77, 256 << 20)
 }
 
 /// The kill storm's file: 64 MiB, so a load reports progress every megabyte or so.
 fn storm_file(o_dir: &std::path::Path) -> Result<PatternFile, String> {
-    let dir = o_dir.join("faults");
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    PatternFile::create(&dir, "storm.bin", 78, 64 << 20).map_err(|e| e.to_string())
+    faults_file(o_dir, "storm.bin", 78, 64 << 20)
 }
 
 fn slow_request(f: &PatternFile) -> Result<s::LoadRequest, String> {
-    let fd = f.open(false).map_err(|e| e.to_string())?;
-    let mut r = s::whole_file_request(fd, "heap:system", IoMode::BUFFERED, "vts-slow");
-    r.r#tunables.r#chunkSize = 1 << 20;
-    r.r#tunables.r#readerThreads = 1;
-    Ok(r)
+    s::slow_request(f, "heap:system")
+}
+
+/// xorshift64: the workers' and the kill storm's deterministic choices.
+struct Xorshift(u64);
+
+impl Xorshift {
+    fn new(seed: u64) -> Xorshift {
+        Xorshift(seed | 1)
+    }
+
+    /// The next number below `n` (n > 0).
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
 }
 
 /// `--worker hold-slow DIR`: starts a slow load, says "progress", then waits to be killed.
@@ -475,10 +492,10 @@ fn worker_hold_slow(args: &[String]) -> Result<(), String> {
     hold_loads(&f, 1)
 }
 
-/// `--worker storm DIR`: two loads of the storm file (the kill storm's clients, own uids).
+/// `--worker storm DIR`: `STORM_LOADS` loads of the storm file (the kill storm's clients, own uids).
 fn worker_storm(args: &[String]) -> Result<(), String> {
     let f = storm_file(std::path::Path::new(args.get(1).ok_or("dir")?))?;
-    hold_loads(&f, 2)
+    hold_loads(&f, STORM_LOADS)
 }
 
 /// Starts `loads` slow loads of `f`, says "progress" once each has reported some, then waits
@@ -807,7 +824,7 @@ pub fn run_faults(o: &Options, svc: &mut Svc) -> Group {
             storm_file(&o.dir)?;
             let pid = s::service_pid().ok_or("no dmaloadd process")?;
             let base = s::baseline(svc)?;
-            let mut rng = o.seed | 1;
+            let mut rng = Xorshift::new(o.seed);
             let mut slowest = Duration::ZERO;
             for round in 0..STORM_ROUNDS {
                 let children = (0..STORM_CLIENTS)
@@ -818,11 +835,8 @@ pub fn run_faults(o: &Options, svc: &mut Svc) -> Group {
                         )
                     })
                     .collect::<Result<Vec<_>, _>>()?;
-                // xorshift: a different moment of the loads' progress in every round.
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                std::thread::sleep(Duration::from_millis(rng % 150));
+                // A different moment of the loads' progress in every round.
+                std::thread::sleep(Duration::from_millis(rng.below(150)));
                 let killed = Instant::now();
                 for mut child in children {
                     child.kill().map_err(|e| e.to_string())?;
@@ -831,17 +845,17 @@ pub fn run_faults(o: &Options, svc: &mut Svc) -> Group {
                 s::back_to_baseline(svc, &base, Duration::from_secs(2))
                     .map_err(|e| format!("round {round}: {e}"))?;
                 slowest = slowest.max(killed.elapsed());
+                let now = s::service_pid();
                 ensure!(
-                    s::service_pid() == Some(pid),
-                    "round {round}: dmaloadd {pid} is gone (now {:?})",
-                    s::service_pid()
+                    now == Some(pid),
+                    "round {round}: dmaloadd {pid} is gone (now {now:?})"
                 );
             }
             figure(
                 "faults: clients killed during progress callbacks",
                 format!(
-                    "{} clients × 2 loads in {STORM_ROUNDS} rounds; all freed within {} ms; \
-                     dmaloadd {pid} served throughout",
+                    "{} clients × {STORM_LOADS} loads in {STORM_ROUNDS} rounds; all freed within \
+                     {} ms; dmaloadd {pid} served throughout",
                     STORM_ROUNDS * STORM_CLIENTS,
                     slowest.as_millis()
                 ),
