@@ -30,6 +30,13 @@ impl OpenFlags {
     }
 }
 
+/// Whether the descriptor is closed on `exec` (`FD_CLOEXEC` of `F_GETFD`).
+pub fn is_close_on_exec(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    // SAFETY: F_GETFD takes no argument and only reads the descriptor's flags.
+    let flags = crate::syscall::result(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) })?;
+    Ok(flags & libc::FD_CLOEXEC != 0)
+}
+
 /// `RWF_DONTCACHE` (include/uapi/linux/fs.h, Linux 6.14+): a buffered read that leaves no
 /// page cache behind. Defined here because the `libc` versions AOSP carries lack it for
 /// Android; older kernels refuse it with `EOPNOTSUPP` (or `EINVAL`).
@@ -144,6 +151,10 @@ mod tests {
         assert_eq!(&buf, b"0123");
         let flags = OpenFlags::of(f.as_fd()).expect("F_GETFL");
         assert!(flags.readable() && !flags.direct() && !flags.is_path_only());
+        assert!(
+            is_close_on_exec(f.as_fd()).expect("F_GETFD"),
+            "std opens O_CLOEXEC"
+        );
         drop_cached(f.as_fd(), 0, 0).expect("fadvise");
         assert!(resident_bytes(f.as_fd(), 10).expect("mincore") <= crate::system::page_size());
     }
