@@ -4,6 +4,11 @@
 //! what clients and the service use. On Android, Soong's `vendor.dmaload-V1-rust` crate
 //! provides the same names for libbinder_rs.
 
+#![deny(
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks,
+    clippy::multiple_unsafe_ops_per_block
+)]
 #![allow(
     clippy::all,
     missing_docs,
@@ -23,6 +28,3 @@ pub use vendor::dmaload::{
     LoadRequest::LoadRequest, LoadResult::LoadResult, LoadStats::LoadStats,
     ServiceState::ServiceState, Tunables::Tunables,
 };
-
-/// The service instance name, on Android and on Linux service managers.
-pub const SERVICE_NAME: &str = "vendor.dmaload.IDmaLoader/default";

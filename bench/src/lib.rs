@@ -3,6 +3,12 @@
 //! each backend and auto; cold cache before every run; medians; page-cache growth and the
 //! process's peak RSS; ratios against the physical limit and against `normal`.
 
+#![deny(
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks,
+    clippy::multiple_unsafe_ops_per_block
+)]
+
 mod plot;
 mod report;
 mod schemes;
@@ -14,8 +20,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use dmaload_engine::kernel::memfd::{hugetlb_pages_free, HUGETLB_PAGE};
-use dmaload_engine::{Backend, BufferKind, Engine, EngineConfig, IoEngine, MemInfo, Tunables};
+use dmaload_abi::memfd::{hugetlb_pages_free, HUGETLB_PAGE};
+use dmaload_abi::meminfo::MemInfo;
+use dmaload_abi::system::cpu_count;
+use dmaload_engine::{Backend, BufferKind, Engine, EngineConfig, IoEngine, Tunables};
 
 pub use report::Row;
 use schemes::{Bench, Engines, Scheme, Variant};
@@ -26,7 +34,7 @@ use schemes::{Bench, Engines, Scheme, Variant};
     about = "dmaload vs the seed's schemes, side by side"
 )]
 pub struct Args {
-    /// File sizes: 512K, 8M, 256M, 1G, 3G (K/M/G are binary units).
+    /// File sizes: 512K, 8M, 256M, 1G, 3G (K/M/G/T are binary units; see dmaload_abi::size).
     #[arg(long, value_delimiter = ',', default_value = "512K,8M,256M,1G,3G")]
     pub sizes: Vec<String>,
     /// Runs per scheme and size (median reported).
@@ -58,30 +66,6 @@ pub struct Args {
     /// Verify the buffer content of every scheme's first run against the file.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub verify: bool,
-}
-
-/// Parses `512K`, `8M`, `1G`, or a plain byte count.
-pub fn parse_size(text: &str) -> Result<u64> {
-    let text = text.trim();
-    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((i, _)) => text.split_at(i),
-        None => (text, ""),
-    };
-    let n: u64 = digits
-        .parse()
-        .with_context(|| format!("bad size '{text}'"))?;
-    let shift = match unit
-        .to_ascii_uppercase()
-        .trim_end_matches("IB")
-        .trim_end_matches('B')
-    {
-        "" => 0,
-        "K" => 10,
-        "M" => 20,
-        "G" => 30,
-        _ => bail!("bad size unit in '{text}'"),
-    };
-    Ok(n << shift)
 }
 
 /// Creates (or reuses) a test file of `size` bytes with non-repeating content.
@@ -130,7 +114,7 @@ fn schemes_for(engine: &Engine, size: u64, args: &Args) -> Vec<Scheme> {
     let udmabuf_fits = udmabuf.is_some_and(|b| size <= b.max_buffer_bytes);
     let threads = Tunables::default().reader_threads;
     let threads = if threads == 0 {
-        (2 * dmaload_engine::kernel::cpu_count()).clamp(2, 8)
+        (2 * cpu_count()).clamp(2, 8)
     } else {
         threads
     };
@@ -204,7 +188,7 @@ pub fn run(args: &Args) -> Result<()> {
     }
     let mut sizes = Vec::new();
     for s in &args.sizes {
-        sizes.push(parse_size(s)?);
+        sizes.push(dmaload_abi::parse_size(s)?);
     }
     if args.runs == 0 {
         bail!("--runs must be at least 1");
@@ -244,7 +228,7 @@ pub fn run(args: &Args) -> Result<()> {
         "dmaload-bench on {} ({} MiB RAM, {} CPUs)",
         args.dir.display(),
         mem.total >> 20,
-        dmaload_engine::kernel::cpu_count()
+        cpu_count()
     )?;
     for b in engine.backends() {
         writeln!(out, "  backend {:<14} {}", b.backend.name(), b.detail)?;

@@ -9,11 +9,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use dmaload_engine::kernel::dma_buf;
-use dmaload_engine::kernel::dma_heap::DmaHeap;
-use dmaload_engine::kernel::memfd::{shmem_thp, Memfd, ShmemThp};
-use dmaload_engine::kernel::mmap::Mapping;
-use dmaload_engine::kernel::udmabuf::Udmabuf;
+use dmaload_abi::dma_buf::{self, Access, CpuAccess};
+use dmaload_abi::dma_heap::DmaHeap;
+use dmaload_abi::file::pread;
+use dmaload_abi::memfd::{shmem_thp, Memfd, ShmemThp};
+use dmaload_abi::mmap::Mapping;
+use dmaload_abi::udmabuf::Udmabuf;
 use dmaload_engine::{
     BufferKind, CancelToken, Engine, IoMode, LoadRequest, LoadStats, NoProgress, Owner,
 };
@@ -166,9 +167,13 @@ fn read_into(map: &mut Mapping, fd: &OwnedFd, len: usize, step: usize) -> Result
             want
         };
         let want = want.min(map.len() - at);
-        let n = map
-            .pread_into(fd.as_fd(), at, want, at as u64)
-            .context("pread")?;
+        let n = pread(
+            fd.as_fd(),
+            &mut map.as_mut_slice()[at..at + want],
+            at as u64,
+            0,
+        )
+        .context("pread")?;
         ensure!(n > 0, "unexpected end of file at {at}");
         at += n;
     }
@@ -232,7 +237,7 @@ impl Bench<'_> {
                                         return Ok(());
                                     }
                                     let len = page_round((size - off).min(CHUNK as u64)) as usize;
-                                    block.pread_into(fd.as_fd(), 0, len, off)?;
+                                    pread(fd.as_fd(), &mut block.as_mut_slice()[..len], off, 0)?;
                                 }
                             })
                         })
@@ -288,21 +293,17 @@ impl Bench<'_> {
                 let start = Instant::now();
                 let buf = DmaHeap::open(&self.heap_dir, heap)?.allocate(buf_size)?;
                 let mut map = Mapping::map_shared(buf.as_fd(), buf_size as usize)?;
-                dma_buf::begin_cpu_write(buf.as_fd())?;
+                let bracket = CpuAccess::begin(buf.as_fd(), Access::Write)?;
                 let mut at = 0usize;
                 while at < size as usize {
                     let len = (size as usize - at).min(CHUNK);
-                    let n = bounce.pread_into(
-                        fd.as_fd(),
-                        0,
-                        page_round(len as u64) as usize,
-                        at as u64,
-                    )?;
+                    let window = &mut bounce.as_mut_slice()[..page_round(len as u64) as usize];
+                    let n = pread(fd.as_fd(), window, at as u64, 0)?;
                     ensure!(n >= len, "short read at {at}");
-                    map.copy_from(at, &bounce.as_slice()[..len]);
+                    map.as_mut_slice()[at..at + len].copy_from_slice(&window[..len]);
                     at += len;
                 }
-                dma_buf::end_cpu_write(buf.as_fd())?;
+                bracket.finish()?;
                 out.elapsed = start.elapsed();
                 drop(map);
                 out.buffer = Some((buf, size as usize));
@@ -330,25 +331,20 @@ impl Bench<'_> {
 
 /// Compares a buffer with the file, 8 MiB at a time through O_DIRECT (no page cache).
 pub fn verify(buffer: &OwnedFd, len: usize, path: &Path) -> Result<()> {
-    let map = Mapping::map_shared(buffer.as_fd(), page_round(len as u64) as usize)?;
-    let bracketed = dma_buf::begin_cpu_read(buffer.as_fd()).is_ok();
+    let view = dma_buf::ReadView::map(buffer.as_fd(), page_round(len as u64) as usize)?;
     let fd = open_direct(path)?;
     let mut block = Mapping::anonymous(CHUNK)?;
     let mut at = 0usize;
-    let result = (|| -> Result<()> {
-        while at < len {
-            let want = (len - at).min(CHUNK);
-            let n = block.pread_into(fd.as_fd(), 0, page_round(want as u64) as usize, at as u64)?;
-            ensure!(n >= want, "file shorter than expected at {at}");
-            if block.as_slice()[..want] != map.as_slice()[at..at + want] {
-                bail!("buffer differs from the file in bytes {at}..{}", at + want);
-            }
-            at += want;
+    while at < len {
+        let want = (len - at).min(CHUNK);
+        let window = &mut block.as_mut_slice()[..page_round(want as u64) as usize];
+        let n = pread(fd.as_fd(), window, at as u64, 0)?;
+        ensure!(n >= want, "file shorter than expected at {at}");
+        if window[..want] != view.as_bytes()[at..at + want] {
+            bail!("buffer differs from the file in bytes {at}..{}", at + want);
         }
-        Ok(())
-    })();
-    if bracketed {
-        dma_buf::end_cpu_read(buffer.as_fd())?;
+        at += want;
     }
-    result
+    view.finish()?;
+    Ok(())
 }

@@ -2,7 +2,7 @@
 
 use std::os::fd::BorrowedFd;
 
-use dmaload_engine::kernel::file::resident_bytes;
+use dmaload_abi::file::resident_bytes;
 
 /// Writes back dirty pages and drops the page cache (root only). Returns false when not
 /// permitted (then runs are not cold, and the report says so).

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+// Sizes and offsets (`4096`, `0x1000`, `64K`, `128M`, `2GiB`) follow dmaload_abi::size.
+use dmaload_abi::parse_size;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -133,37 +135,6 @@ impl SegmentArg {
     }
 }
 
-/// Parses a byte count: decimal or 0x-hex, with an optional K/M/G/T (binary) suffix.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let bad = || format!("{text:?} is not a size (examples: 4096, 0x1000, 64K, 128M, 2GiB)");
-    let t = text.trim();
-    // "128MiB" and "128MB" mean "128M".
-    let t = match t.strip_suffix("iB").or_else(|| t.strip_suffix('B')) {
-        Some(rest) if rest.ends_with(|c: char| "kKmMgGtT".contains(c)) => rest,
-        _ => t,
-    };
-    let (digits, shift) = match t.chars().last() {
-        Some(c) if "kKmMgGtT".contains(c) => {
-            let shift = match c.to_ascii_uppercase() {
-                'K' => 10,
-                'M' => 20,
-                'G' => 30,
-                _ => 40,
-            };
-            (&t[..t.len() - 1], shift)
-        }
-        _ => (t, 0),
-    };
-    let value = match digits.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16),
-        None => digits.parse::<u64>(),
-    }
-    .map_err(|_| bad())?;
-    value
-        .checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("{text:?} is too large"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,19 +164,6 @@ mod tests {
         );
         assert!(SegmentArg::parse(":0:0").is_err());
         assert!(SegmentArg::parse("").is_err());
-    }
-
-    #[test]
-    fn sizes_accept_suffixes_and_hex() {
-        assert_eq!(parse_size("128M"), Ok(128 << 20));
-        assert_eq!(parse_size("2G"), Ok(2 << 30));
-        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
-        assert_eq!(parse_size("0xB"), Ok(11));
-        assert_eq!(parse_size("0x1000"), Ok(4096));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert!(parse_size("12Q").is_err());
-        assert!(parse_size("99999999999T").is_err());
-        assert!(parse_size("").is_err());
     }
 
     #[test]

@@ -1,6 +1,12 @@
 //! The `dmaload` command: argument handling in [`args`], one function per subcommand here,
 //! and the private-daemon start in [`daemon`].
 
+#![deny(
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks,
+    clippy::multiple_unsafe_ops_per_block
+)]
+
 pub mod args;
 pub mod daemon;
 mod load;

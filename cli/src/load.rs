@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use dmaload::{IoMode, LoadRequest, LoadedBuffer, Loader};
+use ring::digest::{digest, SHA256};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use crate::args::{BenchArgs, LoadArgs, SegmentArg};
 use crate::progress::ProgressDisplay;
@@ -93,13 +93,13 @@ pub fn run(loader: &Loader, args: &LoadArgs) -> anyhow::Result<()> {
 
 /// SHA-256 of the first `len` bytes, read from the returned buffer itself.
 fn sha256_of(buffer: &LoadedBuffer, len: u64) -> anyhow::Result<String> {
-    let digest = if len == 0 {
-        Sha256::digest([])
+    let sum = if len == 0 {
+        digest(&SHA256, &[])
     } else {
         let mapped = buffer.map(len).context("mapping the loaded buffer")?;
-        Sha256::digest(mapped.as_bytes())
+        digest(&SHA256, mapped.as_bytes())
     };
-    Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(sum.as_ref().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn summary(
@@ -228,12 +228,7 @@ pub fn stats(loader: &Loader, as_json: bool) -> anyhow::Result<()> {
 /// Drops `path`'s clean pages from the page cache, so the next read comes from the disk.
 fn drop_from_page_cache(path: &std::path::Path) -> anyhow::Result<()> {
     let file = std::fs::File::open(path)?;
-    nix::fcntl::posix_fadvise(
-        &file,
-        0,
-        0,
-        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
-    )?;
+    dmaload_abi::file::drop_cached(std::os::fd::AsFd::as_fd(&file), 0, 0)?;
     Ok(())
 }
 

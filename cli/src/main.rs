@@ -1,5 +1,11 @@
 //! `dmaload`: command-line client of the dmaload service.
 
+#![deny(
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks,
+    clippy::multiple_unsafe_ops_per_block
+)]
+
 use clap::Parser;
 
 fn main() {

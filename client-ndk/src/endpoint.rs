@@ -10,9 +10,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use dmaload_abi::SERVICE_INSTANCE;
 
-/// The service manager instance the service registers under.
-pub const SERVICE_INSTANCE: &str = "vendor.dmaload.IDmaLoader/default";
 /// Environment variable naming the endpoint (same syntax as [`Endpoint::parse`]).
 pub const ENV_ENDPOINT: &str = "DMALOAD_ENDPOINT";
 /// Environment variable naming the RPC socket path.

@@ -287,12 +287,12 @@ pub unsafe extern "C" fn ADmaLoader_create(
         if out_loader.is_null() {
             return Err(invalid("outLoader is NULL"));
         }
-        // SAFETY: header contract for `endpoint`.
+        // SAFETY: `endpoint` is null or a NUL-terminated string (dmaload.h contract).
         let endpoint = unsafe { opt_str(endpoint, "endpoint") }?
             .map(Endpoint::parse)
             .transpose()?;
         let loader = Loader::connect(endpoint.as_ref())?;
-        // SAFETY: header contract for `out_loader`.
+        // SAFETY: `out_loader` is null or valid for one pointer write (dmaload.h contract).
         unsafe { put(out_loader, ADmaLoader { loader }) }
     })
 }
@@ -301,7 +301,7 @@ pub unsafe extern "C" fn ADmaLoader_create(
 /// `loader` is null or a loader from `ADmaLoader_create`, released once.
 #[no_mangle]
 pub unsafe extern "C" fn ADmaLoader_release(loader: *mut ADmaLoader) {
-    // SAFETY: header contract.
+    // SAFETY: `loader` is null or an unreleased handle of this type (dmaload.h contract).
     unsafe { release(loader) }
 }
 
@@ -313,7 +313,7 @@ pub unsafe extern "C" fn ADmaLoader_getHeaps(
     out_list: *mut *mut ADmaLoadHeapList,
 ) -> c_int {
     status(|| {
-        // SAFETY: header contract.
+        // SAFETY: `loader` is null or a live handle (dmaload.h contract).
         let loader = unsafe { handle(loader, "loader") }?;
         let heaps = loader.loader.heaps()?;
         let heaps = heaps
@@ -324,7 +324,7 @@ pub unsafe extern "C" fn ADmaLoader_getHeaps(
                 (h, name, detail)
             })
             .collect();
-        // SAFETY: header contract.
+        // SAFETY: `out_list` is null or valid for one pointer write (dmaload.h contract).
         unsafe { put(out_list, ADmaLoadHeapList { heaps }) }
     })
 }
@@ -333,8 +333,8 @@ pub unsafe extern "C" fn ADmaLoader_getHeaps(
 /// `list` is a live heap list.
 #[no_mangle]
 pub unsafe extern "C" fn ADmaLoadHeapList_getCount(list: *const ADmaLoadHeapList) -> usize {
-    // SAFETY: header contract.
     getter(0, || {
+        // SAFETY: `list` is null or live (dmaload.h contract).
         unsafe { handle(list, "list") }.map_or(0, |l| l.heaps.len())
     })
 }
@@ -345,7 +345,7 @@ unsafe fn heap_entry<'a>(
     list: *const ADmaLoadHeapList,
     index: usize,
 ) -> Option<&'a (HeapInfo, CString, CString)> {
-    // SAFETY: header contract.
+    // SAFETY: `list` is null or a live handle (dmaload.h contract).
     unsafe { handle(list, "list") }.ok()?.heaps.get(index)
 }
 
@@ -356,8 +356,8 @@ pub unsafe extern "C" fn ADmaLoadHeapList_getName(
     list: *const ADmaLoadHeapList,
     index: usize,
 ) -> *const c_char {
-    // SAFETY: header contract.
     getter(std::ptr::null(), || {
+        // SAFETY: `list` is null or live (dmaload.h contract).
         unsafe { heap_entry(list, index) }.map_or(std::ptr::null(), |h| h.1.as_ptr())
     })
 }
@@ -369,8 +369,8 @@ pub unsafe extern "C" fn ADmaLoadHeapList_getDetail(
     list: *const ADmaLoadHeapList,
     index: usize,
 ) -> *const c_char {
-    // SAFETY: header contract.
     getter(std::ptr::null(), || {
+        // SAFETY: `list` is null or live (dmaload.h contract).
         unsafe { heap_entry(list, index) }.map_or(std::ptr::null(), |h| h.2.as_ptr())
     })
 }
@@ -382,8 +382,8 @@ pub unsafe extern "C" fn ADmaLoadHeapList_isAllowed(
     list: *const ADmaLoadHeapList,
     index: usize,
 ) -> bool {
-    // SAFETY: header contract.
     getter(false, || {
+        // SAFETY: `list` is null or live (dmaload.h contract).
         unsafe { heap_entry(list, index) }.is_some_and(|h| h.0.allowed)
     })
 }
@@ -395,8 +395,8 @@ pub unsafe extern "C" fn ADmaLoadHeapList_isDmaBuf(
     list: *const ADmaLoadHeapList,
     index: usize,
 ) -> bool {
-    // SAFETY: header contract.
     getter(false, || {
+        // SAFETY: `list` is null or live (dmaload.h contract).
         unsafe { heap_entry(list, index) }.is_some_and(|h| h.0.dma_buf)
     })
 }
@@ -408,8 +408,8 @@ pub unsafe extern "C" fn ADmaLoadHeapList_getMaxBufferSize(
     list: *const ADmaLoadHeapList,
     index: usize,
 ) -> u64 {
-    // SAFETY: header contract.
     getter(0, || {
+        // SAFETY: `list` is null or live (dmaload.h contract).
         unsafe { heap_entry(list, index) }.map_or(0, |h| h.0.max_buffer_bytes)
     })
 }
@@ -418,7 +418,7 @@ pub unsafe extern "C" fn ADmaLoadHeapList_getMaxBufferSize(
 /// `list` is null or a list from `ADmaLoader_getHeaps`, released once.
 #[no_mangle]
 pub unsafe extern "C" fn ADmaLoadHeapList_release(list: *mut ADmaLoadHeapList) {
-    // SAFETY: header contract.
+    // SAFETY: `list` is null or an unreleased handle of this type (dmaload.h contract).
     unsafe { release(list) }
 }
 
@@ -430,7 +430,7 @@ pub unsafe extern "C" fn ADmaLoader_releaseBuffer(
     buffer_id: i64,
 ) -> c_int {
     status(|| {
-        // SAFETY: header contract.
+        // SAFETY: `loader` is null or a live handle (dmaload.h contract).
         unsafe { handle(loader, "loader") }?
             .loader
             .release_buffer(buffer_id)
@@ -445,7 +445,7 @@ pub unsafe extern "C" fn ADmaLoader_releaseBuffer(
 /// `out_request` is valid for a write.
 #[no_mangle]
 pub unsafe extern "C" fn ADmaLoadRequest_create(out_request: *mut *mut ADmaLoadRequest) -> c_int {
-    // SAFETY: header contract.
+    // SAFETY: `out_request` is null or valid for one pointer write (dmaload.h contract).
     status(|| unsafe {
         put(
             out_request,
@@ -460,7 +460,7 @@ pub unsafe extern "C" fn ADmaLoadRequest_create(out_request: *mut *mut ADmaLoadR
 /// `request` is null or a request from `ADmaLoadRequest_create`, released once.
 #[no_mangle]
 pub unsafe extern "C" fn ADmaLoadRequest_release(request: *mut ADmaLoadRequest) {
-    // SAFETY: header contract.
+    // SAFETY: `request` is null or an unreleased handle of this type (dmaload.h contract).
     unsafe { release(request) }
 }
 
@@ -475,7 +475,7 @@ pub unsafe extern "C" fn ADmaLoadRequest_addSegment(
     buffer_offset: u64,
 ) -> c_int {
     status(|| {
-        // SAFETY: header contract.
+        // SAFETY: `request` is null or a live handle used by this call alone (dmaload.h contract).
         let request = unsafe { handle_mut(request, "request") }?;
         if fd < 0 {
             return Err(invalid(&format!("segment fd {fd} is negative")));
@@ -504,9 +504,9 @@ pub unsafe extern "C" fn ADmaLoadRequest_addFile(
     out_direct: *mut bool,
 ) -> c_int {
     status(|| {
-        // SAFETY: header contract.
+        // SAFETY: `request` is null or a live handle used by this call alone (dmaload.h contract).
         let request = unsafe { handle_mut(request, "request") }?;
-        // SAFETY: header contract.
+        // SAFETY: `path` is null or a NUL-terminated string (dmaload.h contract).
         let path = unsafe { opt_str(path, "path") }?.ok_or_else(|| invalid("path is NULL"))?;
         let direct =
             request
@@ -528,9 +528,9 @@ pub unsafe extern "C" fn ADmaLoadRequest_setHeap(
     heap: *const c_char,
 ) -> c_int {
     status(|| {
-        // SAFETY: header contract.
+        // SAFETY: `request` is null or a live handle used by this call alone (dmaload.h contract).
         let request = unsafe { handle_mut(request, "request") }?;
-        // SAFETY: header contract.
+        // SAFETY: `heap` is null or a NUL-terminated string (dmaload.h contract).
         let heap = unsafe { opt_str(heap, "heap") }?.filter(|h| *h != "auto");
         request.request.set_heap(heap);
         Ok(())
@@ -545,7 +545,7 @@ pub unsafe extern "C" fn ADmaLoadRequest_setGatherSize(
     gather_bytes: u64,
 ) -> c_int {
     status(|| {
-        // SAFETY: header contract.
+        // SAFETY: `request` is null or a live handle used by this call alone (dmaload.h contract).
         unsafe { handle_mut(request, "request") }?
             .request
             .set_gather_size(gather_bytes);
@@ -561,7 +561,7 @@ pub unsafe extern "C" fn ADmaLoadRequest_setIoMode(
     mode: c_int,
 ) -> c_int {
     status(|| {
-        // SAFETY: header contract.
+        // SAFETY: `request` is null or a live handle used by this call alone (dmaload.h contract).
         let request = unsafe { handle_mut(request, "request") }?;
         let mode = IoMode::from_c(mode)
             .ok_or_else(|| invalid(&format!("I/O mode {mode} is not an ADmaLoadIoMode")))?;
@@ -578,9 +578,9 @@ pub unsafe extern "C" fn ADmaLoadRequest_setName(
     name: *const c_char,
 ) -> c_int {
     status(|| {
-        // SAFETY: header contract.
+        // SAFETY: `request` is null or a live handle used by this call alone (dmaload.h contract).
         let request = unsafe { handle_mut(request, "request") }?;
-        // SAFETY: header contract.
+        // SAFETY: `name` is null or a NUL-terminated string (dmaload.h contract).
         let name = unsafe { opt_str(name, "name") }?.ok_or_else(|| invalid("name is NULL"))?;
         request.request.set_name(name).map(|_| ())
     })
@@ -599,15 +599,15 @@ pub unsafe extern "C" fn ADmaLoader_load(
     out_result: *mut *mut ADmaLoadResult,
 ) -> c_int {
     status(|| {
-        // SAFETY: header contract.
+        // SAFETY: `loader` is null or a live handle (dmaload.h contract).
         let loader = unsafe { handle(loader, "loader") }?;
-        // SAFETY: header contract.
+        // SAFETY: `request` is null or a live handle (dmaload.h contract).
         let request = unsafe { handle(request, "request") }?;
         if out_result.is_null() {
             return Err(invalid("outResult is NULL"));
         }
         let buffer = loader.loader.load(&request.request)?;
-        // SAFETY: header contract.
+        // SAFETY: `out_result` is null or valid for one pointer write (dmaload.h contract).
         unsafe { put(out_result, ADmaLoadResult::new(buffer)) }
     })
 }
@@ -623,11 +623,11 @@ pub unsafe extern "C" fn ADmaLoader_loadFile(
     out_result: *mut *mut ADmaLoadResult,
 ) -> c_int {
     status(|| {
-        // SAFETY: header contract.
+        // SAFETY: `loader` is null or a live handle (dmaload.h contract).
         let loader = unsafe { handle(loader, "loader") }?;
-        // SAFETY: header contract.
+        // SAFETY: `path` is null or a NUL-terminated string (dmaload.h contract).
         let path = unsafe { opt_str(path, "path") }?.ok_or_else(|| invalid("path is NULL"))?;
-        // SAFETY: header contract.
+        // SAFETY: `heap` is null or a NUL-terminated string (dmaload.h contract).
         let heap = unsafe { opt_str(heap, "heap") }?.filter(|h| *h != "auto");
         if out_result.is_null() {
             return Err(invalid("outResult is NULL"));
@@ -640,7 +640,7 @@ pub unsafe extern "C" fn ADmaLoader_loadFile(
             .map(|n| n.to_string_lossy().into_owned());
         request.set_name(file_name.as_deref().unwrap_or("dmaload"))?;
         let buffer = loader.loader.load(&request)?;
-        // SAFETY: header contract.
+        // SAFETY: `out_result` is null or valid for one pointer write (dmaload.h contract).
         unsafe { put(out_result, ADmaLoadResult::new(buffer)) }
     })
 }
@@ -657,9 +657,9 @@ pub unsafe extern "C" fn ADmaLoader_loadAsync(
     out_task: *mut *mut ADmaLoadTask,
 ) -> c_int {
     status(|| {
-        // SAFETY: header contract.
+        // SAFETY: `loader` is null or a live handle (dmaload.h contract).
         let loader = unsafe { handle(loader, "loader") }?;
-        // SAFETY: header contract.
+        // SAFETY: `request` is null or a live handle (dmaload.h contract).
         let request = unsafe { handle(request, "request") }?;
         if out_task.is_null() {
             return Err(invalid("outTask is NULL"));
@@ -676,7 +676,7 @@ pub unsafe extern "C" fn ADmaLoader_loadAsync(
             user_data,
         });
         let pending = loader.loader.load_async(&request.request, events)?;
-        // SAFETY: header contract.
+        // SAFETY: `out_task` is null or valid for one pointer write (dmaload.h contract).
         unsafe { put(out_task, ADmaLoadTask { pending }) }
     })
 }
@@ -686,7 +686,7 @@ pub unsafe extern "C" fn ADmaLoader_loadAsync(
 #[no_mangle]
 pub unsafe extern "C" fn ADmaLoadTask_cancel(task: *const ADmaLoadTask) -> c_int {
     status(|| {
-        // SAFETY: header contract.
+        // SAFETY: `task` is null or a live handle (dmaload.h contract).
         unsafe { handle(task, "task") }?.pending.cancel();
         Ok(())
     })
@@ -696,8 +696,8 @@ pub unsafe extern "C" fn ADmaLoadTask_cancel(task: *const ADmaLoadTask) -> c_int
 /// `task` is a live task.
 #[no_mangle]
 pub unsafe extern "C" fn ADmaLoadTask_isDone(task: *const ADmaLoadTask) -> bool {
-    // SAFETY: header contract.
     getter(false, || {
+        // SAFETY: `task` is null or live (dmaload.h contract).
         unsafe { handle(task, "task") }.is_ok_and(|t| t.pending.is_done())
     })
 }
@@ -710,7 +710,7 @@ pub unsafe extern "C" fn ADmaLoadTask_wait(
     out_result: *mut *mut ADmaLoadResult,
 ) -> c_int {
     status(|| {
-        // SAFETY: header contract.
+        // SAFETY: `task` is null or a live handle (dmaload.h contract).
         let task = unsafe { handle(task, "task") }?;
         if !out_result.is_null() {
             // SAFETY: checked non-null; valid for a write per the header.
@@ -753,8 +753,8 @@ pub unsafe extern "C" fn ADmaLoadTask_release(task: *mut ADmaLoadTask) {
 /// `result` is a live result.
 #[no_mangle]
 pub unsafe extern "C" fn ADmaLoadResult_getFd(result: *const ADmaLoadResult) -> c_int {
-    // SAFETY: header contract.
     getter(-1, || {
+        // SAFETY: `result` is null or live (dmaload.h contract).
         unsafe { handle(result, "result") }
             .ok()
             .and_then(|r| r.buffer.fd())
@@ -770,7 +770,7 @@ pub unsafe extern "C" fn ADmaLoadResult_takeFd(
     out_fd: *mut c_int,
 ) -> c_int {
     status(|| {
-        // SAFETY: header contract.
+        // SAFETY: `result` is null or a live handle used by this call alone (dmaload.h contract).
         let result = unsafe { handle_mut(result, "result") }?;
         if out_fd.is_null() {
             return Err(invalid("outFd is NULL"));
@@ -790,8 +790,8 @@ pub unsafe extern "C" fn ADmaLoadResult_takeFd(
 /// `result` is a live result.
 #[no_mangle]
 pub unsafe extern "C" fn ADmaLoadResult_getSize(result: *const ADmaLoadResult) -> u64 {
-    // SAFETY: header contract.
     getter(0, || {
+        // SAFETY: `result` is null or live (dmaload.h contract).
         unsafe { handle(result, "result") }.map_or(0, |r| r.buffer.size())
     })
 }
@@ -800,8 +800,8 @@ pub unsafe extern "C" fn ADmaLoadResult_getSize(result: *const ADmaLoadResult) -
 /// `result` is a live result.
 #[no_mangle]
 pub unsafe extern "C" fn ADmaLoadResult_getBufferId(result: *const ADmaLoadResult) -> i64 {
-    // SAFETY: header contract.
     getter(-1, || {
+        // SAFETY: `result` is null or live (dmaload.h contract).
         unsafe { handle(result, "result") }.map_or(-1, |r| r.buffer.buffer_id())
     })
 }
@@ -810,8 +810,8 @@ pub unsafe extern "C" fn ADmaLoadResult_getBufferId(result: *const ADmaLoadResul
 /// `result` is a live result.
 #[no_mangle]
 pub unsafe extern "C" fn ADmaLoadResult_getBackend(result: *const ADmaLoadResult) -> *const c_char {
-    // SAFETY: header contract.
     getter(c"".as_ptr(), || {
+        // SAFETY: `result` is null or live (dmaload.h contract).
         unsafe { handle(result, "result") }.map_or(c"".as_ptr(), |r| r.backend.as_ptr())
     })
 }
@@ -820,8 +820,8 @@ pub unsafe extern "C" fn ADmaLoadResult_getBackend(result: *const ADmaLoadResult
 /// `result` is a live result.
 #[no_mangle]
 pub unsafe extern "C" fn ADmaLoadResult_getName(result: *const ADmaLoadResult) -> *const c_char {
-    // SAFETY: header contract.
     getter(c"".as_ptr(), || {
+        // SAFETY: `result` is null or live (dmaload.h contract).
         unsafe { handle(result, "result") }.map_or(c"".as_ptr(), |r| r.name.as_ptr())
     })
 }
@@ -830,8 +830,8 @@ pub unsafe extern "C" fn ADmaLoadResult_getName(result: *const ADmaLoadResult) -
 /// `result` is a live result.
 #[no_mangle]
 pub unsafe extern "C" fn ADmaLoadResult_getIoMode(result: *const ADmaLoadResult) -> c_int {
-    // SAFETY: header contract.
     getter(0, || {
+        // SAFETY: `result` is null or live (dmaload.h contract).
         unsafe { handle(result, "result") }.map_or(0, |r| r.buffer.io_mode().to_c())
     })
 }
@@ -840,8 +840,8 @@ pub unsafe extern "C" fn ADmaLoadResult_getIoMode(result: *const ADmaLoadResult)
 /// `result` is a live result.
 #[no_mangle]
 pub unsafe extern "C" fn ADmaLoadResult_openedWithDirectIo(result: *const ADmaLoadResult) -> bool {
-    // SAFETY: header contract.
     getter(false, || {
+        // SAFETY: `result` is null or live (dmaload.h contract).
         unsafe { handle(result, "result") }.is_ok_and(|r| r.buffer.opened_direct())
     })
 }
@@ -854,7 +854,7 @@ pub unsafe extern "C" fn ADmaLoadResult_getStats(
     out_stats: *mut ADmaLoadStats,
 ) {
     let _ = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: header contract.
+        // SAFETY: `result` is null or a live handle (dmaload.h contract).
         let Ok(result) = (unsafe { handle(result, "result") }) else {
             return;
         };
@@ -881,8 +881,8 @@ pub unsafe extern "C" fn ADmaLoadResult_getStats(
 /// `result` is a live result.
 #[no_mangle]
 pub unsafe extern "C" fn ADmaLoadResult_getFallbackCount(result: *const ADmaLoadResult) -> usize {
-    // SAFETY: header contract.
     getter(0, || {
+        // SAFETY: `result` is null or live (dmaload.h contract).
         unsafe { handle(result, "result") }.map_or(0, |r| r.fallbacks.len())
     })
 }
@@ -895,7 +895,7 @@ pub unsafe extern "C" fn ADmaLoadResult_getFallback(
     index: usize,
 ) -> *const c_char {
     getter(std::ptr::null(), || {
-        // SAFETY: header contract.
+        // SAFETY: `result` is null or a live handle (dmaload.h contract).
         unsafe { handle(result, "result") }
             .ok()
             .and_then(|r| r.fallbacks.get(index))
@@ -907,6 +907,6 @@ pub unsafe extern "C" fn ADmaLoadResult_getFallback(
 /// `result` is null or a result from this library, released once.
 #[no_mangle]
 pub unsafe extern "C" fn ADmaLoadResult_release(result: *mut ADmaLoadResult) {
-    // SAFETY: header contract.
+    // SAFETY: `result` is null or an unreleased handle of this type (dmaload.h contract).
     unsafe { release(result) }
 }

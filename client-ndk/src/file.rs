@@ -56,10 +56,11 @@ pub fn open_for_load(path: &Path) -> Result<OpenedFile> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsRawFd;
+    use dmaload_abi::file::{is_close_on_exec, OpenFlags};
+    use std::os::fd::{AsFd, AsRawFd};
 
-    fn status_flags(fd: &OwnedFd) -> i32 {
-        nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL).expect("F_GETFL")
+    fn opened_direct(fd: &OwnedFd) -> bool {
+        OpenFlags::of(fd.as_fd()).expect("F_GETFL").direct()
     }
 
     #[test]
@@ -71,12 +72,9 @@ mod tests {
         let opened = open_for_load(&path).expect("open");
         // tmpfs and ext4 both accept O_DIRECT on current kernels.
         assert!(opened.direct);
-        assert_ne!(status_flags(&opened.fd) & libc::O_DIRECT, 0);
-        let fd_flags =
-            nix::fcntl::fcntl(&opened.fd, nix::fcntl::FcntlArg::F_GETFD).expect("F_GETFD");
-        assert_ne!(
-            fd_flags & libc::FD_CLOEXEC,
-            0,
+        assert!(opened_direct(&opened.fd));
+        assert!(
+            is_close_on_exec(opened.fd.as_fd()).expect("F_GETFD"),
             "fd {} must be close-on-exec",
             opened.fd.as_raw_fd()
         );
@@ -88,7 +86,7 @@ mod tests {
         // procfs has no direct I/O: the open succeeds without O_DIRECT and reports it.
         let opened = open_for_load(Path::new("/proc/self/status")).expect("open");
         assert!(!opened.direct);
-        assert_eq!(status_flags(&opened.fd) & libc::O_DIRECT, 0);
+        assert!(!opened_direct(&opened.fd));
     }
 
     #[test]

@@ -21,6 +21,12 @@
 //! cancelled through their [`PendingLoad`]. Errors are [`Error`]: the service's stable
 //! [`ErrorCode`]s (docs/DESIGN.md) or an OS errno from this side.
 
+#![deny(
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks,
+    clippy::multiple_unsafe_ops_per_block
+)]
+
 pub mod binder_stack;
 pub mod buffer;
 pub mod dmabuf;

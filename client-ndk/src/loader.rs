@@ -11,10 +11,11 @@ use crate::binder_stack::{
     self as stack, idl, BinderResult, CallError, Interface, ParcelFileDescriptor, Status, Strong,
 };
 use crate::buffer::{HeapInfo, LoadStats, LoadedBuffer};
-use crate::endpoint::{Endpoint, SERVICE_INSTANCE};
+use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorCode, Result};
 use crate::request::{IoMode, LoadRequest};
 use crate::task::{LoadEvents, PendingLoad, TaskShared};
+use dmaload_abi::SERVICE_INSTANCE;
 
 use idl::IDmaLoader::IDmaLoader;
 

@@ -223,7 +223,7 @@ mod tests {
         drop(file);
         // The request's duplicate survives the caller closing its own fd.
         let seg = &request.segments()[0];
-        assert!(nix::fcntl::fcntl(&seg.fd, nix::fcntl::FcntlArg::F_GETFD).is_ok());
+        assert!(dmaload_abi::file::OpenFlags::of(seg.fd.as_fd()).is_ok());
         assert_eq!(request.dup_fds().expect("dup").len(), 1);
     }
 

@@ -5,9 +5,16 @@
 //! * even: the rest is untrusted parcel bytes, decoded as the service's request types;
 //! * odd: the rest describes a request (real files, bad fds, boundary numbers) that runs
 //!   through the real engine and is checked against the reference model.
+//!
 //! A failed check panics, so libFuzzer keeps the input in `fuzz/artifacts/requests/`.
 //!
 //!   cargo +nightly fuzz run requests -- -max_total_time=3600
+
+#![deny(
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks,
+    clippy::multiple_unsafe_ops_per_block
+)]
 #![no_main]
 
 use std::path::PathBuf;

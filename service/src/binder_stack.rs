@@ -158,11 +158,18 @@ mod imp {
             argv: *mut *const c_char,
             argc: u32,
         ) -> i32 {
-            let mut args = Vec::with_capacity(argc as usize);
-            for i in 0..argc as usize {
-                // SAFETY: the NDK passes `argc` valid NUL-terminated strings in `argv`, alive
-                // for the duration of this call.
-                let arg = unsafe { CStr::from_ptr(*argv.add(i)) };
+            let argv: &[*const c_char] = if argv.is_null() || argc == 0 {
+                &[]
+            } else {
+                // SAFETY: the NDK passes `argc` string pointers in `argv`, alive for the
+                // duration of this call.
+                unsafe { std::slice::from_raw_parts(argv, argc as usize) }
+            };
+            let mut args = Vec::with_capacity(argv.len());
+            for &arg in argv {
+                // SAFETY: each is a NUL-terminated string alive for the duration of this call
+                // (the NDK's contract for shell commands).
+                let arg = unsafe { CStr::from_ptr(arg) };
                 args.push(arg.to_string_lossy().into_owned());
             }
             let Some(service) = SERVICE.get() else {

@@ -8,12 +8,11 @@
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::io;
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use dmaload_abi::pidfd::Pidfd;
 use dmaload_engine::{CancelToken, Charge, ErrorCode, LoadError};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 /// Who called, as the binder stack reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,7 +47,7 @@ pub struct BufferView {
 
 /// A process the service has seen calling: its pidfd and its loads in flight.
 struct Watched {
-    pidfd: OwnedFd,
+    pidfd: Pidfd,
     loads: HashMap<u64, CancelToken>,
 }
 
@@ -166,7 +165,7 @@ impl LiveBuffers {
         let dead: Vec<i32> = ledger
             .watched
             .iter()
-            .filter(|(_, w)| has_exited(&w.pidfd))
+            .filter(|(_, w)| w.pidfd.has_exited())
             .map(|(pid, _)| *pid)
             .collect();
         for pid in &dead {
@@ -236,7 +235,7 @@ fn watched_entry(ledger: &mut Ledger, pid: i32) -> Option<&mut Watched> {
     }
     match ledger.watched.entry(pid) {
         Entry::Occupied(e) => Some(e.into_mut()),
-        Entry::Vacant(e) => match pidfd_open(pid) {
+        Entry::Vacant(e) => match Pidfd::open(pid) {
             Ok(pidfd) => Some(e.insert(Watched {
                 pidfd,
                 loads: HashMap::new(),
@@ -247,25 +246,6 @@ fn watched_entry(ledger: &mut Ledger, pid: i32) -> Option<&mut Watched> {
             }
         },
     }
-}
-
-fn has_exited(pidfd: &OwnedFd) -> bool {
-    let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
-    // A pidfd polls readable once the process has exited.
-    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
-}
-
-/// `pidfd_open(2)`: a descriptor that becomes readable when `pid` exits.
-fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1; no memory
-    // is passed.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let fd = i32::try_from(fd).map_err(|_| io::Error::other("pidfd_open returned no fd"))?;
-    // SAFETY: `fd` was just returned by the kernel and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 #[cfg(test)]

@@ -9,6 +9,8 @@
 use std::path::Path;
 
 use anyhow::{bail, Context};
+// Sizes (`64K`, `8M`, `2GiB`, `0x1000`) follow the one grammar of dmaload_abi::size.
+use dmaload_abi::parse_size;
 use dmaload_engine::{EngineConfig, IoEngine};
 
 /// What dmaloadd runs with.
@@ -158,29 +160,12 @@ fn parse_num<T: std::str::FromStr>(value: &str) -> anyhow::Result<T> {
         .map_err(|_| anyhow::anyhow!("{value:?} is not a valid number"))
 }
 
-/// `123`, `64K`, `8M`, `2G` (binary units).
-pub fn parse_size(value: &str) -> anyhow::Result<u64> {
-    let v = value.trim();
-    let (digits, shift) = match v.char_indices().last() {
-        Some((i, 'k' | 'K')) => (&v[..i], 10),
-        Some((i, 'm' | 'M')) => (&v[..i], 20),
-        Some((i, 'g' | 'G')) => (&v[..i], 30),
-        _ => (v, 0),
-    };
-    let n: u64 = parse_num(digits.trim())?;
-    n.checked_mul(1 << shift)
-        .ok_or_else(|| anyhow::anyhow!("size {value:?} overflows"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn sizes_and_keys() {
-        assert_eq!(parse_size("8M").unwrap(), 8 << 20);
-        assert_eq!(parse_size("3").unwrap(), 3);
-        assert!(parse_size("x").is_err());
         let mut c = Config::from_system();
         c.set("caller-cap", "1G").unwrap();
         c.set("allowed_uids", "0, 1000").unwrap();

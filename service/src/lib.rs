@@ -5,6 +5,12 @@
 //! until `releaseBuffer` or the owner's death) → reply with the buffer fd.
 //! Everything that differs between AOSP libbinder_rs and rsbinder is in [`binder_stack`].
 
+#![deny(
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks,
+    clippy::multiple_unsafe_ops_per_block
+)]
+
 pub mod binder_stack;
 pub mod buffers;
 pub mod config;
@@ -14,7 +20,4 @@ pub mod progress_relay;
 pub mod service;
 
 pub use config::Config;
-
-/// The instance name (the AIDL crate Soong generates has no such constant).
-pub const SERVICE_NAME: &str = "vendor.dmaload.IDmaLoader/default";
 pub use service::DmaLoaderService;

@@ -3,6 +3,12 @@
 //! `#[ignore]`d on hosts (no /dev/binder); `tools/test.d/45-service-guest` runs them with
 //! `vts/vm/cargo-test ... -- --ignored`.
 
+#![deny(
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks,
+    clippy::multiple_unsafe_ops_per_block
+)]
+
 use std::io::{BufRead, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -12,9 +18,10 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::{recorder, Event};
+use dmaload_abi::dma_buf;
+use dmaload_abi::SERVICE_INSTANCE as SERVICE_NAME;
 use dmaload_aidl::aidl as idl;
-use dmaload_aidl::{IDmaLoader::IDmaLoader, SERVICE_NAME};
-use dmaload_engine::kernel::dma_buf;
+use dmaload_aidl::IDmaLoader::IDmaLoader;
 use rsbinder::{ExceptionCode, ParcelFileDescriptor, Strong};
 
 struct Daemons(Vec<Child>);

@@ -2,6 +2,12 @@
 //! real fds crossing the socket. Host buffers are memfds (no dma-heaps here); the virtual
 //! device runs the same service over kernel binder with dma-heaps.
 
+#![deny(
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks,
+    clippy::multiple_unsafe_ops_per_block
+)]
+
 use std::io::{BufRead, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -11,8 +17,9 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::{recorder, Event};
+use dmaload_abi::SERVICE_INSTANCE as SERVICE_NAME;
 use dmaload_aidl::aidl as idl;
-use dmaload_aidl::{IDmaLoader::IDmaLoader, SERVICE_NAME};
+use dmaload_aidl::IDmaLoader::IDmaLoader;
 use rsbinder::{ExceptionCode, ParcelFileDescriptor, Status, Strong};
 
 /// A dmaloadd process serving on its own socket.
@@ -166,7 +173,7 @@ fn fd_bytes(fd: &OwnedFd, len: usize) -> Vec<u8> {
     let mut out = vec![0u8; len];
     let mut done = 0;
     while done < len {
-        let n = nix::sys::uio::pread(fd.as_fd(), &mut out[done..], done as i64).unwrap();
+        let n = dmaload_abi::file::pread(fd.as_fd(), &mut out[done..], done as u64, 0).unwrap();
         assert!(n > 0, "buffer shorter than {len}");
         done += n;
     }

@@ -34,7 +34,7 @@ AOSP_RUST_CRATES = {
     "nix": "libnix",
     "clap": "libclap",
     "serde_json": "libserde_json",
-    "sha2": "libsha2",
+    "ring": "libring",
     "android_logger": "libandroid_logger",
     "io-uring": "libio_uring",
     # Not found among AOSP's external/rust crates (searched 2026-11): unless a device

@@ -1,34 +1,12 @@
-//! Reading a returned buffer back the way an app would: map the fd, bracket CPU access
-//! with `DMA_BUF_IOCTL_SYNC` (dma-bufs), and read the bytes.
+//! Reading a returned buffer back the way an app would (`dmaload_abi::dma_buf::ReadView`:
+//! map the fd, bracket CPU access with `DMA_BUF_IOCTL_SYNC` for dma-bufs, read the bytes), and
+//! what /proc says about a buffer fd.
 
 use std::fs;
 use std::io;
-use std::num::NonZeroUsize;
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::ptr::NonNull;
 
-use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
-
-/// `struct dma_buf_sync` of <linux/dma-buf.h>.
-#[repr(C)]
-pub struct DmaBufSync {
-    pub flags: u64,
-}
-
-const DMA_BUF_SYNC_READ: u64 = 1;
-const DMA_BUF_SYNC_START: u64 = 0;
-const DMA_BUF_SYNC_END: u64 = 4;
-
-nix::ioctl_write_ptr!(dma_buf_ioctl_sync, b'b', 0, DmaBufSync);
-
-fn sync(fd: BorrowedFd<'_>, flags: u64) -> io::Result<()> {
-    let arg = DmaBufSync { flags };
-    // SAFETY: `arg` is a valid `struct dma_buf_sync` for the duration of the call; the
-    // kernel only reads it. A non-dma-buf fd makes the ioctl fail with ENOTTY.
-    unsafe { dma_buf_ioctl_sync(fd.as_raw_fd(), &arg) }
-        .map(|_| ())
-        .map_err(io::Error::from)
-}
+pub use dmaload_abi::dma_buf::ReadView;
 
 /// What /proc says about an fd of this process.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -67,67 +45,5 @@ impl FdInfo {
             }
         }
         Ok(info)
-    }
-}
-
-/// A read-only shared mapping of a buffer, inside a CPU read access window (dma-bufs).
-pub struct ReadView<'fd> {
-    fd: BorrowedFd<'fd>,
-    ptr: NonNull<libc::c_void>,
-    len: usize,
-    synced: bool,
-}
-
-impl<'fd> ReadView<'fd> {
-    /// Maps `len` bytes of `fd` and, for dma-bufs, starts a CPU read access.
-    pub fn map(fd: BorrowedFd<'fd>, len: usize) -> io::Result<ReadView<'fd>> {
-        let size = NonZeroUsize::new(len)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty mapping"))?;
-        // SAFETY: a fresh shared read-only mapping chosen by the kernel: it aliases no Rust
-        // object, and it is unmapped exactly once in Drop.
-        let ptr = unsafe {
-            mmap(
-                None,
-                size,
-                ProtFlags::PROT_READ,
-                MapFlags::MAP_SHARED,
-                fd,
-                0,
-            )
-        }
-        .map_err(io::Error::from)?;
-        let mut view = ReadView {
-            fd,
-            ptr,
-            len,
-            synced: false,
-        };
-        match sync(fd, DMA_BUF_SYNC_START | DMA_BUF_SYNC_READ) {
-            Ok(()) => view.synced = true,
-            Err(e) if e.raw_os_error() == Some(libc::ENOTTY) => {} // memfd: nothing to sync
-            Err(e) => return Err(e),
-        }
-        Ok(view)
-    }
-
-    pub fn as_bytes(&self) -> &[u8] {
-        // SAFETY: the mapping is `len` readable bytes, alive until Drop; nobody writes to
-        // the buffer while it is being checked (the service handed it out complete).
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast::<u8>(), self.len) }
-    }
-
-    /// True when the read access was bracketed with `DMA_BUF_IOCTL_SYNC` (a dma-buf).
-    pub fn synced(&self) -> bool {
-        self.synced
-    }
-}
-
-impl Drop for ReadView<'_> {
-    fn drop(&mut self) {
-        if self.synced {
-            let _ = sync(self.fd, DMA_BUF_SYNC_END | DMA_BUF_SYNC_READ);
-        }
-        // SAFETY: `ptr`/`len` are the mapping made in `map`, unmapped only here.
-        let _ = unsafe { munmap(self.ptr, self.len) };
     }
 }

@@ -3,11 +3,12 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::pattern;
+use dmaload_abi::dma_heap::{self, DmaHeap};
 
 /// A file whose content is `pattern` with `seed`.
 #[derive(Clone, Debug)]
@@ -145,45 +146,15 @@ impl BadFdKind {
     }
 }
 
-/// `struct dma_heap_allocation_data` of <linux/dma-heap.h>.
-#[repr(C)]
-pub struct DmaHeapAllocationData {
-    pub len: u64,
-    pub fd: u32,
-    pub fd_flags: u32,
-    pub heap_flags: u64,
-}
-
-nix::ioctl_readwrite!(dma_heap_ioctl_alloc, b'H', 0, DmaHeapAllocationData);
-
 /// Allocates a dma-buf of `len` bytes from `/dev/dma_heap/<heap>` (the suite's own
 /// allocation, e.g. to pass a dma-buf where a file is expected).
 pub fn dma_heap_alloc(heap: &str, len: u64) -> io::Result<OwnedFd> {
-    let dev = File::open(Path::new("/dev/dma_heap").join(heap))?;
-    let mut data = DmaHeapAllocationData {
-        len,
-        fd: 0,
-        fd_flags: (libc::O_RDWR | libc::O_CLOEXEC) as u32,
-        heap_flags: 0,
-    };
-    // SAFETY: `data` is a valid, initialised allocation request that the kernel reads and
-    // fills in; the returned fd is owned by nobody else.
-    unsafe { dma_heap_ioctl_alloc(dev.as_raw_fd(), &mut data) }.map_err(io::Error::from)?;
-    // SAFETY: on success the kernel returned a new fd in `data.fd`, owned only by us.
-    Ok(unsafe { OwnedFd::from_raw_fd(data.fd as i32) })
+    DmaHeap::open(Path::new(dma_heap::DEVICE_DIR), heap)?.allocate(len)
 }
 
 /// Names under /dev/dma_heap (sorted), as the kernel offers them.
 pub fn kernel_heaps() -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir("/dev/dma_heap")
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
+    dma_heap::list_heaps(Path::new(dma_heap::DEVICE_DIR))
 }
 
 /// A test directory under `base` (on the data disk in the device, under target/ on hosts).

@@ -7,6 +7,12 @@
 //! The groups themselves are in `tests/vts.rs`. Groups that need binder, dma-heaps or
 //! udmabuf run only in the virtual device (`vts/vm/`), and report "not run" elsewhere.
 
+#![deny(
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks,
+    clippy::multiple_unsafe_ops_per_block
+)]
+
 pub mod buffer;
 pub mod fixtures;
 pub mod harness;

@@ -122,7 +122,7 @@ pub fn expect(req: &RequestSpec, limits: &Limits) -> Expected {
             }
             if s.buffer_offset
                 .checked_add(length)
-                .is_none_or(|end| end > i64::MAX as u64)
+                .map_or(true, |end| end > i64::MAX as u64)
             {
                 codes.push(Code::BadSegments);
                 segment_defect = true;

@@ -17,16 +17,7 @@ pub fn own_open_fds() -> usize {
 
 /// `MemAvailable` in bytes.
 pub fn mem_available() -> Option<u64> {
-    let text = fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line
-        .trim_start_matches("MemAvailable:")
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib * 1024)
+    dmaload_abi::meminfo::MemInfo::read().map(|m| m.available)
 }
 
 /// Lines of the kernel log that report an OOM kill.

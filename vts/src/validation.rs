@@ -302,7 +302,7 @@ impl Fixture {
             limits: Limits {
                 max_segments: MAX_SEGMENTS,
                 max_buffer_bytes: MAX_BUFFER,
-                page_size: dmaload_engine::kernel::page_size(),
+                page_size: dmaload_abi::system::page_size(),
                 max_name_len: 255,
             },
         })

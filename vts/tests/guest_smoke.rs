@@ -7,13 +7,25 @@
 //! them: `vts/vm/cargo-test -p dmaload-vts --test guest_smoke -- --include-ignored`.
 //! Run anywhere else with `--ignored`, they fail loudly instead of passing.
 
-use std::ffi::CString;
+#![deny(
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks,
+    clippy::multiple_unsafe_ops_per_block
+)]
+
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+use dmaload_abi::dma_buf::{sync as dma_buf_sync, SYNC_END, SYNC_READ, SYNC_RW};
+use dmaload_abi::dma_heap::{self, DmaHeap};
+use dmaload_abi::file::OpenFlags;
+use dmaload_abi::memfd::Memfd;
+use dmaload_abi::mmap::Mapping;
+use dmaload_abi::udmabuf::{self, Udmabuf};
 use rsbinder::{FromIBinder, ParcelFileDescriptor, ProcessState};
 
 include!(concat!(env!("OUT_DIR"), "/vts_aidl.rs"));
@@ -30,146 +42,18 @@ fn require_guest() {
     );
 }
 
-// ---- small kernel wrappers (ioctl numbers from the uapi headers) ----
-
-// _IOWR('H', 0, struct dma_heap_allocation_data)
-const DMA_HEAP_IOCTL_ALLOC: libc::c_ulong = 0xc018_4800;
-#[repr(C)]
-struct DmaHeapAllocationData {
-    len: u64,
-    fd: u32,
-    fd_flags: u32,
-    heap_flags: u64,
-}
-
-// _IOW('b', 0, struct dma_buf_sync)
-const DMA_BUF_IOCTL_SYNC: libc::c_ulong = 0x4008_6200;
-const DMA_BUF_SYNC_READ: u64 = 1;
-const DMA_BUF_SYNC_RW: u64 = 3;
-const DMA_BUF_SYNC_END: u64 = 4;
-
-// _IOW('u', 0x42, struct udmabuf_create)
-const UDMABUF_CREATE: libc::c_ulong = 0x4018_7542;
-const UDMABUF_FLAGS_CLOEXEC: u32 = 1;
-#[repr(C)]
-struct UdmabufCreate {
-    memfd: u32,
-    flags: u32,
-    offset: u64,
-    size: u64,
-}
+// ---- the kernel interfaces, through dmaload_abi (the wrappers dmaload itself uses) ----
 
 // _IOWR('b', 9, struct binder_version { __s32 protocol_version; })
 const BINDER_VERSION: libc::c_ulong = 0xc004_6209;
 const BINDER_CURRENT_PROTOCOL_VERSION: i32 = 8;
 
-fn last_error<T>() -> std::io::Result<T> {
-    Err(std::io::Error::last_os_error())
-}
-
 fn dma_heap_alloc(heap: &str, len: u64) -> std::io::Result<OwnedFd> {
-    let heap = File::open(format!("/dev/dma_heap/{heap}"))?;
-    let mut data = DmaHeapAllocationData {
-        len,
-        fd: 0,
-        fd_flags: (libc::O_RDWR | libc::O_CLOEXEC) as u32,
-        heap_flags: 0,
-    };
-    // SAFETY: the ioctl reads and writes `data`, a live repr(C) struct of the uapi layout.
-    if unsafe { libc::ioctl(heap.as_raw_fd(), DMA_HEAP_IOCTL_ALLOC, &mut data) } != 0 {
-        return last_error();
-    }
-    // SAFETY: on success the kernel returned a new fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(data.fd as i32) })
+    DmaHeap::open(Path::new(dma_heap::DEVICE_DIR), heap)?.allocate(len)
 }
 
 fn udmabuf_create(memfd: BorrowedFd<'_>, size: u64) -> std::io::Result<OwnedFd> {
-    let udmabuf = File::open("/dev/udmabuf")?;
-    let create = UdmabufCreate {
-        memfd: memfd.as_raw_fd() as u32,
-        flags: UDMABUF_FLAGS_CLOEXEC,
-        offset: 0,
-        size,
-    };
-    // SAFETY: the ioctl reads `create`, a live repr(C) struct of the uapi layout.
-    let fd = unsafe { libc::ioctl(udmabuf.as_raw_fd(), UDMABUF_CREATE, &create) };
-    if fd < 0 {
-        return last_error();
-    }
-    // SAFETY: the ioctl returned a new fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn memfd_create(name: &str, flags: libc::c_uint) -> std::io::Result<OwnedFd> {
-    let name = CString::new(name).expect("memfd name has no NUL");
-    // SAFETY: `name` is a valid C string for the call's duration.
-    let fd = unsafe { libc::memfd_create(name.as_ptr(), flags) };
-    if fd < 0 {
-        return last_error();
-    }
-    // SAFETY: memfd_create returned a new fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn dma_buf_sync(fd: BorrowedFd<'_>, flags: u64) -> std::io::Result<()> {
-    // SAFETY: the ioctl reads one u64 from the pointer, which outlives the call.
-    if unsafe { libc::ioctl(fd.as_raw_fd(), DMA_BUF_IOCTL_SYNC, &flags) } != 0 {
-        return last_error();
-    }
-    Ok(())
-}
-
-/// A shared read-write mapping of an fd (or an anonymous one), unmapped on drop.
-struct Mapping {
-    addr: *mut u8,
-    len: usize,
-}
-
-impl Mapping {
-    fn shared(fd: BorrowedFd<'_>, len: usize) -> std::io::Result<Self> {
-        Self::new(Some(fd), len)
-    }
-
-    fn anonymous(len: usize) -> std::io::Result<Self> {
-        Self::new(None, len)
-    }
-
-    fn new(fd: Option<BorrowedFd<'_>>, len: usize) -> std::io::Result<Self> {
-        let (flags, raw) = match fd {
-            Some(fd) => (libc::MAP_SHARED, fd.as_raw_fd()),
-            None => (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1),
-        };
-        // SAFETY: a fresh mapping placed by the kernel; no Rust object aliases it.
-        let addr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                flags,
-                raw,
-                0,
-            )
-        };
-        if addr == libc::MAP_FAILED {
-            return last_error();
-        }
-        Ok(Self {
-            addr: addr.cast(),
-            len,
-        })
-    }
-
-    fn bytes(&mut self) -> &mut [u8] {
-        // SAFETY: the mapping is `len` readable, writable bytes and lives as long as self.
-        unsafe { std::slice::from_raw_parts_mut(self.addr, self.len) }
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping made in new(); no slice into it outlives self.
-        unsafe { libc::munmap(self.addr.cast(), self.len) };
-    }
+    Udmabuf::open(Path::new(udmabuf::DEVICE))?.create(memfd, size)
 }
 
 /// Deterministic bytes that differ at every offset of a page (a stale or shifted page shows).
@@ -275,10 +159,10 @@ fn binder_carries_a_dma_buf_fd_to_another_process() {
     const LEN: usize = 1 << 20;
     let buffer = dma_heap_alloc("system", LEN as u64).expect("allocate from /dev/dma_heap/system");
     let content = pattern(7, LEN);
-    let mut map = Mapping::shared(buffer.as_fd(), LEN).expect("mmap the dma-buf");
-    dma_buf_sync(buffer.as_fd(), DMA_BUF_SYNC_RW).expect("sync start");
-    map.bytes().copy_from_slice(&content);
-    dma_buf_sync(buffer.as_fd(), DMA_BUF_SYNC_RW | DMA_BUF_SYNC_END).expect("sync end");
+    let mut map = Mapping::map_shared(buffer.as_fd(), LEN).expect("mmap the dma-buf");
+    dma_buf_sync(buffer.as_fd(), SYNC_RW).expect("sync start");
+    map.as_mut_slice().copy_from_slice(&content);
+    dma_buf_sync(buffer.as_fd(), SYNC_RW | SYNC_END).expect("sync end");
 
     let sent = || ParcelFileDescriptor::new(buffer.try_clone().expect("dup the buffer fd"));
     assert_eq!(
@@ -296,9 +180,9 @@ fn binder_carries_a_dma_buf_fd_to_another_process() {
     );
 
     // The peer's write shows through this process's mapping: one buffer, not a copy.
-    dma_buf_sync(buffer.as_fd(), DMA_BUF_SYNC_READ).expect("sync start");
-    let filled = map.bytes().iter().all(|b| *b == 0x5a);
-    dma_buf_sync(buffer.as_fd(), DMA_BUF_SYNC_READ | DMA_BUF_SYNC_END).expect("sync end");
+    dma_buf_sync(buffer.as_fd(), SYNC_READ).expect("sync start");
+    let filled = map.as_mut_slice().iter().all(|b| *b == 0x5a);
+    dma_buf_sync(buffer.as_fd(), SYNC_READ | SYNC_END).expect("sync end");
     assert!(
         filled,
         "the peer's fill is visible in this process's mapping"
@@ -334,31 +218,31 @@ fn dma_heap_system_allocates_maps_and_syncs() {
     let buffer = dma_heap_alloc("system", LEN as u64).expect("DMA_HEAP_IOCTL_ALLOC");
     assert_eq!(exporter_name(buffer.as_fd()), "system");
     // A dma-buf's size is what lseek to the end reports.
-    // SAFETY: lseek on an fd we own; no memory is involved.
-    let size = unsafe { libc::lseek(buffer.as_raw_fd(), 0, libc::SEEK_END) };
-    assert_eq!(size, LEN as i64, "dma-buf size");
+    let size = File::from(buffer.try_clone().expect("dup"))
+        .seek(SeekFrom::End(0))
+        .expect("lseek");
+    assert_eq!(size, LEN as u64, "dma-buf size");
 
     let content = pattern(42, LEN);
     {
-        let mut map = Mapping::shared(buffer.as_fd(), LEN).expect("mmap");
+        let mut map = Mapping::map_shared(buffer.as_fd(), LEN).expect("mmap");
         // Fresh heap memory is zeroed.
-        dma_buf_sync(buffer.as_fd(), DMA_BUF_SYNC_RW).expect("DMA_BUF_IOCTL_SYNC start");
+        dma_buf_sync(buffer.as_fd(), SYNC_RW).expect("DMA_BUF_IOCTL_SYNC start");
         assert!(
-            map.bytes().iter().all(|b| *b == 0),
+            map.as_mut_slice().iter().all(|b| *b == 0),
             "fresh heap buffer is zeroed"
         );
-        map.bytes().copy_from_slice(&content);
-        dma_buf_sync(buffer.as_fd(), DMA_BUF_SYNC_RW | DMA_BUF_SYNC_END)
-            .expect("DMA_BUF_IOCTL_SYNC end");
+        map.as_mut_slice().copy_from_slice(&content);
+        dma_buf_sync(buffer.as_fd(), SYNC_RW | SYNC_END).expect("DMA_BUF_IOCTL_SYNC end");
     }
     // A second, independent mapping sees the same bytes.
-    let mut again = Mapping::shared(buffer.as_fd(), LEN).expect("mmap again");
-    dma_buf_sync(buffer.as_fd(), DMA_BUF_SYNC_READ).expect("sync start");
+    let mut again = Mapping::map_shared(buffer.as_fd(), LEN).expect("mmap again");
+    dma_buf_sync(buffer.as_fd(), SYNC_READ).expect("sync start");
     assert!(
-        again.bytes() == content.as_slice(),
+        again.as_mut_slice() == content.as_slice(),
         "bytes survive unmap and remap"
     );
-    dma_buf_sync(buffer.as_fd(), DMA_BUF_SYNC_READ | DMA_BUF_SYNC_END).expect("sync end");
+    dma_buf_sync(buffer.as_fd(), SYNC_READ | SYNC_END).expect("sync end");
 
     // Bad sync flags are refused (the ioctl validates its argument).
     let err = dma_buf_sync(buffer.as_fd(), 0x100).expect_err("bad sync flags are refused");
@@ -372,10 +256,8 @@ fn dma_heap_system_allocates_maps_and_syncs() {
 fn udmabuf_wraps_a_sealed_memfd() {
     require_guest();
     const LEN: usize = 2 << 20;
-    let memfd = memfd_create("vts-udmabuf", libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
-        .expect("memfd_create");
-    let file = File::from(memfd);
-    file.set_len(LEN as u64).expect("size the memfd");
+    let memfd = Memfd::create("vts-udmabuf", LEN as u64).expect("memfd_create");
+    let file = File::from(memfd.as_fd().try_clone_to_owned().expect("dup the memfd"));
     let content = pattern(3, LEN);
     file.write_all_at(&content, 0).expect("write the memfd");
 
@@ -387,30 +269,28 @@ fn udmabuf_wraps_a_sealed_memfd() {
         "unsealed memfd: {err}"
     );
 
-    // SAFETY: fcntl on an fd we own; F_ADD_SEALS takes an int.
-    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK) };
-    assert_eq!(rc, 0, "F_ADD_SEALS: {}", std::io::Error::last_os_error());
+    memfd.seal_size().expect("F_ADD_SEALS");
     let buffer = udmabuf_create(file.as_fd(), LEN as u64).expect("UDMABUF_CREATE");
     assert_eq!(exporter_name(buffer.as_fd()), "udmabuf");
 
-    let mut map = Mapping::shared(buffer.as_fd(), LEN).expect("mmap the udmabuf");
-    dma_buf_sync(buffer.as_fd(), DMA_BUF_SYNC_RW).expect("sync start");
+    let mut map = Mapping::map_shared(buffer.as_fd(), LEN).expect("mmap the udmabuf");
+    dma_buf_sync(buffer.as_fd(), SYNC_RW).expect("sync start");
     assert!(
-        map.bytes() == content.as_slice(),
+        map.as_mut_slice() == content.as_slice(),
         "the udmabuf shows the memfd's bytes"
     );
-    dma_buf_sync(buffer.as_fd(), DMA_BUF_SYNC_RW | DMA_BUF_SYNC_END).expect("sync end");
+    dma_buf_sync(buffer.as_fd(), SYNC_RW | SYNC_END).expect("sync end");
 
     // Zero copy: a later write to the memfd shows through the dma-buf.
     file.write_all_at(b"dmaload", 4096)
         .expect("write the memfd again");
-    dma_buf_sync(buffer.as_fd(), DMA_BUF_SYNC_READ).expect("sync start");
+    dma_buf_sync(buffer.as_fd(), SYNC_READ).expect("sync start");
     assert_eq!(
-        &map.bytes()[4096..4103],
+        &map.as_mut_slice()[4096..4103],
         b"dmaload",
         "memfd writes reach the dma-buf"
     );
-    dma_buf_sync(buffer.as_fd(), DMA_BUF_SYNC_READ | DMA_BUF_SYNC_END).expect("sync end");
+    dma_buf_sync(buffer.as_fd(), SYNC_READ | SYNC_END).expect("sync end");
 }
 
 // ---- O_DIRECT on the data disk ----
@@ -419,15 +299,12 @@ fn udmabuf_wraps_a_sealed_memfd() {
 #[ignore = "needs the virtual device (vts/vm/)"]
 fn o_direct_reads_on_the_data_disk() {
     require_guest();
-    // SAFETY: statfs writes into a zeroed struct we own; the path is a valid C string.
-    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
-    let data = CString::new("/data").expect("path");
+    let fs = nix::sys::statfs::statfs("/data").expect("statfs /data");
     assert_eq!(
-        unsafe { libc::statfs(data.as_ptr(), &mut fs) },
-        0,
-        "statfs /data"
+        fs.filesystem_type(),
+        nix::sys::statfs::EXT4_SUPER_MAGIC,
+        "/data is ext4"
     );
-    assert_eq!(fs.f_type, 0xef53, "/data is ext4");
 
     const LEN: usize = 8 << 20;
     let dir = std::path::Path::new("/data").join(format!("vts-smoke-{}", std::process::id()));
@@ -444,25 +321,24 @@ fn o_direct_reads_on_the_data_disk() {
         .custom_flags(libc::O_DIRECT)
         .open(&path)
         .expect("open O_DIRECT on ext4");
-    // SAFETY: F_GETFL on an fd we own.
-    let flags = unsafe { libc::fcntl(direct.as_raw_fd(), libc::F_GETFL) };
-    assert_ne!(flags & libc::O_DIRECT, 0, "O_DIRECT stays set");
+    let flags = OpenFlags::of(direct.as_fd()).expect("F_GETFL");
+    assert!(flags.direct(), "O_DIRECT stays set");
 
     // Page-aligned buffer and offsets: reads succeed and return the file's bytes.
     let mut buf = Mapping::anonymous(1 << 20).expect("aligned buffer");
     for offset in [0usize, 4096, 3 << 20, LEN - (1 << 20)] {
         let n = direct
-            .read_at(buf.bytes(), offset as u64)
+            .read_at(buf.as_mut_slice(), offset as u64)
             .expect("O_DIRECT read");
         assert_eq!(n, 1 << 20);
         assert!(
-            buf.bytes() == &content[offset..offset + n],
+            buf.as_mut_slice() == &content[offset..offset + n],
             "bytes at {offset}"
         );
     }
     // A misaligned buffer is refused: proof the reads above really bypassed the page cache.
     let err = direct
-        .read_at(&mut buf.bytes()[1..4097], 0)
+        .read_at(&mut buf.as_mut_slice()[1..4097], 0)
         .expect_err("misaligned O_DIRECT");
     assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
     std::fs::remove_dir_all(&dir).ok();

@@ -7,18 +7,29 @@
 //!   kernel allows) while reader threads read each populated gather straight into it.
 //! * dma-heap: readers fill a ring of aligned bounce buffers while the allocation runs;
 //!   copiers move them into the mapping between `DMA_BUF_IOCTL_SYNC` start/end.
+//!
+//! The kernel interfaces themselves (dma-heap, dma-buf, udmabuf, memfd, mappings, reads) are
+//! `dmaload_abi`'s; only the io_uring ring, a host-only feature, is wrapped here.
+
+#![deny(
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks,
+    clippy::multiple_unsafe_ops_per_block
+)]
 
 mod engine;
 mod error;
-pub mod kernel;
 mod limits;
 mod pipeline;
 mod request;
 mod stats;
+#[cfg(feature = "io-uring")]
+pub mod uring;
 
+pub use dmaload_abi::meminfo::MemInfo;
 pub use engine::{BackendInfo, Engine, LoadedBuffer};
 pub use error::{ErrorCode, LoadError};
-pub use limits::{Charge, EngineConfig, MemInfo, Usage};
+pub use limits::{Charge, EngineConfig, Usage};
 pub use request::{
     BufferKind, CancelToken, IoEngine, IoMode, LoadRequest, NoProgress, Owner, Progress, Segment,
     Tunables,

@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::{load_err, LoadError};
 use crate::request::{IoEngine, Owner, Tunables};
+use dmaload_abi::meminfo::MemInfo;
+use dmaload_abi::{dma_heap, udmabuf};
 
 /// Service-wide configuration of the engine.
 #[derive(Clone, Debug)]
@@ -44,34 +46,6 @@ pub struct EngineConfig {
     pub hugetlb: bool,
 }
 
-/// Memory figures from /proc/meminfo, in bytes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct MemInfo {
-    pub total: u64,
-    pub available: u64,
-}
-
-impl MemInfo {
-    /// Reads /proc/meminfo; `None` if it is unreadable.
-    pub fn read() -> Option<MemInfo> {
-        let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-        let field = |name: &str| -> Option<u64> {
-            let line = text.lines().find(|l| l.starts_with(name))?;
-            let kib: u64 = line[name.len()..]
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse()
-                .ok()?;
-            Some(kib * 1024)
-        };
-        Some(MemInfo {
-            total: field("MemTotal:")?,
-            available: field("MemAvailable:")?,
-        })
-    }
-}
-
 impl EngineConfig {
     /// Defaults derived from this machine's memory: the global cap is half of MemTotal but no
     /// more than three quarters of what is available now; one owner may use three quarters of
@@ -98,9 +72,9 @@ impl EngineConfig {
             max_segments: 1024,
             min_available_after_bytes: (mem.total / 16).min(256 << 20),
             allowed_backends: Vec::new(),
-            dma_heap_dir: PathBuf::from("/dev/dma_heap"),
-            udmabuf_device: PathBuf::from("/dev/udmabuf"),
-            udmabuf_size_limit_file: PathBuf::from("/sys/module/udmabuf/parameters/size_limit_mb"),
+            dma_heap_dir: PathBuf::from(dma_heap::DEVICE_DIR),
+            udmabuf_device: PathBuf::from(udmabuf::DEVICE),
+            udmabuf_size_limit_file: PathBuf::from(udmabuf::SIZE_LIMIT_FILE),
             default_tunables: Tunables::default(),
             io_engine: IoEngine::default(),
             hugetlb: true,

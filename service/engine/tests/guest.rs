@@ -3,6 +3,12 @@
 //! `tools/test.d/30-engine-guest` (`cargo test -- --ignored`), where a missing device fails
 //! them.
 
+#![deny(
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks,
+    clippy::multiple_unsafe_ops_per_block
+)]
+
 mod common;
 
 use std::os::fd::{AsFd, AsRawFd};

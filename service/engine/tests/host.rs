@@ -1,6 +1,12 @@
 //! Engine tests that run anywhere: memfd backend, validation, limits, cancel, truncation.
 //! Real files on ext4 (direct I/O) and tmpfs (no direct I/O).
 
+#![deny(
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks,
+    clippy::multiple_unsafe_ops_per_block
+)]
+
 mod common;
 
 use std::fs::{File, OpenOptions};
@@ -9,7 +15,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::sync::{Arc, Barrier, Mutex};
 
 use common::*;
-use dmaload_engine::kernel::file::resident_bytes;
+use dmaload_abi::file::resident_bytes;
 use dmaload_engine::{
     Backend, BufferKind, CancelToken, Engine, EngineConfig, ErrorCode, FallbackKind, IoMode,
     LoadRequest, NoProgress, Owner, Progress, Segment, Tunables,
@@ -181,7 +187,7 @@ fn buffered_loads_leave_no_page_cache_and_buffers_are_cloexec() {
     let path = write_file(&dir, "cache", &pattern(len, 21));
     let file = File::open(&path).expect("open");
     // Start cold for this file (its pages were written just now).
-    dmaload_engine::kernel::file::drop_cached(file.as_fd(), 0, len as u64).expect("fadvise");
+    dmaload_abi::file::drop_cached(file.as_fd(), 0, len as u64).expect("fadvise");
     let before = resident_bytes(file.as_fd(), len as u64).expect("mincore");
     let req = request(
         vec![Segment::whole_file(open_buffered(&path))],
@@ -610,7 +616,7 @@ fn io_uring_engine() -> Engine {
 /// io_uring is set up here unless the kernel or a sandbox denies it; either way the load
 /// must say what it used.
 fn check_io_engine_reported(buf: &dmaload_engine::LoadedBuffer) {
-    let uring_here = dmaload_engine::kernel::uring::Ring::new(1).is_ok();
+    let uring_here = dmaload_engine::uring::Ring::new(1).is_ok();
     let fell_back = buf
         .stats
         .fallbacks

@@ -7,6 +7,12 @@
 //! Linux hosts use RPC binder on a Unix socket (dmaloadd is started from this binary's
 //! directory); build both with `--release` for meaningful figures.
 
+#![deny(
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks,
+    clippy::multiple_unsafe_ops_per_block
+)]
+
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
@@ -14,12 +20,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use dmaload_aidl::{aidl as idl, IDmaLoader::IDmaLoader, SERVICE_NAME};
-use dmaload_engine::kernel::{file::drop_cached, memfd::Memfd, mmap::Mapping};
+use dmaload_abi::file::drop_cached;
+use dmaload_abi::memfd::Memfd;
+use dmaload_abi::mmap::Mapping;
+use dmaload_abi::{parse_size, SERVICE_INSTANCE};
+use dmaload_aidl::{aidl as idl, IDmaLoader::IDmaLoader};
 use dmaload_engine::{
     BufferKind, CancelToken, Engine, EngineConfig, LoadRequest, NoProgress, Owner,
 };
-use dmaload_service::config::parse_size;
 use rsbinder::{ParcelFileDescriptor, Strong};
 
 fn main() -> anyhow::Result<()> {
@@ -42,20 +50,16 @@ fn main() -> anyhow::Result<()> {
             .next()
             .with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
-            "--sizes" => {
-                sizes = value
-                    .split(',')
-                    .map(parse_size)
-                    .collect::<anyhow::Result<_>>()?
-            }
+            "--sizes" => sizes = value.split(',').map(parse_size).collect::<Result<_, _>>()?,
             "--runs" => runs = value.parse()?,
             "--dir" => dir = value.into(),
             "--backend" => backend = value,
             _ => bail!("unknown flag {flag}; see the source header for usage"),
         }
     }
-    let work =
-        std::path::absolute(&dir)?.join(format!("dmaload-service-bench-{}", std::process::id()));
+    let work = std::env::current_dir()?
+        .join(dir)
+        .join(format!("dmaload-service-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
     let result = run(&work, &sizes, runs, &backend);
     let _ = std::fs::remove_dir_all(&work);
@@ -121,7 +125,7 @@ fn connect(socket: &Path) -> anyhow::Result<Strong<dyn IDmaLoader>> {
         let opened = rsbinder::Client::open_with(uri, |o, _| {
             o.fd_mode = Some(rsbinder::rpc::FileDescriptorTransportMode::Unix);
         })
-        .and_then(|c| c.get::<dyn IDmaLoader>(SERVICE_NAME));
+        .and_then(|c| c.get::<dyn IDmaLoader>(SERVICE_INSTANCE));
         match opened {
             Ok(loader) => return Ok(loader),
             Err(e) if Instant::now() > deadline => bail!("dmaloadd on {}: {e:?}", socket.display()),
@@ -156,10 +160,8 @@ fn open_direct(path: &Path) -> anyhow::Result<OwnedFd> {
 /// The usual way: allocate, map, buffered read() into the mapping.
 fn load_normal(path: &Path, size: u64) -> anyhow::Result<OwnedFd> {
     let memfd = Memfd::create("normal", size.next_multiple_of(4096))?;
-    let map = Mapping::map_shared(memfd.as_fd(), memfd.size() as usize)?;
-    // SAFETY: the mapping is ours, writable, at least `size` bytes, and nothing else
-    // accesses it while this slice lives.
-    let dst = unsafe { std::slice::from_raw_parts_mut(map.ptr_at(0), size as usize) };
+    let mut map = Mapping::map_shared(memfd.as_fd(), memfd.size() as usize)?;
+    let dst = &mut map.as_mut_slice()[..size as usize];
     std::fs::File::open(path)?.read_exact(dst)?;
     drop(map);
     Ok(memfd.into_fd())

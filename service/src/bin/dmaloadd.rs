@@ -1,5 +1,11 @@
 //! dmaloadd: flags, logging, thread pool, registration. The service is in `dmaload_service`.
 
+#![deny(
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks,
+    clippy::multiple_unsafe_ops_per_block
+)]
+
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
@@ -83,15 +89,8 @@ fn try_main() -> anyhow::Result<()> {
 /// sees the request: with the default soft limit (1024) a request of many segments would fail
 /// in the kernel with EMFILE instead of getting BAD_SEGMENTS from the engine.
 fn raise_fd_limit() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    match getrlimit(Resource::RLIMIT_NOFILE) {
-        Ok((soft, hard)) if soft < hard => {
-            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-                log::warn!("cannot raise the fd limit from {soft} to {hard}: {e}");
-            }
-        }
-        Ok(_) => {}
-        Err(e) => log::warn!("cannot read the fd limit: {e}"),
+    if let Err(e) = dmaload_abi::rlimit::raise_open_files() {
+        log::warn!("cannot raise the open-file limit to its hard limit: {e}");
     }
 }
 
@@ -133,11 +132,12 @@ fn serve(
     socket_mode: u32,
 ) -> anyhow::Result<()> {
     use rsbinder::{Endpoint, Uri};
-    let name = dmaload_service::SERVICE_NAME;
+    let name = dmaload_abi::SERVICE_INSTANCE;
     match transport {
         Transport::Rpc(path) => {
             // rsbinder takes only absolute socket paths.
-            let path = std::path::absolute(&path)
+            let path = std::env::current_dir()
+                .map(|cwd| cwd.join(&path))
                 .with_context(|| format!("socket path {}", path.display()))?;
             // A stale socket from a previous run would make bind fail.
             let _ = std::fs::remove_file(&path);
@@ -204,7 +204,7 @@ fn serve(
     threads: u32,
     _socket_mode: u32,
 ) -> anyhow::Result<()> {
-    let name = dmaload_service::SERVICE_NAME;
+    let name = dmaload_abi::SERVICE_INSTANCE;
     binder::ProcessState::set_thread_pool_max_thread_count(threads);
     binder::ProcessState::start_thread_pool();
     let shell = dmaload_service::binder_stack::install_shell_command(&service);

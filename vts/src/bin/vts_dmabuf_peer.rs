@@ -4,11 +4,18 @@
 //!
 //!   vts-dmabuf-peer [BINDER_DEVICE]     (default /dev/binder)
 
+#![deny(
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks,
+    clippy::multiple_unsafe_ops_per_block
+)]
+
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd};
 use std::process::ExitCode;
 
-use dmaload_engine::kernel::{dma_buf, mmap::Mapping};
+use dmaload_abi::dma_buf::{Access, CpuAccess};
+use dmaload_abi::mmap::Mapping;
 use rsbinder::{BinderResult, ExceptionCode, ParcelFileDescriptor, ProcessState, Status};
 
 include!(concat!(env!("OUT_DIR"), "/vts_aidl.rs"));
@@ -54,11 +61,12 @@ impl IDmaBufPeer for Peer {
         let len = usize::try_from(size).map_err(|_| illegal(format!("bad size {size}")))?;
         let mut map = Mapping::map_shared(buffer.as_fd(), len)
             .map_err(|e| illegal(format!("mmap of the received fd: {e}")))?;
-        dma_buf::begin_cpu_read_write(buffer.as_fd())
+        let access = CpuAccess::begin(buffer.as_fd(), Access::ReadWrite)
             .map_err(|e| illegal(format!("DMA_BUF_IOCTL_SYNC start: {e}")))?;
         let hash = fnv1a(map.as_slice());
         map.as_mut_slice().fill(fill as u8);
-        dma_buf::end_cpu_read_write(buffer.as_fd())
+        access
+            .finish()
             .map_err(|e| illegal(format!("DMA_BUF_IOCTL_SYNC end: {e}")))?;
         Ok(hash)
     }

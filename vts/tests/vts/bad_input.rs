@@ -336,12 +336,7 @@ fn many_segments(svc: &Svc, small: &PatternFile) -> CaseResult {
     // One fd per segment: binder duplicates each into the service, so a request over the
     // limit also tests that those fds are closed again.
     // This process holds max + 1 fds at once: lift its own soft limit first.
-    if let Ok((_, hard)) =
-        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-    {
-        let _ =
-            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard);
-    }
+    let _ = dmaload_abi::rlimit::raise_open_files();
     let mut segs = Vec::with_capacity(max + 1);
     for i in 0..=max {
         let fd = small

@@ -11,6 +11,12 @@
 //! under target/ on hosts), `DMALOAD_VTS_PROP_CASES` (generated validation cases, default
 //! 400), `DMALOAD_VTS_SEED` (the property seed, default fixed so CI is reproducible).
 
+#![deny(
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks,
+    clippy::multiple_unsafe_ops_per_block
+)]
+
 mod bad_input;
 mod function;
 mod parcel;

@@ -22,7 +22,7 @@ pub use idl::{
 };
 use idl::{IDmaLoader::IDmaLoader, ILoadCallback, ILoadHandle::ILoadHandle};
 
-pub const SERVICE_NAME: &str = dmaload_client::endpoint::SERVICE_INSTANCE;
+pub const SERVICE_NAME: &str = dmaload_abi::SERVICE_INSTANCE;
 
 /// How a call failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,7 +55,7 @@ impl std::fmt::Display for Failure {
 }
 
 pub fn code_name(code: i32) -> &'static str {
-    dmaload_engine::ErrorCode::from_code(code).map_or("UNKNOWN", |c| c.name())
+    dmaload_abi::ErrorCode::from_code(code).map_or("UNKNOWN", |c| c.name())
 }
 
 pub type Svc = Strong<dyn IDmaLoader>;

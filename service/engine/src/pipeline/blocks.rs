@@ -4,10 +4,10 @@
 //! blocks are therefore reused; at most `MAX_POOLED_BYTES` stay resident.
 
 use std::io;
-use std::ops::Deref;
+use std::ops::{Deref, DerefMut};
 use std::sync::Mutex;
 
-use crate::kernel::mmap::Mapping;
+use dmaload_abi::mmap::Mapping;
 
 const MAX_POOLED_BYTES: usize = 96 << 20;
 
@@ -38,6 +38,14 @@ impl Deref for Block {
         // Only `drop` takes the mapping out.
         self.0
             .as_ref()
+            .unwrap_or_else(|| unreachable!("block used after drop"))
+    }
+}
+
+impl DerefMut for Block {
+    fn deref_mut(&mut self) -> &mut Mapping {
+        self.0
+            .as_mut()
             .unwrap_or_else(|| unreachable!("block used after drop"))
     }
 }

@@ -11,14 +11,14 @@ use std::time::{Duration, Instant};
 use super::blocks::Block;
 use super::control::{run_thread, Control, Failure};
 use super::plan::Plan;
-use super::read::{read_buffered, read_into_block};
+use super::read::{claim, read_buffered, read_into_block};
 use super::Filled;
 use crate::error::{load_err, LoadError};
-use crate::kernel::dma_buf;
-use crate::kernel::dma_heap::DmaHeap;
-use crate::kernel::mmap::Mapping;
-use crate::kernel::page_size;
 use crate::request::{CancelToken, Progress};
+use dmaload_abi::dma_buf::{self, Access};
+use dmaload_abi::dma_heap::DmaHeap;
+use dmaload_abi::mmap::Mapping;
+use dmaload_abi::system::page_size;
 
 struct RingState {
     free: Vec<Block>,
@@ -73,9 +73,9 @@ fn fill_inline(
     let alloc_start = Instant::now();
     let (fd, mut mapping) = allocate_mapped(heap, size, name)?;
     let alloc = alloc_start.elapsed();
-    let block =
+    let mut block =
         super::blocks::take(block_len).map_err(|e| load_err!(NoMemory, "bounce block: {e}"))?;
-    dma_buf::begin_cpu_write(fd.as_fd())
+    dma_buf::begin_cpu_access(fd.as_fd(), Access::Write)
         .map_err(|e| load_err!(Internal, "DMA_BUF_IOCTL_SYNC start failed: {e}"))?;
     let result = (|| {
         for chunk in &plan.chunks {
@@ -86,12 +86,12 @@ fn fill_inline(
             }
             let src = &plan.sources[chunk.source];
             if src.direct {
-                let start = read_into_block(&control, src, chunk, &block)?;
+                let start = read_into_block(&control, src, chunk, &mut block)?;
                 let copy_start = Instant::now();
-                mapping.copy_from(
-                    chunk.buffer_offset as usize,
-                    &block.as_slice()[start..start + chunk.len as usize],
-                );
+                let at = chunk.buffer_offset as usize;
+                let len = chunk.len as usize;
+                mapping.as_mut_slice()[at..at + len]
+                    .copy_from_slice(&block.as_slice()[start..start + len]);
                 control
                     .copy_ns
                     .fetch_add(copy_start.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -102,7 +102,7 @@ fn fill_inline(
         }
         Ok(())
     })();
-    let ended = dma_buf::end_cpu_write(fd.as_fd());
+    let ended = dma_buf::end_cpu_access(fd.as_fd(), Access::Write);
     result?;
     ended.map_err(|e| load_err!(Internal, "DMA_BUF_IOCTL_SYNC end failed: {e}"))?;
     drop(mapping);
@@ -190,7 +190,7 @@ pub(crate) fn fill(
         scope.spawn(|| {
             run_thread(&control, || {
                 let (fd, mapping) = allocate_mapped(heap, size, name)?;
-                dma_buf::begin_cpu_write(fd.as_fd())
+                dma_buf::begin_cpu_access(fd.as_fd(), Access::Write)
                     .map_err(|e| load_err!(Internal, "DMA_BUF_IOCTL_SYNC start failed: {e}"))?;
                 if allocated.set(Allocated { fd, mapping }).is_err() {
                     return Err(load_err!(Internal, "allocated twice").into());
@@ -221,8 +221,8 @@ pub(crate) fn fill(
                         chunk_done(index);
                         continue;
                     }
-                    let block = control.wait_for(|s| s.free.pop())?;
-                    match read_into_block(&control, src, chunk, &block) {
+                    let mut block = control.wait_for(|s| s.free.pop())?;
+                    match read_into_block(&control, src, chunk, &mut block) {
                         Ok(start) => {
                             let mut s = control.lock();
                             s.filled.push_back((block, index, start));
@@ -253,19 +253,15 @@ pub(crate) fn fill(
                             None if s.unqueued == 0 => Some(None),
                             None => None,
                         })?;
-                        let Some((block, index, start)) = next else {
+                        let Some((mut block, index, start)) = next else {
                             return Ok(());
                         };
                         let chunk = &plan.chunks[index];
                         let copy_start = Instant::now();
-                        // SAFETY: the block is this thread's now; the chunk's part of the
-                        // mapping is written by this thread only.
-                        unsafe {
-                            mapping.write_at(
-                                chunk.buffer_offset as usize,
-                                block.slice(start, chunk.len as usize),
-                            );
-                        }
+                        let mut region = claim(mapping, chunk)?;
+                        let len = region.len();
+                        region.copy_from_slice(&block.as_slice()[start..start + len]);
+                        drop(region);
                         control
                             .copy_ns
                             .fetch_add(copy_start.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -280,7 +276,7 @@ pub(crate) fn fill(
     let allocated = allocated.into_inner();
     if let Some(err) = control.take_error() {
         if let Some(a) = &allocated {
-            let _ = dma_buf::end_cpu_write(a.fd.as_fd());
+            let _ = dma_buf::end_cpu_access(a.fd.as_fd(), Access::Write);
         }
         return Err(err);
     }
@@ -291,7 +287,7 @@ pub(crate) fn fill(
         ));
     };
     drop(mapping);
-    dma_buf::end_cpu_write(fd.as_fd())
+    dma_buf::end_cpu_access(fd.as_fd(), Access::Write)
         .map_err(|e| load_err!(Internal, "DMA_BUF_IOCTL_SYNC end failed: {e}"))?;
     let s = control.lock();
     let filled = control.filled(

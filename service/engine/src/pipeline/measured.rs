@@ -101,7 +101,7 @@ impl Measurements {
         let rate = |b: &Backend| rates.get(&(b.name(), class)).copied();
         let unmeasured = candidates
             .iter()
-            .position(|b| rate(b).is_none_or(|r| r.samples < MIN_SAMPLES));
+            .position(|b| rate(b).map_or(true, |r| r.samples < MIN_SAMPLES));
         if let Some(index) = unmeasured {
             let n = self.auto_loads.fetch_add(1, Ordering::Relaxed);
             if index == 0 || n % EXPLORE_EVERY != EXPLORE_EVERY - 1 {

@@ -9,11 +9,11 @@ use super::plan::{Chunk, Plan};
 use super::read::read_chunk;
 use super::Filled;
 use crate::error::{load_err, LoadError};
-use crate::kernel::memfd::{hugetlb_pages_free, shmem_thp, Memfd, ShmemThp, HUGETLB_PAGE};
-use crate::kernel::mmap::Mapping;
-use crate::kernel::page_size;
 use crate::request::{CancelToken, Progress};
 use crate::stats::FallbackKind;
+use dmaload_abi::memfd::{hugetlb_pages_free, shmem_thp, Memfd, ShmemThp, HUGETLB_PAGE};
+use dmaload_abi::mmap::Mapping;
+use dmaload_abi::system::page_size;
 
 /// Population granule: a PMD-sized huge folio.
 const HUGE: u64 = 2 << 20;
@@ -314,7 +314,7 @@ pub(crate) fn fill(
         // Small buffers: threads and pre-population cost more than they overlap; the reads
         // fault the few pages in themselves.
         let alloc = alloc_start.elapsed();
-        let bounce = super::blocks::take(bounce_len)
+        let mut bounce = super::blocks::take(bounce_len)
             .map_err(|e| load_err!(NoMemory, "bounce block: {e}"))?;
         for chunk in &chunks {
             if control.checkpoint().is_err() {
@@ -328,7 +328,7 @@ pub(crate) fn fill(
                 chunk,
                 &mapping,
                 true,
-                &bounce,
+                &mut bounce,
             )?;
             control.advance(chunk.len);
         }
@@ -384,7 +384,7 @@ pub(crate) fn fill(
         for _ in 0..readers {
             scope.spawn(|| {
                 run_thread(&control, || {
-                    let bounce = super::blocks::take(bounce_len)
+                    let mut bounce = super::blocks::take(bounce_len)
                         .map_err(|e| load_err!(NoMemory, "bounce block: {e}"))?;
                     loop {
                         control.checkpoint()?;
@@ -401,7 +401,7 @@ pub(crate) fn fill(
                         let last = layout.of(chunk.buffer_offset + chunk.len - 1);
                         control.wait_for(|s| (s.gathers_ready > last).then_some(()))?;
                         let src = &plan.sources[chunk.source];
-                        read_chunk(&control, src, chunk, &mapping, true, &bounce)?;
+                        read_chunk(&control, src, chunk, &mapping, true, &mut bounce)?;
                         control.advance(chunk.len);
                         let mut s = control.lock();
                         for left in &mut s.chunks_left[first..=last] {

@@ -17,15 +17,16 @@ use std::time::{Duration, Instant};
 
 use crate::engine::{BackendInfo, Engine, LoadedBuffer};
 use crate::error::{load_err, LoadError};
-use crate::kernel::dma_buf;
-use crate::kernel::dma_heap::{list_heaps, DmaHeap};
-use crate::kernel::file::drop_cached;
-use crate::kernel::memfd::{hugetlb_pages_free, shmem_thp, ShmemThp};
-use crate::kernel::statx::file_facts;
-use crate::kernel::udmabuf::{self, Udmabuf};
-use crate::limits::{EngineConfig, MemInfo};
+use crate::limits::EngineConfig;
 use crate::request::{BufferKind, CancelToken, IoEngine, LoadRequest, Owner, Progress};
 use crate::stats::{Backend, Fallback, FallbackKind, LoadStats};
+use dmaload_abi::dma_buf;
+use dmaload_abi::dma_heap::{list_heaps, DmaHeap};
+use dmaload_abi::file::drop_cached;
+use dmaload_abi::memfd::{hugetlb_pages_free, shmem_thp, ShmemThp};
+use dmaload_abi::meminfo::MemInfo;
+use dmaload_abi::statx::file_facts;
+use dmaload_abi::udmabuf::{self, Udmabuf};
 
 /// What a backend's fill reports.
 #[derive(Debug, Default)]

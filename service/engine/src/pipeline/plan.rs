@@ -4,11 +4,11 @@
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use crate::error::{load_err, LoadError};
-use crate::kernel::file::OpenFlags;
-use crate::kernel::statx::{file_facts, FileFacts};
-use crate::kernel::{cpu_count, page_size};
 use crate::request::{IoMode, LoadRequest, Tunables};
 use crate::stats::{FallbackKind, LoadStats};
+use dmaload_abi::file::OpenFlags;
+use dmaload_abi::statx::{file_facts, FileFacts};
+use dmaload_abi::system::{cpu_count, page_size};
 
 /// Longest debug name accepted.
 pub(crate) const MAX_NAME_LEN: usize = 255;
@@ -237,7 +237,7 @@ pub(crate) fn plan(
         if seg
             .buffer_offset
             .checked_add(length)
-            .is_none_or(|end| end > i64::MAX as u64)
+            .map_or(true, |end| end > i64::MAX as u64)
         {
             return Err(load_err!(
                 BadSegments,

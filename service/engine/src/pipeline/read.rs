@@ -13,9 +13,9 @@ use std::time::Instant;
 use super::control::Control;
 use super::plan::{Chunk, Source};
 use crate::error::{load_err, LoadError};
-use crate::kernel::file::{drop_cached, pread_raw, RWF_DONTCACHE};
-use crate::kernel::mmap::Mapping;
 use crate::stats::FallbackKind;
+use dmaload_abi::file::{drop_cached, pread, RWF_DONTCACHE};
+use dmaload_abi::mmap::{Mapping, Region};
 
 fn align_down(x: u64, a: u64) -> u64 {
     x & !(a - 1)
@@ -29,25 +29,18 @@ fn align_up(x: u64, a: u64) -> u64 {
 /// system lacks it).
 static DONTCACHE: AtomicU8 = AtomicU8::new(0);
 
-/// Reads until `len` bytes, end of file, or (direct) an unaligned short read, which only
-/// happens at end of file. Returns the bytes read.
-///
-/// # Safety
-/// `dst` must be valid for writes of `len` bytes and owned by this thread during the call.
-unsafe fn read_full<S>(
+/// Reads into all of `dst` from file `offset`: until it is full, end of file, or (direct) an
+/// unaligned short read, which only happens at end of file. Returns the bytes read.
+fn read_full<S>(
     control: &Control<'_, S>,
     src: &Source,
-    dst: *mut u8,
-    len: u64,
+    dst: &mut [u8],
     offset: u64,
     rwf: libc::c_int,
 ) -> io::Result<u64> {
     if control.io_uring && src.direct && rwf == 0 {
         #[cfg(feature = "io-uring")]
-        // SAFETY: forwarded from this function's contract.
-        if let Some(result) =
-            unsafe { super::uring_read::read_full(control, src, dst, len, offset) }
-        {
+        if let Some(result) = super::uring_read::read_full(control, src, dst, offset) {
             return result;
         }
         #[cfg(not(feature = "io-uring"))]
@@ -56,29 +49,32 @@ unsafe fn read_full<S>(
             "this build has no io_uring support: reads used pread",
         );
     }
-    let mut done = 0u64;
-    while done < len {
+    let mut done = 0;
+    while done < dst.len() {
         let start = Instant::now();
-        // SAFETY: `dst + done .. dst + len` is valid per this function's contract.
-        let n = unsafe {
-            pread_raw(
-                src.fd(),
-                dst.add(done as usize),
-                (len - done) as usize,
-                offset + done,
-                rwf,
-            )
-        }?;
+        let n = pread(src.fd(), &mut dst[done..], offset + done as u64, rwf)?;
         control.note_io(start, Instant::now());
         if n == 0 {
             break;
         }
-        done += n as u64;
-        if src.direct && done % src.offset_align != 0 {
+        done += n;
+        if src.direct && done as u64 % src.offset_align != 0 {
             break;
         }
     }
-    Ok(done)
+    Ok(done as u64)
+}
+
+/// Claims the chunk's part of the buffer: this thread alone writes it until the region drops.
+pub(crate) fn claim<'m>(dst: &'m Mapping, chunk: &Chunk) -> Result<Region<'m>, LoadError> {
+    dst.claim(chunk.buffer_offset as usize, chunk.len as usize)
+        .map_err(|e| {
+            load_err!(
+                Internal,
+                "chunk {chunk:?} cannot be claimed in a buffer of {} bytes: {e}",
+                dst.len()
+            )
+        })
 }
 
 fn io_error(chunk: &Chunk, at: u64, err: io::Error) -> LoadError {
@@ -107,51 +103,34 @@ pub(crate) fn read_chunk<S>(
     chunk: &Chunk,
     dst: &Mapping,
     dst_direct: bool,
-    bounce: &Mapping,
+    bounce: &mut Mapping,
 ) -> Result<(), LoadError> {
-    let end_in_dst = chunk.buffer_offset.checked_add(chunk.len);
-    if end_in_dst.is_none_or(|end| end > dst.len() as u64) {
-        return Err(load_err!(
-            Internal,
-            "chunk {chunk:?} lies outside the buffer"
-        ));
-    }
     if !src.direct {
         return read_buffered(control, src, chunk, dst);
     }
+    let mut region = claim(dst, chunk)?;
     let a = src.align();
     let (off, end) = (chunk.file_offset, chunk.file_offset + chunk.len);
     let body_start = align_up(off, a).min(end);
     let body_end = align_down(end, a).max(body_start);
-    let body_dst = chunk.buffer_offset + (body_start - off);
-    let dst_aligned = (dst.ptr_at(body_dst as usize) as u64) % src.mem_align == 0;
-    if !(dst_direct && dst_aligned && body_end > body_start) {
-        if dst_direct && body_end > body_start {
+    // The aligned body, as offsets in the chunk's region.
+    let body = (body_start - off) as usize..(body_end - off) as usize;
+    let dst_aligned = region[body.start..].as_ptr() as usize as u64 % src.mem_align == 0;
+    if !(dst_direct && dst_aligned && !body.is_empty()) {
+        if dst_direct && !body.is_empty() {
             control.add_fallback(
                 FallbackKind::BounceBlock,
                 "file offset and buffer offset differ in alignment: segment read through a \
                  bounce block",
             );
         }
-        return read_bounced(control, src, chunk, off, end, dst, bounce);
+        return read_bounced(control, src, chunk, off, end, &mut region, bounce);
     }
     if body_start > off {
-        read_bounced(control, src, chunk, off, body_start, dst, bounce)?;
+        read_bounced(control, src, chunk, off, body_start, &mut region, bounce)?;
     }
     let body_len = body_end - body_start;
-    // SAFETY: `[body_dst, body_dst + body_len)` lies within this chunk's part of `dst`
-    // (checked above), which only this thread writes.
-    let got = unsafe {
-        read_full(
-            control,
-            src,
-            dst.ptr_at(body_dst as usize),
-            body_len,
-            body_start,
-            0,
-        )
-    };
-    match got {
+    match read_full(control, src, &mut region[body], body_start, 0) {
         Ok(n) if n == body_len => {
             control.bytes_direct.fetch_add(body_len, Ordering::Relaxed);
         }
@@ -164,25 +143,34 @@ pub(crate) fn read_chunk<S>(
                 FallbackKind::BounceBlock,
                 format!("direct read into the buffer memory failed ({e}): bounced"),
             );
-            read_bounced(control, src, chunk, body_start, body_end, dst, bounce)?;
+            read_bounced(
+                control,
+                src,
+                chunk,
+                body_start,
+                body_end,
+                &mut region,
+                bounce,
+            )?;
         }
         Err(e) => return Err(io_error(chunk, body_start, e)),
     }
     if end > body_end {
-        read_bounced(control, src, chunk, body_end, end, dst, bounce)?;
+        read_bounced(control, src, chunk, body_end, end, &mut region, bounce)?;
     }
     Ok(())
 }
 
-/// Reads file bytes `[from, to)` of a direct source through `bounce` into `dst`.
+/// Reads file bytes `[from, to)` of a direct source through `bounce` into `dst`, the
+/// chunk's part of the buffer.
 fn read_bounced<S>(
     control: &Control<'_, S>,
     src: &Source,
     chunk: &Chunk,
     from: u64,
     to: u64,
-    dst: &Mapping,
-    bounce: &Mapping,
+    dst: &mut [u8],
+    bounce: &mut Mapping,
 ) -> Result<(), LoadError> {
     let a = src.align();
     let cap = align_down(bounce.len() as u64, a);
@@ -192,36 +180,22 @@ fn read_bounced<S>(
             "bounce block smaller than the alignment {a}"
         ));
     }
+    let bounce = bounce.as_mut_slice();
     let mut at = from;
     while at < to {
         let window_start = align_down(at, a);
         let window_end = align_up(to, a).min(window_start + cap);
-        // SAFETY: the bounce block is this thread's own and at least `cap` bytes long.
-        let got = unsafe {
-            read_full(
-                control,
-                src,
-                bounce.ptr_at(0),
-                window_end - window_start,
-                window_start,
-                0,
-            )
-        }
-        .map_err(|e| io_error(chunk, window_start, e))?;
+        let window = &mut bounce[..(window_end - window_start) as usize];
+        let got = read_full(control, src, window, window_start, 0)
+            .map_err(|e| io_error(chunk, window_start, e))?;
         let want_end = to.min(window_end);
         if window_start + got < want_end {
             return Err(shrunk(chunk, src, window_start + got));
         }
         let copy_start = Instant::now();
-        // SAFETY: the bounce block is ours; the destination range lies inside this chunk's
-        // part of the buffer, written by this thread only.
-        unsafe {
-            let bytes = bounce.slice((at - window_start) as usize, (want_end - at) as usize);
-            dst.write_at(
-                (chunk.buffer_offset + (at - chunk.file_offset)) as usize,
-                bytes,
-            );
-        }
+        let from_window = (at - window_start) as usize..(want_end - window_start) as usize;
+        let into_chunk = (at - chunk.file_offset) as usize..(want_end - chunk.file_offset) as usize;
+        dst[into_chunk].copy_from_slice(&window[from_window]);
         control
             .copy_ns
             .fetch_add(copy_start.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -242,7 +216,7 @@ pub(crate) fn read_into_block<S>(
     control: &Control<'_, S>,
     src: &Source,
     chunk: &Chunk,
-    block: &Mapping,
+    block: &mut Mapping,
 ) -> Result<usize, LoadError> {
     let a = src.align();
     let window_start = align_down(chunk.file_offset, a);
@@ -253,18 +227,9 @@ pub(crate) fn read_into_block<S>(
             "bounce buffer too small for chunk {chunk:?}"
         ));
     }
-    // SAFETY: the block is owned by this thread until it is queued for copying.
-    let got = unsafe {
-        read_full(
-            control,
-            src,
-            block.ptr_at(0),
-            window_end - window_start,
-            window_start,
-            0,
-        )
-    }
-    .map_err(|e| io_error(chunk, window_start, e))?;
+    let window = &mut block.as_mut_slice()[..(window_end - window_start) as usize];
+    let got = read_full(control, src, window, window_start, 0)
+        .map_err(|e| io_error(chunk, window_start, e))?;
     if window_start + got < chunk.file_offset + chunk.len {
         return Err(shrunk(chunk, src, window_start + got));
     }
@@ -275,20 +240,19 @@ pub(crate) fn read_into_block<S>(
     Ok((chunk.file_offset - window_start) as usize)
 }
 
-/// Reads a buffered source's chunk straight into `dst`, leaving no page cache behind.
+/// Reads a buffered source's chunk straight into its part of `dst`, leaving no page cache
+/// behind.
 pub(crate) fn read_buffered<S>(
     control: &Control<'_, S>,
     src: &Source,
     chunk: &Chunk,
     dst: &Mapping,
 ) -> Result<(), LoadError> {
-    let dst_ptr = dst.ptr_at(chunk.buffer_offset as usize);
+    let mut region = claim(dst, chunk)?;
     let mut dontcache = DONTCACHE.load(Ordering::Relaxed) != 2;
     let got = loop {
         let rwf = if dontcache { RWF_DONTCACHE } else { 0 };
-        // SAFETY: the chunk's range of `dst` is in bounds (checked by the caller) and written
-        // by this thread only.
-        match unsafe { read_full(control, src, dst_ptr, chunk.len, chunk.file_offset, rwf) } {
+        match read_full(control, src, &mut region, chunk.file_offset, rwf) {
             Err(e)
                 if dontcache
                     && matches!(

@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use super::control::Control;
 use super::plan::Source;
-use crate::kernel::uring::{ReadOp, Ring};
 use crate::stats::FallbackKind;
+use crate::uring::{ReadOp, Ring};
 
 /// Reads in flight per reader thread.
 const DEPTH: u32 = 4;
@@ -27,16 +27,13 @@ thread_local! {
 /// Why io_uring cannot be used in this process, once a ring failed to set up.
 static UNAVAILABLE: OnceLock<String> = OnceLock::new();
 
-/// Reads like `read::read_full` for a direct source. `None`: io_uring is not usable here
-/// (reported as a fallback); the caller reads with `pread` from the start.
-///
-/// # Safety
-/// `dst` must be valid for writes of `len` bytes and owned by this thread during the call.
-pub(super) unsafe fn read_full<S>(
+/// Reads like `read::read_full` for a direct source, into all of `dst` from file `offset`.
+/// `None`: io_uring is not usable here (reported as a fallback); the caller reads with
+/// `pread` from the start.
+pub(super) fn read_full<S>(
     control: &Control<'_, S>,
     src: &Source,
-    dst: *mut u8,
-    len: u64,
+    dst: &mut [u8],
     offset: u64,
 ) -> Option<io::Result<u64>> {
     if let Some(why) = UNAVAILABLE.get() {
@@ -61,6 +58,7 @@ pub(super) unsafe fn read_full<S>(
         }
         let ring = slot.as_mut()?;
         let align = src.align();
+        let len = dst.len() as u64;
         let mut done = 0u64;
         'batches: while done < len {
             let rest = len - done;
@@ -69,23 +67,17 @@ pub(super) unsafe fn read_full<S>(
                 .div_ceil(pieces)
                 .div_ceil(align)
                 .saturating_mul(align)
-                .min(MAX_PIECE / align * align);
+                .min(MAX_PIECE / align * align) as usize;
+            // Disjoint pieces of what is left, at most `depth` of them.
             let mut ops = Vec::with_capacity(ring.depth());
-            let mut at = done;
-            while at < len && ops.len() < ring.depth() {
-                let piece_len = piece.min(len - at);
-                ops.push(ReadOp {
-                    // SAFETY: `at < len`, so the pointer stays inside `dst`'s `len` bytes.
-                    dst: unsafe { dst.add(at as usize) },
-                    len: piece_len as u32,
-                    offset: offset + at,
-                });
+            let mut at = offset + done;
+            for buf in dst[done as usize..].chunks_mut(piece).take(ring.depth()) {
+                let piece_len = buf.len() as u64;
+                ops.push(ReadOp { buf, offset: at });
                 at += piece_len;
             }
             let start = Instant::now();
-            // SAFETY: the ops cover disjoint parts of `dst`, which this thread owns for the
-            // call (this function's contract); at most `depth` ops.
-            let results = match unsafe { ring.read_all(src.fd(), &ops) } {
+            let results = match ring.read_all(src.fd(), &mut ops) {
                 Ok(results) => results,
                 Err(e) => {
                     // The ring itself failed: drop it and let pread read everything again.
@@ -100,7 +92,7 @@ pub(super) unsafe fn read_full<S>(
             control.note_io(start, Instant::now());
             for (op, result) in ops.iter().zip(results) {
                 match result {
-                    Ok(n) if n == op.len as usize => done += n as u64,
+                    Ok(n) if n == op.buf.len() => done += n as u64,
                     Ok(n) => {
                         done += n as u64;
                         // Nothing, or an unaligned tail: end of file. Otherwise the device

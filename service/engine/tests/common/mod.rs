@@ -8,7 +8,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use dmaload_engine::kernel::dma_buf::copy_out;
+use dmaload_abi::dma_buf::copy_out;
 use dmaload_engine::{
     BufferKind, CancelToken, Engine, EngineConfig, IoMode, LoadRequest, LoadedBuffer, NoProgress,
     Owner, Segment, Tunables,

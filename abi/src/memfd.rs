@@ -1,4 +1,5 @@
-//! Sealed memfds: the memory behind the udmabuf and memfd backends.
+//! Sealed memfds (`memfd_create`, `F_ADD_SEALS`, `MFD_HUGETLB`): the memory behind the
+//! udmabuf and memfd backends, and how the kernel is configured to back them.
 
 use std::ffi::CString;
 use std::io;
@@ -43,13 +44,13 @@ impl Memfd {
         let name = CString::new(name).map_err(io::Error::other)?;
         let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING | extra_flags;
         // SAFETY: `name` is NUL-terminated; the returned fd is owned only here.
-        let raw = super::check(unsafe { libc::memfd_create(name.as_ptr(), flags) })?;
+        let raw = crate::syscall::result(unsafe { libc::memfd_create(name.as_ptr(), flags) })?;
         // SAFETY: `raw` is a fresh fd nobody else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         let len =
             libc::off_t::try_from(size).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
         // SAFETY: plain syscall on an fd we own.
-        super::check(unsafe { libc::ftruncate(fd.as_raw_fd(), len) })?;
+        crate::syscall::result(unsafe { libc::ftruncate(fd.as_raw_fd(), len) })?;
         Ok(Memfd { fd, size })
     }
 
@@ -62,7 +63,9 @@ impl Memfd {
     pub fn seal_size(&self) -> io::Result<()> {
         let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
         // SAFETY: plain fcntl on an fd we own.
-        super::check(unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_ADD_SEALS, seals) })?;
+        crate::syscall::result(unsafe {
+            libc::fcntl(self.fd.as_raw_fd(), libc::F_ADD_SEALS, seals)
+        })?;
         Ok(())
     }
 

@@ -1,18 +1,21 @@
 //! io_uring reads: one thread keeps several reads of a file in flight at once, where a
 //! thread pool would need one thread per read. Android's SELinux policy denies io_uring to
 //! most domains and kernels may disable it (`kernel.io_uring_disabled`): [`Ring::new`] then
-//! fails and the caller reads with `pread`.
+//! fails and the caller reads with `pread`. The Android build leaves this module out.
+//!
+//! The only place buffer addresses go to the kernel for later use: a read's buffer is
+//! borrowed mutably for the whole [`Ring::read_all`] call, which returns only after the
+//! kernel finished with every read it accepted.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use io_uring::{opcode, types, IoUring};
 
-/// One read: `len` bytes at file `offset` into `dst`.
-#[derive(Clone, Copy, Debug)]
-pub struct ReadOp {
-    pub dst: *mut u8,
-    pub len: u32,
+/// One read: `buf.len()` bytes at file `offset` into `buf`.
+#[derive(Debug)]
+pub struct ReadOp<'a> {
+    pub buf: &'a mut [u8],
     pub offset: u64,
 }
 
@@ -20,6 +23,8 @@ pub struct ReadOp {
 pub struct Ring {
     ring: IoUring,
     depth: usize,
+    /// Entries may be left in the submission queue after a failure: never submit again.
+    broken: bool,
 }
 
 impl Ring {
@@ -27,7 +32,11 @@ impl Ring {
     pub fn new(depth: u32) -> io::Result<Ring> {
         let ring = IoUring::new(depth.max(1))?;
         let depth = ring.params().sq_entries() as usize;
-        Ok(Ring { ring, depth })
+        Ok(Ring {
+            ring,
+            depth,
+            broken: false,
+        })
     }
 
     /// Reads in flight at most per [`Ring::read_all`] call.
@@ -36,28 +45,33 @@ impl Ring {
     }
 
     /// Submits every op at once and waits for all of them; result `i` is op `i`'s byte count
-    /// or error. Returns `Err` (and nothing is in flight any more) only when the ring itself
-    /// failed; the caller should then drop the ring and read another way.
-    ///
-    /// # Safety
-    /// Every `dst` must be valid for writes of its `len` bytes and not be accessed by anyone
-    /// else until this call returns. At most [`Ring::depth`] ops.
-    pub unsafe fn read_all(
+    /// or error. Returns `Err` when the ring itself failed (nothing of ours is in flight
+    /// then, and the ring refuses further calls): the caller should read another way.
+    pub fn read_all(
         &mut self,
         fd: BorrowedFd<'_>,
-        ops: &[ReadOp],
+        ops: &mut [ReadOp<'_>],
     ) -> io::Result<Vec<io::Result<usize>>> {
-        if ops.len() > self.depth {
+        if self.broken {
+            return Err(io::Error::other("the ring failed before"));
+        }
+        if ops.len() > self.depth || ops.iter().any(|op| u32::try_from(op.buf.len()).is_err()) {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
-        for (index, op) in ops.iter().enumerate() {
-            let entry = opcode::Read::new(types::Fd(fd.as_raw_fd()), op.dst, op.len)
-                .offset(op.offset)
-                .build()
-                .user_data(index as u64);
-            // SAFETY: the buffer stays valid until its completion is reaped below (this
-            // function's contract, and it reaps every submitted op before returning).
+        for (index, op) in ops.iter_mut().enumerate() {
+            let entry = opcode::Read::new(
+                types::Fd(fd.as_raw_fd()),
+                op.buf.as_mut_ptr(),
+                op.buf.len() as u32,
+            )
+            .offset(op.offset)
+            .build()
+            .user_data(index as u64);
+            // SAFETY: the entry's buffer is `op.buf`, borrowed mutably until this function
+            // returns, and the function reaps every entry the kernel consumed before
+            // returning; entries it never consumed are never submitted (`broken`).
             if unsafe { self.ring.submission().push(&entry) }.is_err() {
+                self.broken = true;
                 return Err(io::Error::from_raw_os_error(libc::EBUSY));
             }
         }
@@ -89,8 +103,10 @@ impl Ring {
                 reaped += 1;
             }
             if let Some(e) = ring_error.take() {
-                // Entries never consumed die with the ring (the caller drops it).
+                // Every entry not reaped is still unconsumed in the submission queue: none is
+                // in flight, and `broken` keeps them from ever being submitted.
                 if ops.len() - reaped == self.ring.submission().len() {
+                    self.broken = true;
                     return Err(e);
                 }
             }

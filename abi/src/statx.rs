@@ -36,7 +36,7 @@ pub fn file_facts(fd: BorrowedFd<'_>) -> io::Result<FileFacts> {
             buf.as_mut_ptr(),
         )
     };
-    super::check(ret)?;
+    crate::syscall::result(ret)?;
     // SAFETY: statx succeeded and filled the structure (it was zeroed before, too).
     let stx = unsafe { buf.assume_init() };
     let dio = stx.stx_mask & libc::STATX_DIOALIGN != 0 && stx.stx_dio_offset_align != 0;
