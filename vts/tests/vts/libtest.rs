@@ -17,7 +17,7 @@ use libtest_mimic::{Arguments, Trial};
 
 /// Arguments Tradefed passes that libtest-mimic does not take (libtest's unstable
 /// per-test timing).
-const DROPPED: [&str; 3] = ["-Zunstable-options", "--report-time", "-Z"];
+const DROPPED: [&str; 2] = ["-Zunstable-options", "--report-time"];
 
 /// The command line: the suite's own flags, the rest for libtest-mimic.
 pub struct Cli {
