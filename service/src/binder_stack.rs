@@ -3,6 +3,21 @@
 
 use dmaload_engine::LoadError;
 
+// `adb shell cmd`: the NDK declaration and the opaque NDK types it is written over.
+#[cfg(feature = "android")]
+#[path = "ndk_shell_command.rs"]
+mod ndk;
+#[cfg(feature = "android")]
+#[allow(non_camel_case_types)]
+mod ndk_types {
+    /// `AIBinder` of `<android/binder_ibinder.h>`, only ever behind a pointer.
+    pub enum AIBinder {}
+    /// `AIBinder_Class`, only ever behind a pointer.
+    pub enum AIBinder_Class {}
+    /// `binder_status_t` (`<android/binder_status.h>`).
+    pub type binder_status_t = i32;
+}
+
 #[cfg(not(feature = "android"))]
 mod imp {
     pub use dmaload_aidl::aidl as idl;
@@ -113,51 +128,41 @@ mod imp {
     /// `AIBinder_Class_setHandleShellCommand`); the NDK parses the parcel, admits only root
     /// and shell, and answers the result receiver with our return value.
     mod shell {
-        use std::ffi::{c_char, c_int, c_void, CStr};
+        use std::ffi::{c_char, c_int, CStr};
         use std::io::Write;
         use std::os::fd::BorrowedFd;
         use std::sync::OnceLock;
 
         use binder::binder_impl::Remotable;
 
+        use crate::binder_stack::ndk;
+        use crate::binder_stack::ndk_types::{binder_status_t, AIBinder, AIBinder_Class};
         use crate::service::DmaLoaderService;
 
         /// One service per process; the handler finds it here.
         static SERVICE: OnceLock<DmaLoaderService> = OnceLock::new();
 
-        type HandleShellCommand = unsafe extern "C" fn(
-            binder: *mut c_void,
-            in_fd: c_int,
-            out_fd: c_int,
-            err_fd: c_int,
-            argv: *mut *const c_char,
-            argc: u32,
-        ) -> i32;
-
-        extern "C" {
-            fn AIBinder_Class_setHandleShellCommand(
-                clazz: *mut c_void,
-                handle_shell_command: Option<HandleShellCommand>,
-            );
-        }
-
         pub fn install_shell_command(service: &DmaLoaderService) -> bool {
             let _ = SERVICE.set(service.clone());
             let class: *const _ = super::idl::IDmaLoader::BnDmaLoader::get_class().into();
+            // The handler's type is the NDK's (checked against the header: ndk_shell_command.rs).
+            let handler: ndk::AIBinder_handleShellCommand = Some(handle);
             // SAFETY: `class` is the live, process-lifetime AIBinder_Class of BnDmaLoader;
             // the handler is a plain function valid for the whole process.
-            unsafe { AIBinder_Class_setHandleShellCommand(class as *mut c_void, Some(handle)) };
+            unsafe {
+                ndk::AIBinder_Class_setHandleShellCommand(class as *mut AIBinder_Class, handler)
+            };
             true
         }
 
         unsafe extern "C" fn handle(
-            _binder: *mut c_void,
+            _binder: *mut AIBinder,
             _in_fd: c_int,
             out_fd: c_int,
             _err_fd: c_int,
             argv: *mut *const c_char,
             argc: u32,
-        ) -> i32 {
+        ) -> binder_status_t {
             let argv: &[*const c_char] = if argv.is_null() || argc == 0 {
                 &[]
             } else {

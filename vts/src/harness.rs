@@ -119,6 +119,27 @@ impl Suite {
         self.groups.push(group);
     }
 
+    /// A finished group's outcome: `None` if it did not run in this suite, `Some(None)` if
+    /// every case passed, else `Some(Some(why))` (failed cases, or why it could not run).
+    pub fn outcome(&self, name: &str) -> Option<Option<String>> {
+        let g = self.groups.iter().find(|g| g.name == name)?;
+        if let Some(reason) = &g.not_run {
+            return Some(Some(format!("not run: {reason}")));
+        }
+        if g.failures.is_empty() && g.run == g.passed {
+            return Some(None);
+        }
+        let mut why = format!("{} of {} cases failed", g.failed(), g.run);
+        for f in g.failures.iter().take(5) {
+            why.push_str("\n  ");
+            why.push_str(f);
+        }
+        if g.failures.len() > 5 {
+            why.push_str(&format!("\n  ... {} more", g.failures.len() - 5));
+        }
+        Some(Some(why))
+    }
+
     /// Prints every group's line again (the report's last lines) and returns the exit status:
     /// 0 only if no case failed and, when `require_all` is set, every group ran.
     pub fn summarize(&self, require_all: bool) -> i32 {

@@ -26,3 +26,9 @@ pub mod validation;
 pub fn in_virtual_device() -> bool {
     std::env::var_os("DMALOAD_GUEST").is_some_and(|v| v == "1")
 }
+
+/// True where the device groups can run: the virtual device, or an Android device (the
+/// Soong build, run by Tradefed).
+pub fn on_device() -> bool {
+    cfg!(target_os = "android") || in_virtual_device()
+}

@@ -1,15 +1,18 @@
 //! The dmaload vendor test suite. One binary, groups inside; each prints
-//! `vts group <name>: <run> cases run, <passed> passed, <failed> failed`.
+//! `vts group <name>: <run> cases run, <passed> passed, <failed> failed`, and each is one
+//! libtest test (`libtest.rs`), as Tradefed's RustBinaryTest runs it.
 //!
-//!   cargo test -p dmaload-vts --test vts [-- --group NAME]...
+//!   cargo test -p dmaload-vts --test vts [-- --group NAME]... [-- FILTER --exact --list]
 //!
-//! Groups that need the virtual device (binder, dma-heaps, udmabuf) run only there
-//! (`tools/test.d/70-vts`); elsewhere they print NOT RUN, never "passed". Inside the virtual
-//! device, or with `--require-device`, a group that cannot run is a failure.
+//! Groups that need a device (binder, dma-heaps, udmabuf: the virtual device of
+//! `tools/test.d/70-vts`, or Android) run only there; elsewhere they are libtest's `ignored`
+//! and print NOT RUN, never "passed". On a device, or with `--require-device`, a group that
+//! cannot run is a failure.
 //!
-//! Environment: `DMALOAD_VTS_DIR` (test files; default /data/vts in the device, a directory
-//! under target/ on hosts), `DMALOAD_VTS_PROP_CASES` (generated validation cases, default
-//! 400), `DMALOAD_VTS_SEED` (the property seed, default fixed so CI is reproducible).
+//! Environment: `DMALOAD_VTS_DIR` (test files; default /data/vts in the virtual device,
+//! /data/local/tmp/dmaload-vts on Android, a directory under target/ on hosts),
+//! `DMALOAD_VTS_PROP_CASES` (generated validation cases, default 400), `DMALOAD_VTS_SEED`
+//! (the property seed, default fixed so CI is reproducible).
 
 #![deny(
     unsafe_op_in_unsafe_fn,
@@ -19,6 +22,7 @@
 
 mod bad_input;
 mod function;
+mod libtest;
 mod parcel;
 mod service;
 mod stress;
@@ -45,26 +49,49 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// Every group, in the order they run: `faults` kills the service, so it runs last.
+const GROUPS: [&str; 7] = [
+    "validation-model",
+    "parcel-decoding",
+    "function",
+    "bad-input",
+    "load",
+    "caps",
+    "faults",
+];
+/// The groups that need the service, binder and dma-heaps.
+const DEVICE_GROUPS: [&str; 5] = ["function", "bad-input", "load", "caps", "faults"];
+
 fn main() {
-    let mut groups: Vec<String> = Vec::new();
-    let mut require_device = dmaload_vts::in_virtual_device();
-    let all: Vec<String> = std::env::args().skip(1).collect();
-    if all.first().is_some_and(|a| a == "--worker") {
-        std::process::exit(stress::worker(&all[1..]));
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).is_some_and(|a| a == "--worker") {
+        std::process::exit(stress::worker(&argv[2..]));
     }
-    let mut args = all.into_iter();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--group" => groups.extend(args.next()),
-            "--require-device" => require_device = true,
-            // libtest flags cargo may pass (`--nocapture`, `--test-threads=1`, ...).
-            _ => {}
-        }
+    let cli = libtest::Cli::parse(argv);
+    let require_device = cli.require_device || dmaload_vts::on_device();
+    let ignored = |name: &str| DEVICE_GROUPS.contains(&name) && !require_device;
+    let mut entries: Vec<libtest::Entry> = GROUPS
+        .iter()
+        .map(|&name| libtest::Entry {
+            name,
+            ignored: ignored(name),
+            outcome: None,
+        })
+        .collect();
+    if cli.args.list {
+        libtest::list(&cli, &entries);
     }
-    let default_dir = if dmaload_vts::in_virtual_device() {
+
+    let default_dir = if cfg!(target_os = "android") {
+        PathBuf::from("/data/local/tmp/dmaload-vts")
+    } else if dmaload_vts::in_virtual_device() {
         PathBuf::from("/data/vts")
     } else {
-        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("vts")
+        // Soong sets no CARGO_* variable: an Android build takes the branch above.
+        option_env!("CARGO_TARGET_TMPDIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir)
+            .join("vts")
     };
     let options = Options {
         dir: std::env::var_os("DMALOAD_VTS_DIR")
@@ -75,7 +102,8 @@ fn main() {
         big: env_u64("DMALOAD_VTS_BIG", 1) == 1,
         loads_per_client: env_u64("DMALOAD_VTS_LOADS_PER_CLIENT", 100) as u32,
     };
-    let selected = |name: &str| groups.is_empty() || groups.iter().any(|g| g == name);
+    let runs = |e: &libtest::Entry| cli.selected(e.name, e.ignored) && cli.runs(e.ignored);
+    let selected = |name: &str| entries.iter().any(|e| e.name == name && runs(e));
 
     let mut suite = Suite::new();
     if selected("validation-model") {
@@ -84,9 +112,7 @@ fn main() {
     if selected("parcel-decoding") {
         suite.finish_group(parcel::run(&options));
     }
-    // `faults` kills the service: it runs last.
-    let device_groups = ["function", "bad-input", "load", "caps", "faults"];
-    let wanted: Vec<&str> = device_groups
+    let wanted: Vec<&str> = DEVICE_GROUPS
         .iter()
         .copied()
         .filter(|g| selected(g))
@@ -94,15 +120,23 @@ fn main() {
     if !wanted.is_empty() {
         run_device_groups(&options, &wanted, &mut suite);
     }
-    std::process::exit(suite.summarize(require_device));
+    let status = suite.summarize(require_device);
+    for e in &mut entries {
+        e.outcome = suite.outcome(e.name).map(|failure| match failure {
+            None => libtest::Outcome::Passed,
+            Some(why) => libtest::Outcome::Failed(why),
+        });
+    }
+    let reported = libtest::report(&cli, entries);
+    std::process::exit(if status == 0 && reported { 0 } else { 1 });
 }
 
 /// The groups that need the service, binder and dma-heaps: only in the virtual device.
 fn run_device_groups(options: &Options, wanted: &[&str], suite: &mut Suite) {
-    if !dmaload_vts::in_virtual_device() {
+    if !dmaload_vts::on_device() {
         for name in wanted {
             let mut g = Group::new(name);
-            g.not_run("needs the virtual device: tools/test.d/70-vts runs it there");
+            g.not_run("needs a device: tools/test.d/70-vts runs it in the virtual device");
             suite.finish_group(g);
         }
         return;
