@@ -1,24 +1,54 @@
-//! Generates the host (rsbinder) Rust bindings from the same `.aidl` files Soong compiles.
+//! Generates the host (rsbinder) Rust bindings from the same `.aidl` files Soong compiles:
+//! the sources (the version under development, or the newest frozen one) and every frozen
+//! version in `aidl_api/`, so tests can speak an older version to a newer peer and back.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-fn main() {
-    let dir = PathBuf::from("vendor/dmaload");
+/// The version the sources are: the next one while `current/` is unfrozen.
+const SOURCES_VERSION: i32 = 2;
+/// Frozen versions whose bindings are generated too (`aidl_api/vendor.dmaload/<N>`).
+const FROZEN: &[i32] = &[1];
+
+fn aidl_files(dir: &Path) -> Vec<PathBuf> {
     println!("cargo:rerun-if-changed={}", dir.display());
-    let mut sources: Vec<PathBuf> = std::fs::read_dir(&dir)
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|path| path.extension().is_some_and(|ext| ext == "aidl"))
         .collect();
-    sources.sort();
-    let builder = sources.into_iter().fold(
+    files.sort();
+    files
+}
+
+fn generate(dir: &Path, version: i32, hash: &str, output: &str) {
+    let builder = aidl_files(dir).into_iter().fold(
         rsbinder_aidl::Builder::new().set_async_support(false),
-        |b, src| b.source(src),
+        |b, src| b.source(src).version(version).hash(hash),
     );
-    if let Err(err) = builder
-        .output(PathBuf::from("vendor_dmaload.rs"))
-        .generate()
-    {
-        panic!("generating the vendor.dmaload bindings: {err:?}");
+    if let Err(err) = builder.output(PathBuf::from(output)).generate() {
+        panic!("generating {output} from {}: {err:?}", dir.display());
+    }
+}
+
+fn main() {
+    generate(
+        Path::new("vendor/dmaload"),
+        SOURCES_VERSION,
+        "notfrozen",
+        "vendor_dmaload.rs",
+    );
+    for &version in FROZEN {
+        let root = PathBuf::from(format!("aidl_api/vendor.dmaload/{version}"));
+        let hash_file = root.join(".hash");
+        println!("cargo:rerun-if-changed={}", hash_file.display());
+        let hash = std::fs::read_to_string(&hash_file)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", hash_file.display()));
+        let hash = hash.lines().last().unwrap_or_default().trim().to_string();
+        generate(
+            &root.join("vendor/dmaload"),
+            version,
+            &hash,
+            &format!("vendor_dmaload_v{version}.rs"),
+        );
     }
 }

@@ -327,6 +327,7 @@ fn to_wire(request: &LoadRequest) -> Result<idl::LoadRequest::LoadRequest> {
             r#fileOffset: to_i64(seg.file_offset, "file offset")?,
             r#length: to_i64(seg.length, "segment length")?,
             r#bufferOffset: to_i64(seg.buffer_offset, "buffer offset")?,
+            ..Default::default()
         });
     }
     Ok(idl::LoadRequest::LoadRequest {
@@ -338,6 +339,7 @@ fn to_wire(request: &LoadRequest) -> Result<idl::LoadRequest::LoadRequest> {
             r#gatherSize: to_i64(request.gather_size(), "gather size")?,
             ..Default::default()
         },
+        ..Default::default()
     })
 }
 

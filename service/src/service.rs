@@ -170,7 +170,9 @@ impl DmaLoaderService {
                     .iter()
                     .map(|f| format!("{:?}: {}", f.kind, f.reason))
                     .collect(),
+                ..Default::default()
             },
+            ..Default::default()
         }
     }
 
@@ -455,6 +457,7 @@ impl idl::IDmaLoader::IDmaLoader for DmaLoaderService {
                 globalAvailableBytes: clamp_i64(
                     cfg.global_cap_bytes.saturating_sub(total.charged_bytes),
                 ),
+                ..Default::default()
             }
         });
         self.check(r)
@@ -474,6 +477,7 @@ impl idl::IDmaLoader::IDmaLoader for DmaLoaderService {
                 liveBuffers: i32::try_from(buffers).unwrap_or(i32::MAX),
                 loadsInFlight: i32::try_from(self.inner.engine.total_usage().loads_in_flight)
                     .unwrap_or(i32::MAX),
+                ..Default::default()
             }
         });
         self.check(r)

@@ -152,6 +152,7 @@ fn request(
                     fileOffset: file_offset,
                     length,
                     bufferOffset: buffer_offset,
+                    ..Default::default()
                 },
             )
             .collect(),

@@ -39,6 +39,7 @@ pub fn build(v: &Fields) -> LoadRequest {
                 r#fileOffset: o,
                 r#length: l,
                 r#bufferOffset: b,
+                ..Default::default()
             })
             .collect(),
         r#backend: v.1.clone(),
@@ -50,6 +51,7 @@ pub fn build(v: &Fields) -> LoadRequest {
             r#readerThreads: v.4 .2,
             ..Default::default()
         },
+        ..Default::default()
     }
 }
 

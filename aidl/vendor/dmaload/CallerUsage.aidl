@@ -27,4 +27,15 @@ parcelable CallerUsage {
     int loadsInFlight;
     /** Bytes the service as a whole may still hand out. */
     long globalAvailableBytes;
+    /** Version 2: working memory (bounce blocks, read buffers) of this uid's loads in flight. */
+    long workingBytes;
+    /** Version 2: shareable requests answered with a buffer already loaded or in flight. */
+    long reuseHits;
+    /** Version 2: shareable requests that had to be loaded. */
+    long reuseMisses;
+    /** Version 2: file bytes not read thanks to reuse. */
+    long reuseBytesSaved;
+    /** Version 2: released shareable buffers kept warm for this uid, and their bytes. */
+    int cachedBuffers;
+    long cachedBytes;
 }

@@ -58,4 +58,16 @@ enum ErrorCode {
     NOT_FOUND = 16,
     /** A bug in the service; the message has details. */
     INTERNAL = 17,
+    /**
+     * Version 2: the request names more distinct files than IDmaLoader.MAX_FILES (or, in the
+     * version 1 layout, carries more segment fds than the service accepts). Put several
+     * segments of one file behind one LoadRequest.files entry, or split the load.
+     */
+    TOO_MANY_FILES = 18,
+    /**
+     * Version 2: a digest in LoadRequest.expectedDigests differs from the one the service
+     * computed while loading (or the kernel measured). Nothing was handed out and every byte
+     * was freed; the file is not the one expected.
+     */
+    DIGEST_MISMATCH = 19,
 }

@@ -19,12 +19,16 @@ package vendor.dmaload;
 /**
  * One range of one file, placed at an offset in the buffer.
  *
- * The service reads |fd| as it is: it never re-opens it and never changes its flags, so open
- * the file with O_RDONLY | O_DIRECT for direct I/O.
+ * The service reads the file as it is: it never re-opens it and never changes its flags, so
+ * open the file with O_RDONLY | O_DIRECT for direct I/O.
+ *
+ * Version 1 layout: every segment carries its file in |fd|. Version 2 layout: the request's
+ * distinct files travel once in LoadRequest.files and each segment names its file with
+ * |fileIndex|, leaving |fd| null.
  */
 @VintfStability
 parcelable FileSegment {
-    /** A regular file open for reading. Required. */
+    /** A regular file open for reading. Required when |fileIndex| is -1, null otherwise. */
     @nullable ParcelFileDescriptor fd;
     /** Byte offset in the file; >= 0. */
     long fileOffset;
@@ -32,4 +36,9 @@ parcelable FileSegment {
     long length;
     /** Where the bytes go in the buffer; >= 0. Segments must not overlap. */
     long bufferOffset;
+    /**
+     * Version 2: index of this segment's file in LoadRequest.files, or -1 (the default, and
+     * what a version 1 client sends) when the file is in |fd|.
+     */
+    int fileIndex = -1;
 }

@@ -33,6 +33,14 @@ import vendor.dmaload.ServiceState;
  */
 @VintfStability
 interface IDmaLoader {
+    /**
+     * Version 2: most distinct files one request may name (LoadRequest.files); fits every
+     * binder transport the service is reached by. More: TOO_MANY_FILES.
+     */
+    const int MAX_FILES = 64;
+    /** Version 2: longest LoadRequest.name in bytes; longer: INVALID_ARGUMENT. */
+    const int MAX_NAME_BYTES = 200;
+
     /** Loads and blocks until done. */
     LoadResult load(in LoadRequest request);
     /** Starts a load; |callback| gets progress and the result. Dies with the caller. */

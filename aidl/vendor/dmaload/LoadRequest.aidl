@@ -16,6 +16,8 @@
 
 package vendor.dmaload;
 
+import vendor.dmaload.Digest;
+import vendor.dmaload.DigestAlgorithm;
 import vendor.dmaload.FileSegment;
 import vendor.dmaload.IoMode;
 import vendor.dmaload.Tunables;
@@ -31,7 +33,36 @@ parcelable LoadRequest {
      */
     @utf8InCpp String backend = "auto";
     IoMode ioMode = IoMode.AUTO;
-    /** A debug name; the service prefixes it with the caller's uid in the dma-buf name. */
+    /**
+     * A debug name of at most IDmaLoader.MAX_NAME_BYTES bytes; the service prefixes it with the
+     * caller's uid in the dma-buf name.
+     */
     @utf8InCpp String name;
     Tunables tunables;
+    /**
+     * Version 2: the request's distinct files, each sent once (at most IDmaLoader.MAX_FILES),
+     * regular files open for reading. Segments name theirs by FileSegment.fileIndex. Empty:
+     * every segment carries its own fd (the version 1 layout); the two layouts do not mix.
+     * Null and empty mean the same.
+     */
+    @nullable ParcelFileDescriptor[] files;
+    /**
+     * Version 2: digests to compute while loading, for every segment (LoadResult.digests). The
+     * bytes are hashed as they arrive, never in a second pass over the buffer.
+     */
+    DigestAlgorithm[] digests = {};
+    /**
+     * Version 2: digests the segments must have. The service computes each (or reads the
+     * kernel's fs-verity measurement) and fails the load with DIGEST_MISMATCH if one differs;
+     * nothing is handed out then. Null and empty mean the same.
+     */
+    @nullable Digest[] expectedDigests;
+    /**
+     * Version 2: the caller accepts a buffer shared with other shareable requests of its own
+     * uid for the same content (same file identity, ranges, backend and digests): a live
+     * buffer, a load of it in flight, or one kept warm after its release. LoadResult.reuse
+     * says which. The buffer is then the same memory for every holder: do not write to it.
+     * Never shared across uids; a request without this flag always gets its own buffer.
+     */
+    boolean shareable;
 }

@@ -16,7 +16,9 @@
 
 package vendor.dmaload;
 
+import vendor.dmaload.Digest;
 import vendor.dmaload.LoadStats;
+import vendor.dmaload.Reuse;
 
 /** A completely loaded buffer. The caller owns |buffer|. */
 @VintfStability
@@ -33,4 +35,11 @@ parcelable LoadResult {
     /** The name the buffer carries (dma-buf name / memfd name). */
     @utf8InCpp String name;
     LoadStats stats;
+    /**
+     * Version 2: the digests of the segments, as LoadRequest.digests and expectedDigests asked
+     * (Digest.fromKernel tells a kernel fs-verity measurement from a computed one).
+     */
+    @nullable Digest[] digests;
+    /** Version 2: whether the buffer was loaded for this request or reused. */
+    Reuse reuse = Reuse.NONE;
 }

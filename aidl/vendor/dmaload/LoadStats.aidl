@@ -31,4 +31,11 @@ parcelable LoadStats {
     long bytesBounced;
     /** Every fallback taken, as "kind: reason". */
     @utf8InCpp String[] fallbacks;
+    /** Version 2: time spent computing digests, summed over threads (overlaps the reads). */
+    long digestNs;
+    /**
+     * Version 2: memory the service used for the load beside the buffer (bounce blocks, read
+     * buffers), charged to the caller while the load ran.
+     */
+    long workingBytes;
 }

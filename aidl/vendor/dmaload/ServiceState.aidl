@@ -27,4 +27,9 @@ parcelable ServiceState {
     int liveBuffers;
     /** Loads running now, all callers. */
     int loadsInFlight;
+    /** Version 2: working memory (bounce blocks, read buffers) of the loads running now. */
+    long workingBytes;
+    /** Version 2: buffers kept warm after their release (warm reuse), all uids, and bytes. */
+    int cachedBuffers;
+    long cachedBytes;
 }

@@ -261,6 +261,7 @@ pub fn segment(
         r#fileOffset: file_offset,
         length,
         r#bufferOffset: buffer_offset,
+        ..Default::default()
     }
 }
 
@@ -271,6 +272,7 @@ pub fn request(segments: Vec<FileSegment>, backend: &str, io: IoMode, name: &str
         r#ioMode: io,
         r#name: name.to_string(),
         r#tunables: Tunables::default(),
+        ..Default::default()
     }
 }
 

@@ -40,4 +40,10 @@ parcelable CallerUsage {
   int buffers;
   int loadsInFlight;
   long globalAvailableBytes;
+  long workingBytes;
+  long reuseHits;
+  long reuseMisses;
+  long reuseBytesSaved;
+  int cachedBuffers;
+  long cachedBytes;
 }

@@ -32,8 +32,7 @@
 // later when a module using the interface is updated, e.g., Mainline modules.
 
 package vendor.dmaload;
-@VintfStability
-@Backing(type="int")
+@Backing(type="int") @VintfStability
 enum ErrorCode {
   INVALID_ARGUMENT = 1,
   BAD_FD = 2,
@@ -52,4 +51,6 @@ enum ErrorCode {
   PERMISSION_DENIED = 15,
   NOT_FOUND = 16,
   INTERNAL = 17,
+  TOO_MANY_FILES = 18,
+  DIGEST_MISMATCH = 19,
 }

@@ -38,4 +38,5 @@ parcelable FileSegment {
   long fileOffset;
   long length;
   long bufferOffset;
+  int fileIndex = (-1) /* -1 */;
 }

@@ -41,4 +41,6 @@ interface IDmaLoader {
   vendor.dmaload.CallerUsage getUsage();
   @utf8InCpp String debugDump(in @utf8InCpp String[] args);
   vendor.dmaload.ServiceState getServiceState();
+  const int MAX_FILES = 64;
+  const int MAX_NAME_BYTES = 200;
 }

@@ -33,8 +33,8 @@
 
 package vendor.dmaload;
 @VintfStability
-oneway interface ILoadCallback {
-  void onProgress(long loadedBytes, long totalBytes);
-  void onComplete(in vendor.dmaload.LoadResult result);
-  void onError(int errorCode, @utf8InCpp String message);
+interface ILoadCallback {
+  oneway void onProgress(long loadedBytes, long totalBytes);
+  oneway void onComplete(in vendor.dmaload.LoadResult result);
+  oneway void onError(int errorCode, @utf8InCpp String message);
 }

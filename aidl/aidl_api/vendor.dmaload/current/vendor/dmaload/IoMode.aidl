@@ -32,8 +32,7 @@
 // later when a module using the interface is updated, e.g., Mainline modules.
 
 package vendor.dmaload;
-@VintfStability
-@Backing(type="int")
+@Backing(type="int") @VintfStability
 enum IoMode {
   AUTO = 0,
   DIRECT = 1,

@@ -39,4 +39,8 @@ parcelable LoadRequest {
   vendor.dmaload.IoMode ioMode = vendor.dmaload.IoMode.AUTO;
   @utf8InCpp String name;
   vendor.dmaload.Tunables tunables;
+  @nullable ParcelFileDescriptor[] files;
+  vendor.dmaload.DigestAlgorithm[] digests = {};
+  @nullable vendor.dmaload.Digest[] expectedDigests;
+  boolean shareable;
 }

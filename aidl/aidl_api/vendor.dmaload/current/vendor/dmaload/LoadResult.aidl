@@ -41,4 +41,6 @@ parcelable LoadResult {
   boolean isDmaBuf;
   @utf8InCpp String name;
   vendor.dmaload.LoadStats stats;
+  @nullable vendor.dmaload.Digest[] digests;
+  vendor.dmaload.Reuse reuse = vendor.dmaload.Reuse.NONE;
 }

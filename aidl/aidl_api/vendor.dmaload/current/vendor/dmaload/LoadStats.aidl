@@ -43,4 +43,6 @@ parcelable LoadStats {
   long bytesBuffered;
   long bytesBounced;
   @utf8InCpp String[] fallbacks;
+  long digestNs;
+  long workingBytes;
 }

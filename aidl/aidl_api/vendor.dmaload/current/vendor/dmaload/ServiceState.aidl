@@ -38,4 +38,7 @@ parcelable ServiceState {
   long outstandingBufferBytes;
   int liveBuffers;
   int loadsInFlight;
+  long workingBytes;
+  int cachedBuffers;
+  long cachedBytes;
 }
