@@ -16,6 +16,7 @@ pub mod buffers;
 pub mod config;
 pub mod counters;
 pub mod dump;
+pub mod panic_log;
 pub mod progress_relay;
 pub mod service;
 
