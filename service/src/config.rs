@@ -77,6 +77,7 @@ impl Config {
             "gather_size" => e.default_tunables.gather_size = parse_size(value)?,
             "chunk_size" => e.default_tunables.chunk_size = parse_size(value)?,
             "reader_threads" => e.default_tunables.reader_threads = parse_num(value)?,
+            "worker_threads" => e.worker_threads = parse_num(value)?,
             "allowed_backends" => e.allowed_backends = list(value).map(String::from).collect(),
             "io_engine" => {
                 e.io_engine = IoEngine::parse(value).with_context(|| {
@@ -129,7 +130,8 @@ impl Config {
         format!(
             "global_cap = {}\ncaller_cap = {}\nmax_buffer = {}\nmax_loads = {}\n\
              max_loads_per_caller = {}\nmax_segments = {}\nmin_available_after = {}\ngather_size = {}\nchunk_size = {}\n\
-             reader_threads = {}\nio_engine = {}\nhugetlb = {}\nallowed_backends = {backends}\n\
+             reader_threads = {}\nworker_threads = {}\nio_engine = {}\nhugetlb = {}\n\
+             allowed_backends = {backends}\n\
              allowed_uids = {uids}\n\
              threads = {}\nsocket_mode = {:o}\n",
             e.global_cap_bytes,
@@ -142,6 +144,7 @@ impl Config {
             t.gather_size,
             t.chunk_size,
             t.reader_threads,
+            e.worker_threads,
             e.io_engine.name(),
             e.hugetlb,
             self.threads,

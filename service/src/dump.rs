@@ -8,9 +8,10 @@ dmaloadd views (dumpsys vendor.dmaload.IDmaLoader/default [view...]):
   config     settings in force (caps, threads, allowed backends/uids)
   backends   heaps and other backends with their limits
   buffers    live buffers: id, owner uid/pid, name, size, backend, age
-  usage      per-uid usage and the service total
+  usage      per-uid usage (buffers charged, working memory of loads running) and the total
   stats      counters: loads, bytes, failures by code, latency percentiles
-  state      open fds, outstanding buffer bytes, watched processes
+  state      open fds, outstanding buffer bytes, working memory, kept bounce blocks,
+             worker threads, watched processes
   --help     this list
 ";
 
@@ -94,16 +95,19 @@ fn usage(service: &DmaLoaderService) -> String {
     for uid in uids {
         let u = service.engine().usage(uid);
         out += &format!(
-            "uid {uid}: charged={} charges={} loads_in_flight={}\n",
-            u.charged_bytes, u.charges, u.loads_in_flight
+            "uid {uid}: charged={} charges={} loads_in_flight={} working={}\n",
+            u.charged_bytes, u.charges, u.loads_in_flight, u.working_bytes
         );
     }
     let t = service.engine().total_usage();
+    let (pooled, _) = service.engine().pooled_bytes();
     out += &format!(
-        "total: charged={} charges={} loads_in_flight={} global_cap={}\n",
+        "total: charged={} charges={} loads_in_flight={} working={} pooled={} global_cap={}\n",
         t.charged_bytes,
         t.charges,
         t.loads_in_flight,
+        t.working_bytes,
+        pooled,
         service.config().engine.global_cap_bytes
     );
     out
@@ -112,9 +116,17 @@ fn usage(service: &DmaLoaderService) -> String {
 fn state(service: &DmaLoaderService) -> String {
     let (buffers, bytes) = service.buffers().outstanding();
     let (watched, reaped) = service.buffers().watch_counts();
+    let engine = service.engine();
+    let (pooled, max_pooled) = engine.pooled_bytes();
+    let (workers, max_workers) = engine.worker_threads();
     format!(
         "open_fds = {}\nlive_buffers = {buffers}\noutstanding_buffer_bytes = {bytes}\n\
-         watched_processes = {watched}\nreaped_processes = {reaped}\n",
-        crate::service::open_fd_count()
+         working_bytes = {}\npooled_block_bytes = {pooled} (at most {max_pooled})\n\
+         worker_threads = {workers} (at most {max_workers})\n\
+         watched_processes = {watched}\nreaped_processes = {reaped}\n\
+         reaper_wakeups = {}\n",
+        crate::service::open_fd_count(),
+        engine.total_usage().working_bytes,
+        service.buffers().reaper_wakeups(),
     )
 }
