@@ -41,8 +41,9 @@ parcelable Tunables {
     int populateThreads;
     /**
      * Bounce blocks of a chunk each in the dma-heap ring (default 4; at most 256, and
-     * bounceBuffers × chunkSize at most 1 GiB). Version 2: the ring holds at least
-     * readerThreads + 1 blocks, within the 1 GiB.
+     * bounceBuffers × chunkSize at most 1 GiB). Version 2: the ring holds
+     * max(bounceBuffers, readerThreads + 1) blocks, no more than the load has chunks, within
+     * the 1 GiB.
      */
     int bounceBuffers;
 }

@@ -4,7 +4,8 @@
 //! * memfd/udmabuf: one bounce block per reader when a source is read direct (unaligned
 //!   heads and tails, or whole chunks whose file and buffer offsets differ in alignment).
 //! * dma-heap: a ring of blocks of one chunk each (O_DIRECT cannot target a dma-heap
-//!   mapping), `max(bounce_buffers, readers + 1)` of them, at most [`MAX_WORKING_BYTES`].
+//!   mapping), `max(bounce_buffers, readers + 1)` of them, no more than there are direct
+//!   chunks, at most [`MAX_WORKING_BYTES`].
 //!
 //! The threads that read, populate and copy come from the engine's pool and keep nothing of
 //! a load; their io_uring rings (a few pages each) belong to them, not to the load.
@@ -127,11 +128,10 @@ fn heap_choices(plan: &Plan, pool: usize) -> Vec<Working> {
     let longest = direct.iter().map(|c| c.len).max().unwrap_or(0);
     // A block holds a chunk's aligned window: the chunk plus at most an alignment each side.
     let block_len = page_round(longest.min(plan.knobs.chunk_size) + 2 * max_align) as usize;
-    let ring_max = if direct.is_empty() {
-        0
-    } else {
-        (direct.len() + 1).min((MAX_WORKING_BYTES / block_len as u64).max(1) as usize)
-    };
+    // No more blocks than direct chunks: a block holds one chunk until it is copied.
+    let ring_max = direct
+        .len()
+        .min((MAX_WORKING_BYTES / block_len as u64).max(1) as usize);
     let copiers = usize::from(!direct.is_empty());
     if plan.buffer_size <= INLINE_MAX {
         return vec![Working {
