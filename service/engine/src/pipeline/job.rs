@@ -11,7 +11,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 
-use super::pool::{Help, WorkerPool};
+use super::pool::{Help, Visits, WorkerPool};
 use super::tally::Tally;
 use crate::cancel::{CancelToken, Wake};
 use crate::error::{load_err, LoadError};
@@ -50,6 +50,8 @@ pub(crate) struct Job<S: Steps> {
     max_workers: usize,
     /// Times a waiting thread woke up (a wait that wakes on events only wakes for them).
     wakeups: AtomicU64,
+    /// The pool's workers holding the job.
+    visits: Arc<Visits>,
 }
 
 struct Inner<T> {
@@ -89,6 +91,7 @@ impl<S: Steps> Job<S> {
             bytes_total,
             max_workers: max_workers.max(1),
             wakeups: AtomicU64::new(0),
+            visits: Arc::default(),
         })
     }
 
@@ -115,7 +118,8 @@ impl<S: Steps> Job<S> {
 
     /// Runs the job on the calling thread with `helpers` of `pool`'s workers, reports
     /// progress to `progress` from this thread, and returns once every step ran (or one
-    /// failed, or the load was cancelled) and every helper has left.
+    /// failed, or the load was cancelled) and no helper holds the job any more: what the
+    /// steps own goes with the caller's last reference.
     pub(crate) fn drive(
         self: &Arc<Self>,
         cancel: &CancelToken,
@@ -133,16 +137,14 @@ impl<S: Steps> Job<S> {
             self.lock().workers += 1;
             let _member = Member(self);
             if helpers > 0 {
-                pool.submit(&request, helpers);
+                pool.submit(&request, &self.visits, helpers);
             }
             self.work(Some(&mut relay));
         }
-        pool.withdraw(&request);
+        // Helpers still running a step finish it and leave; none joins any more.
+        self.lock().closed = true;
+        pool.withdraw(&request, &self.visits);
         let mut inner = self.lock();
-        inner.closed = true;
-        while inner.workers > 0 {
-            inner = self.wait(inner);
-        }
         if let Some(err) = inner.error.take() {
             return Err(err);
         }

@@ -4,7 +4,9 @@
 //!
 //! Threads start on demand, up to the pool's size, and then stay. A load never depends on a
 //! worker turning up: its own thread can run every step, so loads that wait behind others
-//! for workers are slower, never stuck.
+//! for workers are slower, never stuck. When a load ends, [`WorkerPool::withdraw`] returns
+//! only once no worker holds it any more, so what the load owns (the caller's fds, the
+//! buffer's mapping) is gone when the load returns.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
@@ -34,10 +36,43 @@ impl std::fmt::Debug for Shared {
     }
 }
 
+/// The workers holding one load: a worker counts itself in when it takes a request (under
+/// the queue's lock) and out after it let go of the load.
+#[derive(Debug, Default)]
+pub(crate) struct Visits {
+    inside: Mutex<usize>,
+    left: Condvar,
+}
+
+impl Visits {
+    fn inside(&self) -> MutexGuard<'_, usize> {
+        self.inside.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn enter(&self) {
+        *self.inside() += 1;
+    }
+
+    fn leave(&self) {
+        *self.inside() -= 1;
+        self.left.notify_all();
+    }
+
+    fn wait_none(&self) {
+        let mut inside = self.inside();
+        while *inside > 0 {
+            inside = self.left.wait(inside).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+/// A request for a worker: the load, and its visits.
+type Request = (Weak<dyn Help>, Arc<Visits>);
+
 #[derive(Default)]
 struct Queue {
-    /// One entry per worker asked for; a load that ended can no longer be upgraded.
-    requests: VecDeque<Weak<dyn Help>>,
+    /// One entry per worker asked for.
+    requests: VecDeque<Request>,
     idle: usize,
     started: usize,
     shutdown: bool,
@@ -65,13 +100,14 @@ impl WorkerPool {
         self.shared.queue().started
     }
 
-    /// Asks `workers` threads to help `job`; starts threads while none is idle for a request.
-    pub(crate) fn submit(&self, job: &Weak<dyn Help>, workers: usize) {
+    /// Asks `workers` threads to help `job`, counting them in `visits`; starts threads while
+    /// none is idle for a request.
+    pub(crate) fn submit(&self, job: &Weak<dyn Help>, visits: &Arc<Visits>, workers: usize) {
         let start = {
             let mut queue = self.shared.queue();
             queue
                 .requests
-                .extend(std::iter::repeat(job.clone()).take(workers));
+                .extend(std::iter::repeat((job.clone(), Arc::clone(visits))).take(workers));
             let unserved = queue.requests.len().saturating_sub(queue.idle);
             let start = unserved.min(self.shared.size.saturating_sub(queue.started));
             queue.started += start;
@@ -83,12 +119,14 @@ impl WorkerPool {
         }
     }
 
-    /// Drops the requests of `job` no worker took (the load has ended).
-    pub(crate) fn withdraw(&self, job: &Weak<dyn Help>) {
+    /// Drops the requests of `job` no worker took, and waits until no worker holds the job
+    /// (the load has ended: those inside leave at once).
+    pub(crate) fn withdraw(&self, job: &Weak<dyn Help>, visits: &Visits) {
         self.shared
             .queue()
             .requests
-            .retain(|request| !Weak::ptr_eq(request, job));
+            .retain(|(request, _)| !Weak::ptr_eq(request, job));
+        visits.wait_none();
     }
 
     fn start_thread(&self) {
@@ -123,16 +161,19 @@ impl Shared {
             if queue.shutdown {
                 return;
             }
-            let Some(request) = queue.requests.pop_front() else {
+            let Some((request, visits)) = queue.requests.pop_front() else {
                 queue.idle += 1;
                 queue = self.work.wait(queue).unwrap_or_else(|p| p.into_inner());
                 queue.idle -= 1;
                 continue;
             };
+            // Counted in while the request is still visible to `withdraw`.
+            visits.enter();
             drop(queue);
             if let Some(job) = request.upgrade() {
                 job.help();
             }
+            visits.leave();
             queue = self.queue();
         }
     }
@@ -182,11 +223,15 @@ mod tests {
         assert_eq!(pool.started(), 0);
         let job = Arc::new(Count(AtomicUsize::new(0), Mutex::new(Vec::new())));
         let weak = Arc::downgrade(&job) as Weak<dyn Help>;
-        pool.submit(&weak, 5);
+        let visits = Arc::new(Visits::default());
+        pool.submit(&weak, &visits, 5);
         wait_for(&job, 5);
         assert_eq!(pool.started(), 2);
-        pool.submit(&weak, 3);
+        pool.submit(&weak, &visits, 3);
         wait_for(&job, 8);
+        // Once withdrawn, no worker holds the load.
+        pool.withdraw(&weak, &visits);
+        assert_eq!(Arc::strong_count(&job), 1);
         assert_eq!(pool.started(), 2, "idle threads served the second load");
         let mut ids = job.1.lock().unwrap().clone();
         ids.sort_unstable_by_key(|id| format!("{id:?}"));
@@ -194,8 +239,8 @@ mod tests {
         assert!(ids.len() <= 2, "{ids:?}");
         // A load that ended is skipped, and its requests can be withdrawn.
         drop(job);
-        pool.submit(&weak, 2);
-        pool.withdraw(&weak);
+        pool.submit(&weak, &visits, 2);
+        pool.withdraw(&weak, &visits);
         drop(pool);
     }
 }
