@@ -463,11 +463,13 @@ fn inflating_tunables(svc: &Svc, dir: &std::path::Path, small: &PatternFile) -> 
     r.r#tunables.r#readerThreads = 64;
     r.r#tunables.r#bounceBuffers = 1;
     let res = s::load(svc, &r).map_err(|e| e.to_string())?;
-    let working = res.r#stats.r#workingBytes;
+    let (working, size, id) = (res.r#stats.r#workingBytes, res.r#sizeBytes, res.r#bufferId);
     let fd = s::buffer_fd(&res)?;
+    // The result's own fd keeps the dma-buf alive too.
+    drop(res);
     let content = s::verify_content(
         &fd,
-        res.r#sizeBytes as u64,
+        size as u64,
         &[s::Piece {
             seed: 35,
             file_offset: 0,
@@ -475,7 +477,7 @@ fn inflating_tunables(svc: &Svc, dir: &std::path::Path, small: &PatternFile) -> 
             at: 0,
         }],
     );
-    svc.r#releaseBuffer(res.r#bufferId)
+    svc.r#releaseBuffer(id)
         .map_err(|e| Failure::from_status(e).to_string())?;
     drop(fd);
     content?;
