@@ -348,11 +348,13 @@ fn reap_pids(ledger: &mut Ledger, dead: &[i32]) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_dead_child_is_reaped_and_cancelled() {
-        let registry = LiveBuffers::new();
-        let mut child = std::process::Command::new("sleep")
-            .arg("0.2")
+    /// A child process (`sleep SECONDS`) running a load watched by `registry`.
+    fn child_with_a_load<'r>(
+        registry: &'r LiveBuffers,
+        seconds: &str,
+    ) -> (std::process::Child, CancelToken, LoadWatch<'r>) {
+        let child = std::process::Command::new("sleep")
+            .arg(seconds)
             .spawn()
             .unwrap();
         let caller = Caller {
@@ -361,6 +363,13 @@ mod tests {
         };
         let cancel = CancelToken::new();
         let watch = registry.watch_load(caller, &cancel);
+        (child, cancel, watch)
+    }
+
+    #[test]
+    fn a_dead_child_is_reaped_and_cancelled() {
+        let registry = LiveBuffers::new();
+        let (mut child, cancel, watch) = child_with_a_load(&registry, "0.2");
         assert_eq!(registry.reap(), 0);
         assert!(!cancel.is_cancelled());
         child.wait().unwrap();
@@ -382,16 +391,7 @@ mod tests {
             }
             start.elapsed()
         };
-        let mut child = std::process::Command::new("sleep")
-            .arg("10")
-            .spawn()
-            .unwrap();
-        let caller = Caller {
-            uid: 1234,
-            pid: child.id() as i32,
-        };
-        let cancel = CancelToken::new();
-        let watch = registry.watch_load(caller, &cancel);
+        let (mut child, cancel, watch) = child_with_a_load(&registry, "10");
         // One wake-up for the new caller, then sleep: none while nothing happens.
         wait_until("the reaper heard of the caller", &|| {
             registry.reaper_wakeups() >= 1
