@@ -30,6 +30,8 @@ dmaloadd views (dumpsys vendor.dmaload.IDmaLoader/default [view...]):
 const VIEWS: [&str; 6] = ["config", "backends", "buffers", "usage", "stats", "state"];
 /// The views a caller without the full view may ask for.
 const OWN_VIEWS: [&str; 3] = ["backends", "buffers", "usage"];
+/// Most views one dump shows: each is a few KiB, and the reply must fit one transaction.
+const MAX_VIEWS: usize = 16;
 
 /// Who asks for a dump.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +59,15 @@ pub fn render(
     } else {
         &OWN_VIEWS
     };
+    if args.len() > MAX_VIEWS {
+        return Err(LoadError::new(
+            ErrorCode::InvalidArgument,
+            format!(
+                "{} views asked; at most {MAX_VIEWS} in one dump",
+                args.len()
+            ),
+        ));
+    }
     let views: Vec<&str> = if args.is_empty() {
         defaults.to_vec()
     } else {

@@ -639,6 +639,36 @@ impl idl::IDmaLoader::IDmaLoader for DmaLoaderService {
 mod tests {
     use super::*;
 
+    /// The most segments a request may have make a parcel one kernel binder buffer holds
+    /// (1 MiB less two pages, shared by every call in flight to the service) with room left.
+    #[cfg(not(feature = "android"))]
+    #[test]
+    fn the_largest_request_fits_the_binder_buffer() {
+        let max = dmaload_engine::EngineConfig::from_system().max_segments;
+        let segment = |i: usize| idl::FileSegment::FileSegment {
+            fileIndex: (i % MAX_FILES) as i32,
+            fileOffset: i64::MAX,
+            length: i64::MAX,
+            bufferOffset: i64::MAX,
+            ..Default::default()
+        };
+        let request = |n: usize| idl::LoadRequest::LoadRequest {
+            segments: (0..n).map(segment).collect(),
+            name: "n".repeat(MAX_NAME_BYTES),
+            ..Default::default()
+        };
+        let one = rsbinder::to_bytes(&request(1)).unwrap().len();
+        let two = rsbinder::to_bytes(&request(2)).unwrap().len();
+        assert_eq!(two - one, 40, "bytes per segment (docs/DESIGN.md)");
+        let largest = rsbinder::to_bytes(&request(max)).unwrap().len();
+        // The 64 files add a flat_binder_object and an offset each (32 bytes).
+        let with_files = largest + MAX_FILES * 32;
+        assert!(
+            with_files <= 700 << 10,
+            "{max} segments: {with_files} bytes of parcel"
+        );
+    }
+
     const CALLER: Caller = Caller {
         uid: 4_294_967_295,
         pid: 1,

@@ -492,6 +492,14 @@ fn unknown_dump_views_are_an_error_that_lists_the_views() {
     }
     let help = conn.loader.debugDump(&["--help".into()]).unwrap();
     assert!(help.contains("buffers"), "{help}");
+    // A dump's size is bounded: at most 16 views in one.
+    let many: Vec<String> = (0..10_000).map(|_| "usage".to_string()).collect();
+    expect_code(
+        conn.loader.debugDump(&many),
+        E::INVALID_ARGUMENT,
+        "10,000 views",
+    );
+    assert!(conn.loader.debugDump(&many[..16]).is_ok());
 }
 
 /// This process's effective uid (`Uid:` of /proc/self/status: real, effective, ...).
