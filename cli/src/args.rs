@@ -82,7 +82,7 @@ pub struct LoadArgs {
     /// Gather size: bytes of buffer filled per batch (e.g. 128M); default: the service's.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub gather: Option<u64>,
-    /// Buffer name.
+    /// Buffer name (at most 200 bytes; the service prefixes it with your uid).
     #[arg(long, default_value = "dmaload-cli")]
     pub name: String,
     /// Compute the SHA-256 of the loaded bytes by reading the returned buffer.
