@@ -301,7 +301,7 @@ mod imp {
         out: std::os::fd::OwnedFd,
         args: &[String],
     ) -> Result<(), StatusCode> {
-        use binder::IBinder as _;
+        use binder::binder_impl::IBinderInternal as _;
         let mut binder = service.as_binder();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         binder.dump(&out, &args)
