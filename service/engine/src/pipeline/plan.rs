@@ -381,8 +381,23 @@ pub(crate) fn plan(
     let end = spans.iter().map(|s| s.0 + s.1).max().unwrap_or(0);
     let buffer_size = end.div_ceil(page) * page;
     let file_bytes = spans.iter().map(|s| s.1).sum();
-    let mut chunks = Vec::new();
+    // Segments that continue each other in the file and in the buffer are read as one run:
+    // a file split into thousands of adjacent segments reads in chunk_size pieces.
+    let mut runs: Vec<(u64, u64, u64, usize)> = Vec::new(); // (buffer offset, length, file offset, file)
     for &(buffer_offset, length, _, file_offset, source) in &spans {
+        match runs.last_mut() {
+            Some(run)
+                if run.3 == source
+                    && run.0 + run.1 == buffer_offset
+                    && run.2 + run.1 == file_offset =>
+            {
+                run.1 += length;
+            }
+            _ => runs.push((buffer_offset, length, file_offset, source)),
+        }
+    }
+    let mut chunks = Vec::new();
+    for (buffer_offset, length, file_offset, source) in runs {
         // Cut at multiples of chunk_size in the file so that inner chunks stay aligned.
         let mut at = file_offset;
         let end = file_offset + length;
@@ -406,4 +421,67 @@ pub(crate) fn plan(
         file_bytes,
         knobs,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::Segment;
+
+    fn request_of(len: usize, segments: Vec<Segment>) -> LoadRequest {
+        let path = std::env::temp_dir().join(format!(
+            "dmaload-plan-{}-{}",
+            std::process::id(),
+            segments.len()
+        ));
+        std::fs::write(&path, vec![7u8; len]).expect("write");
+        let file = std::fs::File::open(&path).expect("open");
+        std::fs::remove_file(&path).expect("unlink");
+        let mut req = LoadRequest::whole_file(file.into(), "plan");
+        req.segments = segments;
+        req
+    }
+
+    fn planned(req: LoadRequest) -> Plan {
+        let limits = RequestLimits {
+            max_segments: 100_000,
+            max_files: 4,
+        };
+        let tunables = Tunables {
+            chunk_size: 1 << 20,
+            ..Tunables::default()
+        };
+        plan(req, &tunables, limits, &mut LoadStats::default()).expect("plan")
+    }
+
+    #[test]
+    fn adjacent_segments_are_read_as_one_run() {
+        let seg = |i: u64, at: u64| Segment {
+            file: 0,
+            file_offset: i * 4096,
+            length: 4096,
+            buffer_offset: at,
+        };
+        // 10,000 pieces of 4 KiB in file order: chunks of chunk_size, not 10,000 reads.
+        let count = 10_000u64;
+        let p = planned(request_of(
+            (count * 4096) as usize,
+            (0..count).map(|i| seg(i, i * 4096)).collect(),
+        ));
+        assert_eq!(p.chunks.len(), (count * 4096).div_ceil(1 << 20) as usize);
+        assert_eq!(p.file_bytes, count * 4096);
+        assert_eq!(p.sources.len(), 1);
+        // Reversed in the buffer: nothing continues its neighbour, every piece is a read.
+        let p = planned(request_of(
+            (count * 4096) as usize,
+            (0..count).map(|i| seg(i, (count - 1 - i) * 4096)).collect(),
+        ));
+        assert_eq!(p.chunks.len(), count as usize);
+        // A gap in the buffer or in the file ends a run.
+        let p = planned(request_of(
+            4 * 4096,
+            vec![seg(0, 0), seg(1, 4096), seg(2, 3 * 4096), seg(3, 4 * 4096)],
+        ));
+        assert_eq!(p.chunks.len(), 2);
+    }
 }
