@@ -119,9 +119,15 @@ impl Loader {
                 (service, Some(session))
             }
         };
-        let version = service
-            .r#getInterfaceVersion()
-            .map_err(|s| from_status(s, "getInterfaceVersion"))?;
+        let version = match service.r#getInterfaceVersion() {
+            Ok(version) => version,
+            Err(status) => {
+                if let Some(session) = &rpc {
+                    session.close();
+                }
+                return Err(from_status(status, "getInterfaceVersion"));
+            }
+        };
         let in_flight = Arc::new(InFlight::default());
         let watched = in_flight.clone();
         let death = match stack::link_to_death(&service, move || watched.service_died()) {

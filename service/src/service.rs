@@ -274,8 +274,9 @@ fn buffer_name(caller: Caller, name: &str) -> Result<String, LoadError> {
     if name.is_empty() {
         return Ok(format!("dmaload:uid{}", caller.uid));
     }
-    // Escaped text can be longer than the name: the engine's 255 bytes still hold it.
-    let shown = Untrusted::str(name).limit(255 - NAME_PREFIX_MAX_BYTES - MARKER_MAX_BYTES);
+    // Escaped text can be longer than the name: the engine's limit still holds it.
+    let room = LoadRequest::MAX_NAME_BYTES - NAME_PREFIX_MAX_BYTES - MARKER_MAX_BYTES;
+    let shown = Untrusted::str(name).limit(room);
     Ok(format!("dmaload:uid{}:{shown}", caller.uid))
 }
 
@@ -691,7 +692,11 @@ mod tests {
             "\u{9b}".repeat(MAX_NAME_BYTES / 2),
         ] {
             let name = buffer_name(CALLER, &worst).unwrap();
-            assert!(name.len() <= 255, "{} bytes", name.len());
+            assert!(
+                name.len() <= LoadRequest::MAX_NAME_BYTES,
+                "{} bytes",
+                name.len()
+            );
             assert!(name.ends_with("bytes)"), "{name}");
         }
         let too_long = "n".repeat(MAX_NAME_BYTES + 1);

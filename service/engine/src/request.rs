@@ -167,6 +167,9 @@ pub struct LoadRequest {
 }
 
 impl LoadRequest {
+    /// Longest buffer name, in bytes (names are labels: memfd names and debug listings).
+    pub const MAX_NAME_BYTES: usize = 255;
+
     /// A request for one whole file with defaults (auto backend, auto I/O mode).
     pub fn whole_file(fd: OwnedFd, name: impl Into<String>) -> LoadRequest {
         LoadRequest::from_fd_segments(vec![FdSegment::whole_file(fd)], name)

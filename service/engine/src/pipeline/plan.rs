@@ -11,7 +11,7 @@ use dmaload_abi::statx::{file_facts, FileFacts};
 use dmaload_abi::system::{cpu_count, page_size};
 
 /// Longest debug name accepted.
-pub(crate) const MAX_NAME_LEN: usize = 255;
+pub(crate) const MAX_NAME_LEN: usize = LoadRequest::MAX_NAME_BYTES;
 
 /// One of the request's files, checked and described.
 #[derive(Debug)]
