@@ -31,8 +31,8 @@ pub use engine::{BackendInfo, Engine, LoadedBuffer};
 pub use error::{ErrorCode, LoadError};
 pub use limits::{Charge, EngineConfig, Usage};
 pub use request::{
-    BufferKind, CancelToken, IoEngine, IoMode, LoadRequest, NoProgress, Owner, Progress, Segment,
-    Tunables,
+    BufferKind, CancelToken, FdSegment, IoEngine, IoMode, LoadRequest, NoProgress, Owner, Progress,
+    Segment, Tunables,
 };
 pub use stats::{Backend, Fallback, FallbackKind, LoadStats};
 

@@ -27,6 +27,7 @@ use dmaload_abi::memfd::{hugetlb_pages_free, shmem_thp, ShmemThp};
 use dmaload_abi::meminfo::MemInfo;
 use dmaload_abi::statx::file_facts;
 use dmaload_abi::udmabuf::{self, Udmabuf};
+use dmaload_abi::Untrusted;
 
 /// What a backend's fill reports.
 #[derive(Debug, Default)]
@@ -127,15 +128,17 @@ fn choose_backend(
     match kind {
         BufferKind::Heap(name) => {
             let backend = Backend::Heap(name.clone());
+            // The caller's text: escaped and bounded wherever it is shown.
+            let shown = Untrusted::str(name).limit(64);
             match find(&backend) {
                 None => Err(load_err!(
                     UnknownBackend,
-                    "no dma-heap '{name}' on this device; available: {}",
+                    "no dma-heap '{shown}' on this device; available: {}",
                     names(backends)
                 )),
                 Some(i) if !i.allowed => Err(load_err!(
                     BackendNotAllowed,
-                    "dma-heap '{name}' is disabled by the service configuration"
+                    "dma-heap '{shown}' is disabled by the service configuration"
                 )),
                 Some(_) => Ok(backend),
             }
@@ -253,12 +256,11 @@ pub(crate) fn load(
         req.name.clone()
     };
     let kind = req.buffer.clone();
-    let mut plan = plan::plan(
-        req,
-        &config.default_tunables,
-        config.max_segments,
-        &mut stats,
-    )?;
+    let limits = plan::RequestLimits {
+        max_segments: config.max_segments,
+        max_files: config.max_files,
+    };
+    let mut plan = plan::plan(req, &config.default_tunables, limits, &mut stats)?;
     let backend = choose_backend(&kind, backends, plan.buffer_size, measured, &mut stats)?;
     plan.knobs.io_uring = config.io_engine == IoEngine::IoUring;
     // A hugetlb memfd is 2 MiB-rounded: fine behind a udmabuf of the exact size, not as a
@@ -316,7 +318,7 @@ pub(crate) fn load(
         if now < src.required_end {
             return Err(load_err!(
                 FileChanged,
-                "segment {index}: the file shrank to {now} bytes during the load (needed {}); \
+                "file {index}: the file shrank to {now} bytes during the load (needed {}); \
                  reload it once it is stable",
                 src.required_end
             ));
