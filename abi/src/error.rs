@@ -43,11 +43,14 @@ pub enum ErrorCode {
     NotFound = 16,
     /// A bug; the message has details.
     Internal = 17,
+    /// More distinct files in one request than the interface carries (`IDmaLoader.MAX_FILES`),
+    /// or, one fd per segment, more segment fds than the service takes.
+    TooManyFiles = 18,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::InvalidArgument,
         ErrorCode::BadFd,
         ErrorCode::Range,
@@ -65,6 +68,7 @@ impl ErrorCode {
         ErrorCode::PermissionDenied,
         ErrorCode::NotFound,
         ErrorCode::Internal,
+        ErrorCode::TooManyFiles,
     ];
 
     /// The stable number (AIDL / C API value).
@@ -97,6 +101,7 @@ impl ErrorCode {
             ErrorCode::PermissionDenied => "PERMISSION_DENIED",
             ErrorCode::NotFound => "NOT_FOUND",
             ErrorCode::Internal => "INTERNAL",
+            ErrorCode::TooManyFiles => "TOO_MANY_FILES",
         }
     }
 
@@ -135,6 +140,9 @@ impl ErrorCode {
             ErrorCode::PermissionDenied => "permission denied: the caller is not allowed to use the service",
             ErrorCode::NotFound => "not found: unknown load handle or buffer id",
             ErrorCode::Internal => "internal error in the service: a bug; please report it with the message",
+            ErrorCode::TooManyFiles => {
+                "too many files: the request names more distinct files than one request carries (64); put several segments of one file behind one file, or split the load"
+            }
         }
     }
 }
@@ -156,7 +164,8 @@ mod tests {
             assert_eq!(ErrorCode::from_code(code.code()), Some(*code));
         }
         assert_eq!(ErrorCode::from_code(0), None);
-        assert_eq!(ErrorCode::from_code(18), None);
+        assert_eq!(ErrorCode::from_code(18), Some(ErrorCode::TooManyFiles));
+        assert_eq!(ErrorCode::from_code(19), None);
         assert_eq!(ErrorCode::FileChanged.code(), 13);
         assert_eq!(ErrorCode::Internal.name(), "INTERNAL");
     }

@@ -1,6 +1,6 @@
 //! A caller's file: its open flags, positioned reads, and its page cache. The fd is used as
 //! it is: never re-opened and its flags never changed (that would change the caller's open
-//! file).
+//! file). Only [`clear_nonblocking`] changes flags, of a file the client library opened itself.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -28,6 +28,16 @@ impl OpenFlags {
     pub fn direct(self) -> bool {
         self.0 & libc::O_DIRECT != 0
     }
+}
+
+/// Clears `O_NONBLOCK` on a file this process opened itself with it (an open that must not
+/// block on a FIFO or a device): reads of the regular file it turned out to be then wait as
+/// usual. Every other status flag (`O_DIRECT`) stays.
+pub fn clear_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let flags = OpenFlags::of(fd)?.0 & !libc::O_NONBLOCK;
+    // SAFETY: F_SETFL takes an int of status flags and changes only this open file's flags.
+    crate::syscall::result(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags) })?;
+    Ok(())
 }
 
 /// Whether the descriptor is closed on `exec` (`FD_CLOEXEC` of `F_GETFD`).
@@ -155,8 +165,34 @@ mod tests {
             is_close_on_exec(f.as_fd()).expect("F_GETFD"),
             "std opens O_CLOEXEC"
         );
+        clear_nonblocking(f.as_fd()).expect("F_SETFL");
+        assert_eq!(OpenFlags::of(f.as_fd()).expect("F_GETFL"), flags);
         drop_cached(f.as_fd(), 0, 0).expect("fadvise");
         assert!(resident_bytes(f.as_fd(), 10).expect("mincore") <= crate::system::page_size());
+    }
+
+    #[test]
+    fn clear_nonblocking_keeps_the_other_flags() {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = std::env::temp_dir().join(format!("dmaload-abi-nb-{}", std::process::id()));
+        std::fs::write(&path, b"x").expect("write");
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_DIRECT)
+            .open(&path)
+            .or_else(|_| {
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NONBLOCK)
+                    .open(&path)
+            })
+            .expect("open");
+        std::fs::remove_file(&path).expect("unlink");
+        let before = OpenFlags::of(f.as_fd()).expect("F_GETFL");
+        assert_ne!(before.0 & libc::O_NONBLOCK, 0);
+        clear_nonblocking(f.as_fd()).expect("F_SETFL");
+        let after = OpenFlags::of(f.as_fd()).expect("F_GETFL");
+        assert_eq!(after.0, before.0 & !libc::O_NONBLOCK);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The interfaces every dmaload crate shares, each defined once: the kernel's (dma-heap,
 //! dma-buf, udmabuf, memfd, memory mappings, file reads, statx, pidfd, eventfd and poll) as
 //! small typed wrappers, and dmaload's own stable ones (the error-code table, the service
-//! instance name, the size grammar of flags and config files).
+//! instance name, the size grammar of flags and config files, the escaping of caller text).
 //!
 //! It holds no binder and no server code: the client library that apps load links it, and so
 //! do the engine, the service, the CLI, the benchmark and the tests. It depends on `libc`
@@ -31,6 +31,7 @@ pub mod size;
 pub mod statx;
 mod syscall;
 pub mod system;
+pub mod text;
 pub mod udmabuf;
 
 #[cfg(all(test, not(target_os = "android")))]
@@ -38,6 +39,7 @@ mod uapi_tests;
 
 pub use error::ErrorCode;
 pub use size::{parse_size, SizeError};
+pub use text::Untrusted;
 
 /// The name the service registers under, on Android's service manager and on Linux service
 /// managers alike: the AIDL interface and the instance, `<interface>/default`.

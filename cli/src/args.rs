@@ -30,6 +30,18 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Whether the command prints JSON: then its failure is one JSON object on stdout too.
+    pub fn json(&self) -> bool {
+        match &self.command {
+            Command::Load(args) => args.json,
+            Command::Heaps(out) | Command::Stats(out) => out.json,
+            Command::Bench(args) => args.json,
+            Command::Dump { .. } => false,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Load files (or FILE:OFFSET:LEN segments, placed one after another) into one buffer.
@@ -70,7 +82,7 @@ pub struct LoadArgs {
     /// Gather size: bytes of buffer filled per batch (e.g. 128M); default: the service's.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub gather: Option<u64>,
-    /// Buffer name.
+    /// Buffer name (at most 200 bytes; the service prefixes it with your uid).
     #[arg(long, default_value = "dmaload-cli")]
     pub name: String,
     /// Compute the SHA-256 of the loaded bytes by reading the returned buffer.
@@ -189,6 +201,12 @@ mod tests {
         assert_eq!(load.segments.len(), 2);
         assert_eq!(load.gather, Some(64 << 20));
         assert!(load.checksum && load.json);
+        assert!(Cli::try_parse_from(["dmaload", "stats", "--json"])
+            .expect("parse")
+            .json());
+        assert!(!Cli::try_parse_from(["dmaload", "dump", "--json"])
+            .expect("parse")
+            .json());
         assert!(Cli::try_parse_from(["dmaload", "load", "f", "--mode", "fast"]).is_err());
         assert!(Cli::try_parse_from(["dmaload", "load"]).is_err());
     }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use dmaload::{Endpoint, Loader};
+use dmaload_abi::Untrusted;
 
 /// How long a freshly started daemon may take to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -35,10 +36,11 @@ pub fn nobody_listens(err: &dmaload::Error) -> bool {
 pub fn start_private_daemon(dmaloadd: &Path, socket: &Path) -> anyhow::Result<Loader> {
     let dir = socket.parent().context("socket path has no directory")?;
     if !dir.exists() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating {}", Untrusted::path(dir)))?;
         // A directory we create is private to this user: nobody else can replace the socket.
         std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .with_context(|| format!("chmod 700 {}", dir.display()))?;
+            .with_context(|| format!("chmod 700 {}", Untrusted::path(dir)))?;
     }
     let beside = |ext: &str| {
         let mut name = socket.as_os_str().to_owned();
@@ -47,12 +49,12 @@ pub fn start_private_daemon(dmaloadd: &Path, socket: &Path) -> anyhow::Result<Lo
     };
     let log_path = beside(".log");
     let log = std::fs::File::create(&log_path)
-        .with_context(|| format!("creating {}", log_path.display()))?;
+        .with_context(|| format!("creating {}", Untrusted::path(&log_path)))?;
     eprintln!(
         "dmaload: no service answers on {}; starting {} (log: {})",
-        socket.display(),
-        dmaloadd.display(),
-        log_path.display()
+        Untrusted::path(socket),
+        Untrusted::path(dmaloadd),
+        Untrusted::path(&log_path)
     );
     let mut command = Command::new(dmaloadd);
     command
@@ -64,11 +66,11 @@ pub fn start_private_daemon(dmaloadd: &Path, socket: &Path) -> anyhow::Result<Lo
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
     let mut child = command
         .spawn()
-        .with_context(|| format!("starting {}", dmaloadd.display()))?;
+        .with_context(|| format!("starting {}", Untrusted::path(dmaloadd)))?;
     // Lets scripts stop the daemon they caused to start.
     let pid_path = beside(".pid");
     std::fs::write(&pid_path, format!("{}\n", child.id()))
-        .with_context(|| format!("writing {}", pid_path.display()))?;
+        .with_context(|| format!("writing {}", Untrusted::path(&pid_path)))?;
 
     let endpoint = Endpoint::Socket(socket.to_path_buf());
     let start = Instant::now();
@@ -77,7 +79,7 @@ pub fn start_private_daemon(dmaloadd: &Path, socket: &Path) -> anyhow::Result<Lo
             let log = std::fs::read_to_string(&log_path).unwrap_or_default();
             bail!(
                 "{} exited with {status} before answering:\n{log}",
-                dmaloadd.display()
+                Untrusted::path(dmaloadd)
             );
         }
         if socket.exists() {
@@ -90,10 +92,10 @@ pub fn start_private_daemon(dmaloadd: &Path, socket: &Path) -> anyhow::Result<Lo
         if start.elapsed() > START_TIMEOUT {
             bail!(
                 "{} did not answer on {} within {:?}; see {}",
-                dmaloadd.display(),
-                socket.display(),
+                Untrusted::path(dmaloadd),
+                Untrusted::path(socket),
                 START_TIMEOUT,
-                log_path.display()
+                Untrusted::path(&log_path)
             );
         }
         std::thread::sleep(Duration::from_millis(20));

@@ -9,6 +9,7 @@
 
 pub mod args;
 pub mod daemon;
+pub mod failure;
 mod load;
 mod progress;
 
@@ -64,7 +65,8 @@ fn connect(cli: &Cli) -> anyhow::Result<Loader> {
     }
 }
 
-/// The service's dump (the views dumpsys shows; `dmaload dump --help` lists them).
+/// The service's dump (the views dumpsys shows; `dmaload dump --help` lists them). An
+/// unknown view is the service's error, which names the views.
 fn dump(loader: &Loader, args: &[String]) -> anyhow::Result<()> {
     print!("{}", loader.dump(args).context("dump")?);
     Ok(())

@@ -3,8 +3,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{bail, Context};
-use dmaload::{IoMode, LoadRequest, LoadedBuffer, Loader};
+use anyhow::Context;
+use dmaload::{ErrorCode, IoMode, LoadRequest, LoadedBuffer, Loader};
+use dmaload_abi::Untrusted;
 use ring::digest::{digest, SHA256};
 use serde_json::json;
 
@@ -20,15 +21,19 @@ pub fn run(loader: &Loader, args: &LoadArgs) -> anyhow::Result<()> {
     let mut segments = Vec::new();
     for text in &args.segments {
         let seg = SegmentArg::parse(text).map_err(anyhow::Error::msg)?;
+        let shown = Untrusted::path(&seg.path);
         let file_len = std::fs::metadata(&seg.path)
-            .with_context(|| format!("{}", seg.path.display()))?
+            .with_context(|| format!("{shown}"))?
             .len();
         if seg.offset > file_len {
-            bail!(
-                "{}: offset {} is past the end of the file ({file_len} bytes)",
-                seg.path.display(),
-                seg.offset
-            );
+            return Err(dmaload::Error::service(
+                ErrorCode::Range,
+                format!(
+                    "{shown}: offset {} is past the end of the file ({file_len} bytes)",
+                    seg.offset
+                ),
+            )
+            .into());
         }
         // Resolve "to the end" here so the next segment can be placed right after this one.
         let length = if seg.length == 0 {
@@ -80,14 +85,15 @@ pub fn run(loader: &Loader, args: &LoadArgs) -> anyhow::Result<()> {
         checksum.as_deref(),
         segments,
     );
+    // Released before the report: a failure then prints only itself.
+    loader
+        .release_buffer(buffer.buffer_id())
+        .context("releasing the buffer's charge")?;
     if args.json {
         println!("{report}");
     } else {
         print_summary(&report);
     }
-    loader
-        .release_buffer(buffer.buffer_id())
-        .context("releasing the buffer's charge")?;
     Ok(())
 }
 
@@ -242,7 +248,7 @@ fn median(mut v: Vec<u64>) -> u64 {
 pub fn bench(loader: &Loader, args: &BenchArgs) -> anyhow::Result<()> {
     use std::io::Read;
     let size = std::fs::metadata(&args.file)
-        .with_context(|| args.file.display().to_string())?
+        .with_context(|| Untrusted::path(&args.file).to_string())?
         .len();
     let runs = args.runs.max(1);
     let mut baseline = Vec::new();

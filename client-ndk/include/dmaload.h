@@ -179,7 +179,23 @@ enum {
     DMALOAD_E_NOT_FOUND = 16,
     /** A bug in the service; ADmaLoad_lastErrorMessage() has details. Please report it. */
     DMALOAD_E_INTERNAL = 17,
+    /**
+     * The request would read more distinct files than one request carries (DMALOAD_MAX_FILES),
+     * checked by the library before anything is sent. Read several segments of one file (they
+     * share its fd), or split the load.
+     */
+    DMALOAD_E_TOO_MANY_FILES = 18,
 };
+
+/**
+ * Most distinct files one request reads (an fd each, whatever number of segments read them):
+ * what every binder transport carries in one call. The 65th distinct file fails with
+ * DMALOAD_E_TOO_MANY_FILES.
+ */
+#define DMALOAD_MAX_FILES 64
+
+/** Longest buffer name in bytes (ADmaLoadRequest_setName); the service enforces the same. */
+#define DMALOAD_MAX_NAME_BYTES 200
 
 /** How the service reads the file. */
 typedef enum ADmaLoadIoMode {
@@ -317,10 +333,16 @@ void ADmaLoadRequest_release(ADmaLoadRequest* _Nullable request);
  * this call returns. It must be a regular file open for reading; open it with O_DIRECT to
  * get direct I/O (the service never changes its flags or re-opens it).
  *
+ * Segments of one file share one duplicate: an fd of a file the request already reads (the
+ * same file, opened with the same access mode and the same O_DIRECT) adds a segment and no
+ * fd, so any number of segments of up to DMALOAD_MAX_FILES files fit one request.
+ *
  * @param length bytes to load; 0 means "to the end of the file".
- * @return 0; -EINVAL if fd < 0; -EBADF (or another -errno) if it cannot be duplicated.
+ * @return 0; -EINVAL if fd < 0; -EBADF (or another -errno) if it cannot be duplicated;
+ *         DMALOAD_E_TOO_MANY_FILES for a file beyond DMALOAD_MAX_FILES distinct ones.
  *         Range and overlap errors are reported by the load (DMALOAD_E_RANGE,
- *         DMALOAD_E_BAD_SEGMENTS).
+ *         DMALOAD_E_BAD_SEGMENTS), and so is an fd that is not a readable regular file
+ *         (DMALOAD_E_BAD_FD).
  */
 int ADmaLoadRequest_addSegment(ADmaLoadRequest* _Nonnull request, int fd, uint64_t fileOffset,
                                uint64_t length, uint64_t bufferOffset);
@@ -328,11 +350,16 @@ int ADmaLoadRequest_addSegment(ADmaLoadRequest* _Nonnull request, int fd, uint64
 /**
  * Like ADmaLoadRequest_addSegment(), but opens `path` itself with
  * O_RDONLY | O_DIRECT | O_CLOEXEC, falling back to a plain open where the file system refuses
- * O_DIRECT.
+ * O_DIRECT. The open never blocks (it is made with O_NONBLOCK | O_NOCTTY, cleared again on
+ * the regular file it yields): a FIFO, a device or a directory fails at once with
+ * DMALOAD_E_BAD_FD, as the service refuses such an fd. A file the request already reads
+ * adds a segment and no fd.
  *
  * @param outDirect if not NULL, receives true when the file was opened with O_DIRECT and
  *        false after the fallback (the load then uses buffered I/O for this segment).
- * @return 0; the negative errno of open(2) (-ENOENT, -EACCES, ...) on failure.
+ * @return 0; the negative errno of open(2) (-ENOENT, -EACCES, ...) on failure;
+ *         DMALOAD_E_BAD_FD if `path` is not a regular file; DMALOAD_E_TOO_MANY_FILES for a
+ *         file beyond DMALOAD_MAX_FILES distinct ones.
  */
 int ADmaLoadRequest_addFile(ADmaLoadRequest* _Nonnull request, const char* _Nonnull path,
                             uint64_t fileOffset, uint64_t length, uint64_t bufferOffset,
@@ -356,7 +383,9 @@ int ADmaLoadRequest_setIoMode(ADmaLoadRequest* _Nonnull request, ADmaLoadIoMode 
 
 /**
  * Names the buffer (shown in /sys/kernel/debug/dma_buf/bufinfo and dumps; the kernel keeps
- * at most 31 bytes). @return 0; -EINVAL if `name` is NULL or longer than 255 bytes.
+ * at most 31 bytes). The service prefixes it with your uid and shows control characters and
+ * other invisible characters escaped (`\x1b`, `\u{202e}`).
+ * @return 0; -EINVAL if `name` is NULL or longer than DMALOAD_MAX_NAME_BYTES (200) bytes.
  */
 int ADmaLoadRequest_setName(ADmaLoadRequest* _Nonnull request, const char* _Nonnull name);
 
@@ -374,7 +403,8 @@ int ADmaLoader_load(ADmaLoader* _Nonnull loader, const ADmaLoadRequest* _Nonnull
 
 /**
  * Loads a whole file: a one-segment request built from `path` (opened as in
- * ADmaLoadRequest_addFile) into `heap` (NULL: the service chooses), and waits.
+ * ADmaLoadRequest_addFile: never blocking, DMALOAD_E_BAD_FD for anything but a regular file)
+ * into `heap` (NULL: the service chooses), and waits.
  * ADmaLoadResult_openedWithDirectIo() tells whether the O_DIRECT open fell back.
  */
 int ADmaLoader_loadFile(ADmaLoader* _Nonnull loader, const char* _Nonnull path,

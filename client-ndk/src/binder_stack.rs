@@ -171,6 +171,18 @@ mod imp {
         Ok(DeathLink(recipient))
     }
 
+    /// The service's `dumpsys` entry (`DUMP_TRANSACTION`): its text for `args`, written to
+    /// `out` before this returns. Kernel binder only (rsbinder's RPC proxies have none).
+    pub fn dump_to(
+        service: &Strong<dyn IDmaLoader>,
+        out: std::os::fd::OwnedFd,
+        args: &[String],
+    ) -> Result<(), StatusCode> {
+        let binder = service.as_binder();
+        let proxy = binder.as_proxy().ok_or(StatusCode::InvalidOperation)?;
+        proxy.dump(out, args)
+    }
+
     /// The parcel bytes of `value` (a value without fds or binders).
     pub fn to_parcel_bytes<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, StatusCode> {
         rsbinder::to_bytes(value)
@@ -280,6 +292,19 @@ mod imp {
         let mut recipient = binder::DeathRecipient::new(on_death);
         service.as_binder().link_to_death(&mut recipient)?;
         Ok(DeathLink(recipient))
+    }
+
+    /// The service's `dumpsys` entry (`DUMP_TRANSACTION`): its text for `args`, written to
+    /// `out` before this returns.
+    pub fn dump_to(
+        service: &Strong<dyn IDmaLoader>,
+        out: std::os::fd::OwnedFd,
+        args: &[String],
+    ) -> Result<(), StatusCode> {
+        use binder::binder_impl::IBinderInternal as _;
+        let mut binder = service.as_binder();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        binder.dump(&out, &args)
     }
 
     /// The parcel bytes of `value` (a value without fds or binders: libbinder refuses to read

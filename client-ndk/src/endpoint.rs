@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use dmaload_abi::SERVICE_INSTANCE;
+use dmaload_abi::{Untrusted, SERVICE_INSTANCE};
 
 /// Environment variable naming the endpoint (same syntax as [`Endpoint::parse`]).
 pub const ENV_ENDPOINT: &str = "DMALOAD_ENDPOINT";
@@ -82,7 +82,7 @@ impl std::fmt::Display for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Endpoint::Binder { instance } => write!(f, "binder:{instance}"),
-            Endpoint::Socket(path) => write!(f, "unix:{}", path.display()),
+            Endpoint::Socket(path) => write!(f, "unix:{}", Untrusted::path(path)),
         }
     }
 }

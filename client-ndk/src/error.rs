@@ -15,7 +15,8 @@ pub use dmaload_abi::ErrorCode;
 /// A failed client call.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
-    /// The service answered with one of its stable codes.
+    /// One of the stable codes: the service's answer, or the library's own check of the same
+    /// rule before sending (`TOO_MANY_FILES`, `BAD_FD` for a path that is no regular file).
     #[error("{code}: {message}")]
     Service { code: ErrorCode, message: String },
     /// A failure on this side or in the transport, as a positive errno.
@@ -111,6 +112,7 @@ mod tests {
             (Aidl::PERMISSION_DENIED, "PERMISSION_DENIED"),
             (Aidl::NOT_FOUND, "NOT_FOUND"),
             (Aidl::INTERNAL, "INTERNAL"),
+            (Aidl::TOO_MANY_FILES, "TOO_MANY_FILES"),
         ];
         assert_eq!(aidl.len(), ErrorCode::ALL.len());
         for (wire, name) in aidl {

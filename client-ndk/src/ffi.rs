@@ -17,7 +17,7 @@ use crate::buffer::{HeapInfo, LoadedBuffer};
 use crate::endpoint::Endpoint;
 use crate::error::{describe_code, Error, Result};
 use crate::loader::Loader;
-use crate::request::{IoMode, LoadRequest};
+use crate::request::{IoMode, LoadRequest, MAX_NAME_BYTES};
 use crate::task::{LoadEvents, PendingLoad};
 
 thread_local! {
@@ -635,10 +635,17 @@ pub unsafe extern "C" fn ADmaLoader_loadFile(
         let mut request = LoadRequest::new();
         request.add_file(Path::new(path), 0, 0, 0)?;
         request.set_heap(heap);
-        let file_name = Path::new(path)
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned());
-        request.set_name(file_name.as_deref().unwrap_or("dmaload"))?;
+        // The file's name names the buffer, cut to the longest name the service takes.
+        let mut name = Path::new(path).file_name().map_or_else(
+            || "dmaload".to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let mut end = name.len().min(MAX_NAME_BYTES);
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        name.truncate(end);
+        request.set_name(&name)?;
         let buffer = loader.loader.load(&request)?;
         // SAFETY: `out_result` is null or valid for one pointer write (dmaload.h contract).
         unsafe { put(out_result, ADmaLoadResult::new(buffer)) }

@@ -13,9 +13,9 @@ use crate::binder_stack::{
 use crate::buffer::{HeapInfo, LoadStats, LoadedBuffer};
 use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorCode, Result};
-use crate::request::{IoMode, LoadRequest};
+use crate::request::{IoMode, LoadRequest, Segment, MAX_FILES};
 use crate::task::{LoadEvents, PendingLoad, TaskShared};
-use dmaload_abi::SERVICE_INSTANCE;
+use dmaload_abi::{Untrusted, SERVICE_INSTANCE};
 
 use idl::IDmaLoader::IDmaLoader;
 
@@ -25,6 +25,9 @@ struct Connection {
     endpoint: Endpoint,
     rpc: Option<stack::Session>,
     in_flight: Arc<InFlight>,
+    /// The interface version the service speaks (`getInterfaceVersion`), asked once: it
+    /// decides the request layout.
+    version: i32,
     /// Keeps the service's death notification registered.
     _death: Option<stack::DeathLink>,
 }
@@ -116,6 +119,15 @@ impl Loader {
                 (service, Some(session))
             }
         };
+        let version = match service.r#getInterfaceVersion() {
+            Ok(version) => version,
+            Err(status) => {
+                if let Some(session) = &rpc {
+                    session.close();
+                }
+                return Err(from_status(status, "getInterfaceVersion"));
+            }
+        };
         let in_flight = Arc::new(InFlight::default());
         let watched = in_flight.clone();
         let death = match stack::link_to_death(&service, move || watched.service_died()) {
@@ -132,6 +144,7 @@ impl Loader {
                 endpoint,
                 rpc,
                 in_flight,
+                version,
                 _death: death,
             }),
         })
@@ -139,6 +152,11 @@ impl Loader {
 
     pub fn endpoint(&self) -> &Endpoint {
         &self.conn.endpoint
+    }
+
+    /// The version of the `vendor.dmaload` interface the service speaks (1, 2, ...).
+    pub fn interface_version(&self) -> i32 {
+        self.conn.version
     }
 
     /// The buffer backends the service offers.
@@ -162,7 +180,7 @@ impl Loader {
 
     /// Loads `request` and waits for the buffer.
     pub fn load(&self, request: &LoadRequest) -> Result<LoadedBuffer> {
-        let wire = to_wire(request)?;
+        let wire = to_wire(request, self.conn.version)?;
         let result = self
             .conn
             .service
@@ -177,7 +195,7 @@ impl Loader {
         request: &LoadRequest,
         events: Arc<dyn LoadEvents>,
     ) -> Result<PendingLoad> {
-        let wire = to_wire(request)?;
+        let wire = to_wire(request, self.conn.version)?;
         let shared = TaskShared::new(events);
         self.conn.in_flight.add(&shared);
         let callback = stack::new_load_callback(CallbackBridge {
@@ -282,7 +300,10 @@ fn kernel_binder_has_service(instance: &str) -> bool {
 }
 
 fn connect_socket(path: &Path) -> Result<(Strong<dyn IDmaLoader>, stack::Session)> {
-    let what = format!("connecting to the dmaload service on {}", path.display());
+    let what = format!(
+        "connecting to the dmaload service on {}",
+        Untrusted::path(path)
+    );
     if !stack::SOCKETS_SUPPORTED {
         return Err(Error::os(
             libc::EOPNOTSUPP,
@@ -318,17 +339,46 @@ fn to_i64(value: u64, what: &str) -> Result<i64> {
     })
 }
 
-fn to_wire(request: &LoadRequest) -> Result<idl::LoadRequest::LoadRequest> {
-    let fds: Vec<OwnedFd> = request.dup_fds()?;
-    let mut segments = Vec::with_capacity(fds.len());
-    for (seg, fd) in request.segments().iter().zip(fds) {
-        segments.push(idl::FileSegment::FileSegment {
-            r#fd: Some(ParcelFileDescriptor::new(fd)),
-            r#fileOffset: to_i64(seg.file_offset, "file offset")?,
-            r#length: to_i64(seg.length, "segment length")?,
-            r#bufferOffset: to_i64(seg.buffer_offset, "buffer offset")?,
-            ..Default::default()
-        });
+/// The request as the service's interface version takes it: version 2 sends each distinct
+/// file once (`LoadRequest.files`) and segments name theirs by index; version 1 has one fd
+/// per segment, so it takes at most [`MAX_FILES`] segments (what every transport carries).
+fn to_wire(request: &LoadRequest, version: i32) -> Result<idl::LoadRequest::LoadRequest> {
+    let files = request.dup_files()?;
+    let mut segments = Vec::with_capacity(request.segments().len());
+    let mut table = None;
+    if version >= 2 {
+        for seg in request.segments() {
+            let index = i32::try_from(seg.file)
+                .map_err(|_| Error::os(libc::EINVAL, "a file index does not fit the interface"))?;
+            segments.push(wire_segment(seg, None, index)?);
+        }
+        if !files.is_empty() {
+            table = Some(
+                files
+                    .into_iter()
+                    .map(|fd| Some(ParcelFileDescriptor::new(fd)))
+                    .collect(),
+            );
+        }
+    } else {
+        if request.segments().len() > MAX_FILES {
+            return Err(Error::service(
+                ErrorCode::TooManyFiles,
+                format!(
+                    "{} segments: the service speaks version {version} of the interface, which \
+                     takes one fd per segment, at most {MAX_FILES}; split the load",
+                    request.segments().len()
+                ),
+            ));
+        }
+        for seg in request.segments() {
+            let fd = files
+                .get(seg.file)
+                .ok_or_else(|| Error::os(libc::EINVAL, "a segment names no file of the request"))?
+                .try_clone()
+                .map_err(|e| Error::from_io("duplicating a file's fd", &e))?;
+            segments.push(wire_segment(seg, Some(fd), -1)?);
+        }
     }
     Ok(idl::LoadRequest::LoadRequest {
         r#segments,
@@ -339,7 +389,24 @@ fn to_wire(request: &LoadRequest) -> Result<idl::LoadRequest::LoadRequest> {
             r#gatherSize: to_i64(request.gather_size(), "gather size")?,
             ..Default::default()
         },
+        r#files: table,
         ..Default::default()
+    })
+}
+
+/// One wire segment: its own `fd` and `file_index` -1 (version 1), or no fd and its file's
+/// index (version 2).
+fn wire_segment(
+    seg: &Segment,
+    fd: Option<OwnedFd>,
+    file_index: i32,
+) -> Result<idl::FileSegment::FileSegment> {
+    Ok(idl::FileSegment::FileSegment {
+        r#fd: fd.map(ParcelFileDescriptor::new),
+        r#fileOffset: to_i64(seg.file_offset, "file offset")?,
+        r#length: to_i64(seg.length, "segment length")?,
+        r#bufferOffset: to_i64(seg.buffer_offset, "buffer offset")?,
+        r#fileIndex: file_index,
     })
 }
 

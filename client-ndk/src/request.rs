@@ -1,10 +1,13 @@
-//! What to load: file segments and where they go in the buffer.
+//! What to load: file segments and where they go in the buffer. The request keeps each
+//! distinct file once, so any number of segments of one file hold one fd.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorCode, Result};
 use crate::file::open_for_load;
+use dmaload_abi::file::OpenFlags;
+use dmaload_abi::statx::file_facts;
 
 /// How the service reads the file (same values as the AIDL enum and `ADmaLoadIoMode`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -51,22 +54,60 @@ impl IoMode {
     }
 }
 
-/// One file range and where it lands in the buffer. The fd is the request's own duplicate.
-#[derive(Debug)]
+/// One range of one of the request's files and where it lands in the buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Segment {
-    pub fd: OwnedFd,
+    /// The file: an index into the request's distinct files ([`LoadRequest::file_count`]).
+    pub file: usize,
     pub file_offset: u64,
     /// 0 means "to the end of the file".
     pub length: u64,
     pub buffer_offset: u64,
 }
 
-/// Longest buffer name accepted; the kernel keeps only the first 31 bytes.
-pub const MAX_NAME_LEN: usize = 255;
+/// Most distinct files one request carries (`IDmaLoader.MAX_FILES`): every binder transport
+/// takes that many fds in one call. Segments of one file share its fd, so they cost nothing.
+pub const MAX_FILES: usize = 64;
+
+/// Longest buffer name the service accepts (`IDmaLoader.MAX_NAME_BYTES`); it prefixes the
+/// name with the caller's uid, and the kernel keeps the first 31 bytes of a dma-buf's name.
+pub const MAX_NAME_BYTES: usize = 200;
+
+/// What makes two fds the same file of a request: the same inode, opened with the same access
+/// mode and the same `O_DIRECT` (the service reads an fd as it is, so an fd with `O_DIRECT`
+/// and one without are read differently).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileIdentity {
+    dev: u64,
+    ino: u64,
+    access: i32,
+    direct: bool,
+}
+
+impl FileIdentity {
+    fn of(fd: BorrowedFd<'_>) -> Result<FileIdentity> {
+        let flags = OpenFlags::of(fd).map_err(|e| Error::from_io("the segment fd", &e))?;
+        let facts = file_facts(fd).map_err(|e| Error::from_io("stat of the segment fd", &e))?;
+        Ok(FileIdentity {
+            dev: facts.dev,
+            ino: facts.ino,
+            access: flags.0 & (libc::O_ACCMODE | libc::O_PATH),
+            direct: flags.direct(),
+        })
+    }
+}
+
+/// One distinct file: the request's own fd (close-on-exec), shared by its segments.
+#[derive(Debug)]
+struct RequestFile {
+    fd: OwnedFd,
+    identity: FileIdentity,
+}
 
 /// A load request. Built once, loadable any number of times (loads only read it).
 #[derive(Debug)]
 pub struct LoadRequest {
+    files: Vec<RequestFile>,
     segments: Vec<Segment>,
     heap: Option<String>,
     io_mode: IoMode,
@@ -84,6 +125,7 @@ impl Default for LoadRequest {
 impl LoadRequest {
     pub fn new() -> LoadRequest {
         LoadRequest {
+            files: Vec::new(),
             segments: Vec::new(),
             heap: None,
             io_mode: IoMode::Auto,
@@ -93,8 +135,9 @@ impl LoadRequest {
         }
     }
 
-    /// Adds a segment read from `fd`, which is duplicated (close-on-exec): the caller keeps
-    /// ownership of its own descriptor.
+    /// Adds a segment read from `fd`. The caller keeps ownership of its descriptor: the
+    /// request keeps a duplicate (close-on-exec), one per distinct file however many segments
+    /// read it. `TOO_MANY_FILES` for a file beyond [`MAX_FILES`].
     pub fn add_fd(
         &mut self,
         fd: BorrowedFd<'_>,
@@ -102,11 +145,19 @@ impl LoadRequest {
         length: u64,
         buffer_offset: u64,
     ) -> Result<&mut Self> {
-        let fd = fd
-            .try_clone_to_owned()
-            .map_err(|e| Error::from_io("duplicating the segment fd", &e))?;
+        let identity = FileIdentity::of(fd)?;
+        let file = match self.file_index(identity) {
+            Some(file) => file,
+            None => {
+                self.check_room()?;
+                let fd = fd
+                    .try_clone_to_owned()
+                    .map_err(|e| Error::from_io("duplicating the segment fd", &e))?;
+                self.push_file(fd, identity)
+            }
+        };
         self.segments.push(Segment {
-            fd,
+            file,
             file_offset,
             length,
             buffer_offset,
@@ -114,8 +165,9 @@ impl LoadRequest {
         Ok(self)
     }
 
-    /// Opens `path` (O_DIRECT with a buffered fallback) and adds it as a segment. Returns
-    /// whether the file was opened with O_DIRECT.
+    /// Opens `path` (O_DIRECT with a buffered fallback; never blocking, regular files only:
+    /// [`open_for_load`]) and adds it as a segment; a file the request already has is not
+    /// opened twice. Returns whether the file was opened with O_DIRECT.
     pub fn add_file(
         &mut self,
         path: &Path,
@@ -124,14 +176,45 @@ impl LoadRequest {
         buffer_offset: u64,
     ) -> Result<bool> {
         let opened = open_for_load(path)?;
+        let identity = FileIdentity::of(opened.fd.as_fd())?;
+        let file = match self.file_index(identity) {
+            // The request's own fd serves this segment too; the new one closes here.
+            Some(file) => file,
+            None => {
+                self.check_room()?;
+                self.push_file(opened.fd, identity)
+            }
+        };
         self.opened_direct &= opened.direct;
         self.segments.push(Segment {
-            fd: opened.fd,
+            file,
             file_offset,
             length,
             buffer_offset,
         });
         Ok(opened.direct)
+    }
+
+    fn file_index(&self, identity: FileIdentity) -> Option<usize> {
+        self.files.iter().position(|f| f.identity == identity)
+    }
+
+    fn check_room(&self) -> Result<()> {
+        if self.files.len() < MAX_FILES {
+            return Ok(());
+        }
+        Err(Error::service(
+            ErrorCode::TooManyFiles,
+            format!(
+                "the request already reads {MAX_FILES} distinct files, the most one request \
+                 carries; read more segments of those files, or split the load"
+            ),
+        ))
+    }
+
+    fn push_file(&mut self, fd: OwnedFd, identity: FileIdentity) -> usize {
+        self.files.push(RequestFile { fd, identity });
+        self.files.len() - 1
     }
 
     /// Buffer backend by name; `None` or "" lets the service choose.
@@ -146,13 +229,19 @@ impl LoadRequest {
     }
 
     pub fn set_name(&mut self, name: &str) -> Result<&mut Self> {
-        if name.len() > MAX_NAME_LEN {
+        if name.len() > MAX_NAME_BYTES {
             return Err(Error::os(
                 libc::EINVAL,
                 format!(
-                    "buffer name is {} bytes; at most {MAX_NAME_LEN} are allowed",
+                    "buffer name is {} bytes; at most {MAX_NAME_BYTES} are allowed",
                     name.len()
                 ),
+            ));
+        }
+        if name.contains('\0') {
+            return Err(Error::os(
+                libc::EINVAL,
+                "buffer name contains a NUL character",
             ));
         }
         self.name = name.to_string();
@@ -198,14 +287,19 @@ impl LoadRequest {
             .fold(0u64, u64::saturating_add)
     }
 
-    /// Fresh duplicates of the segment fds, for one transaction.
-    pub(crate) fn dup_fds(&self) -> Result<Vec<OwnedFd>> {
-        self.segments
+    /// Distinct files the segments read.
+    pub fn file_count(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Fresh duplicates of the distinct files' fds, for one transaction.
+    pub(crate) fn dup_files(&self) -> Result<Vec<OwnedFd>> {
+        self.files
             .iter()
-            .map(|s| {
-                s.fd.as_fd()
+            .map(|f| {
+                f.fd.as_fd()
                     .try_clone_to_owned()
-                    .map_err(|e| Error::from_io("duplicating a segment fd", &e))
+                    .map_err(|e| Error::from_io("duplicating a file's fd", &e))
             })
             .collect()
     }
@@ -215,6 +309,14 @@ impl LoadRequest {
 mod tests {
     use super::*;
 
+    fn temp_file(name: &str, len: usize) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("dmaload-client-req-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let path = dir.join(name);
+        std::fs::write(&path, vec![1u8; len]).expect("write");
+        path
+    }
+
     #[test]
     fn segments_duplicate_the_callers_fd() {
         let file = std::fs::File::open("/proc/self/status").expect("open");
@@ -222,9 +324,58 @@ mod tests {
         request.add_fd(file.as_fd(), 0, 10, 0).expect("add");
         drop(file);
         // The request's duplicate survives the caller closing its own fd.
-        let seg = &request.segments()[0];
-        assert!(dmaload_abi::file::OpenFlags::of(seg.fd.as_fd()).is_ok());
-        assert_eq!(request.dup_fds().expect("dup").len(), 1);
+        assert!(OpenFlags::of(request.files[0].fd.as_fd()).is_ok());
+        assert_eq!(request.dup_files().expect("dup").len(), 1);
+    }
+
+    #[test]
+    fn segments_of_one_file_share_one_fd() {
+        let path = temp_file("shared.bin", 8192);
+        let file = std::fs::File::open(&path).expect("open");
+        let again = std::fs::File::open(&path).expect("open");
+        let mut request = LoadRequest::new();
+        for i in 0..10_000u64 {
+            request
+                .add_fd(file.as_fd(), i % 2, 1, i * 4096)
+                .expect("add");
+        }
+        // Another open of the same file with the same flags is the same file too.
+        request.add_fd(again.as_fd(), 0, 1, 1 << 40).expect("add");
+        let direct = request.add_file(&path, 0, 1, 1 << 41).expect("add path");
+        assert_eq!(request.segments().len(), 10_002);
+        assert!(request.segments()[..10_001].iter().all(|s| s.file == 0));
+        // O_DIRECT (the path-based open, where the file system has it) makes a second file:
+        // the service reads it differently.
+        let expected = if direct { 2 } else { 1 };
+        assert_eq!(request.file_count(), expected);
+        assert_eq!(request.segments()[10_001].file, expected - 1);
+        std::fs::remove_file(&path).ok();
+    }
+
+    #[test]
+    fn more_distinct_files_than_a_request_carries_are_refused() {
+        let dir = std::env::temp_dir().join(format!("dmaload-client-many-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let mut request = LoadRequest::new();
+        for i in 0..MAX_FILES {
+            let path = dir.join(format!("f{i}"));
+            std::fs::write(&path, b"x").expect("write");
+            request.add_file(&path, 0, 1, i as u64 * 4096).expect("add");
+        }
+        let path = dir.join("one-too-many");
+        std::fs::write(&path, b"x").expect("write");
+        let err = request.add_file(&path, 0, 1, 1 << 30).unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::TooManyFiles), "{err}");
+        let file = std::fs::File::open(&path).expect("open");
+        let err = request.add_fd(file.as_fd(), 0, 1, 1 << 30).unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::TooManyFiles), "{err}");
+        // A file it already has still takes segments.
+        request
+            .add_file(&dir.join("f0"), 0, 1, 1 << 31)
+            .expect("add");
+        assert_eq!(request.file_count(), MAX_FILES);
+        assert_eq!(request.segments().len(), MAX_FILES + 1);
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]
@@ -234,9 +385,25 @@ mod tests {
             .add_file(Path::new("/proc/self/status"), 0, 0, 0)
             .expect("add"));
         assert!(!request.opened_direct());
-        assert!(request.set_name(&"x".repeat(MAX_NAME_LEN + 1)).is_err());
+        assert!(request.set_name(&"x".repeat(MAX_NAME_BYTES + 1)).is_err());
+        assert!(request.set_name(&"x".repeat(MAX_NAME_BYTES)).is_ok());
+        assert!(request.set_name("a\0b").is_err());
         assert_eq!(request.set_heap(Some("")).heap(), None);
         assert_eq!(IoMode::parse("direct"), Some(IoMode::Direct));
         assert_eq!(IoMode::from_c(3), None);
+    }
+
+    #[test]
+    fn limits_are_the_interfaces_and_the_headers() {
+        use crate::binder_stack::idl::IDmaLoader;
+        assert_eq!(MAX_FILES as i32, IDmaLoader::MAX_FILES);
+        assert_eq!(MAX_NAME_BYTES as i32, IDmaLoader::MAX_NAME_BYTES);
+        let header = include_str!("../include/dmaload.h");
+        for line in [
+            format!("#define DMALOAD_MAX_FILES {MAX_FILES}\n"),
+            format!("#define DMALOAD_MAX_NAME_BYTES {MAX_NAME_BYTES}\n"),
+        ] {
+            assert!(header.contains(&line), "dmaload.h lacks `{line}`");
+        }
     }
 }

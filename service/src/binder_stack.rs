@@ -74,7 +74,7 @@ mod imp {
         /// `dumpsys vendor.dmaload.IDmaLoader/default [args]`.
         fn dump(&self, writer: &mut dyn std::io::Write, args: &[String]) -> rsbinder::Result<()> {
             writer
-                .write_all(self.debug_text(args).as_bytes())
+                .write_all(self.dump_text(calling_uid(), args).as_bytes())
                 .map_err(|_| rsbinder::StatusCode::FailedTransaction)
         }
     }
@@ -186,7 +186,9 @@ mod imp {
                 return -libc::EBADF;
             };
             let mut out = std::fs::File::from(out);
-            match out.write_all(service.debug_text(&args).as_bytes()) {
+            // The NDK admits only root and shell here; the uid decides what they see anyway.
+            let uid = super::calling_uid();
+            match out.write_all(service.dump_text(uid, &args).as_bytes()) {
                 Ok(()) => 0,
                 Err(_) => -libc::EIO,
             }
@@ -205,7 +207,7 @@ mod imp {
                 .map(|a| a.to_string_lossy().into_owned())
                 .collect();
             writer
-                .write_all(self.debug_text(&args).as_bytes())
+                .write_all(self.dump_text(calling_uid(), &args).as_bytes())
                 .map_err(|_| binder::StatusCode::FAILED_TRANSACTION)
         }
     }

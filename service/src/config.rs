@@ -73,6 +73,7 @@ impl Config {
             "max_loads" => e.max_concurrent_loads = parse_num(value)?,
             "max_loads_per_caller" => e.max_concurrent_loads_per_owner = parse_num(value)?,
             "max_segments" => e.max_segments = parse_num(value)?,
+            "max_files" => e.max_files = parse_num(value)?,
             "min_available_after" => e.min_available_after_bytes = parse_size(value)?,
             "gather_size" => e.default_tunables.gather_size = parse_size(value)?,
             "chunk_size" => e.default_tunables.chunk_size = parse_size(value)?,
@@ -129,7 +130,8 @@ impl Config {
         };
         format!(
             "global_cap = {}\ncaller_cap = {}\nmax_buffer = {}\nmax_loads = {}\n\
-             max_loads_per_caller = {}\nmax_segments = {}\nmin_available_after = {}\ngather_size = {}\nchunk_size = {}\n\
+             max_loads_per_caller = {}\nmax_segments = {}\nmax_files = {}\nmin_available_after = {}\n\
+             gather_size = {}\nchunk_size = {}\n\
              reader_threads = {}\nworker_threads = {}\nio_engine = {}\nhugetlb = {}\n\
              allowed_backends = {backends}\n\
              allowed_uids = {uids}\n\
@@ -140,6 +142,7 @@ impl Config {
             e.max_concurrent_loads,
             e.max_concurrent_loads_per_owner,
             e.max_segments,
+            e.max_files,
             e.min_available_after_bytes,
             t.gather_size,
             t.chunk_size,

@@ -1,13 +1,25 @@
 //! The read-only views behind `dumpsys`, `debugDump` and (where the stack delivers it) `cmd`.
+//!
+//! Who sees what: root, system and shell (the uids `dumpsys` and `cmd` run as) see every
+//! caller; any other caller sees only its own buffers and usage, and the views that describe
+//! every caller (`config`, `stats`, `state`) are refused to it. Caller text (buffer names, the
+//! arguments) is shown escaped and bounded (`dmaload_abi::text`).
+
+use dmaload_abi::Untrusted;
+use dmaload_engine::{ErrorCode, LoadError};
 
 use crate::service::DmaLoaderService;
 
+/// Uids that see every caller in a dump (AOSP's AID_ROOT, AID_SYSTEM, AID_SHELL).
+const FULL_VIEW_UIDS: [u32; 3] = [0, 1000, 2000];
+
 const HELP: &str = "\
 dmaloadd views (dumpsys vendor.dmaload.IDmaLoader/default [view...]):
-  (none)     every view below
+  (none)     every view below (other callers than root, system and shell: backends,
+             and their own buffers and usage)
   config     settings in force (caps, threads, allowed backends/uids)
   backends   heaps and other backends with their limits
-  buffers    live buffers: id, owner uid/pid, name, size, backend, age
+  buffers    live buffers: id, owner uid/pid, size, backend, age, name
   usage      per-uid usage (buffers charged, working memory of loads running) and the total
   stats      counters: loads, bytes, failures by code, latency percentiles
   state      open fds, outstanding buffer bytes, working memory, kept bounce blocks,
@@ -15,31 +27,96 @@ dmaloadd views (dumpsys vendor.dmaload.IDmaLoader/default [view...]):
   --help     this list
 ";
 
-/// Renders the views named in `args`.
-pub fn render(service: &DmaLoaderService, args: &[String]) -> String {
+/// The views, in the order a dump without arguments shows them.
+const VIEWS: [&str; 6] = ["config", "backends", "buffers", "usage", "stats", "state"];
+/// The views a caller without the full view may ask for.
+const OWN_VIEWS: [&str; 3] = ["backends", "buffers", "usage"];
+/// Most views one dump shows: each is a few KiB, and the reply must fit one transaction.
+const MAX_VIEWS: usize = 16;
+
+/// Who asks for a dump.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Viewer {
+    pub uid: u32,
+}
+
+impl Viewer {
+    /// Root, system and shell see every caller's buffers and the service-wide views.
+    pub fn sees_everyone(self) -> bool {
+        FULL_VIEW_UIDS.contains(&self.uid)
+    }
+}
+
+/// Renders the views named in `args` for `viewer`: `INVALID_ARGUMENT` for a view that does
+/// not exist, `PERMISSION_DENIED` for a service-wide view asked by another caller than root,
+/// system or shell; both say which views there are.
+pub fn render(
+    service: &DmaLoaderService,
+    viewer: Viewer,
+    args: &[String],
+) -> Result<String, LoadError> {
+    let defaults: &[&str] = if viewer.sees_everyone() {
+        &VIEWS
+    } else {
+        &OWN_VIEWS
+    };
+    if args.len() > MAX_VIEWS {
+        return Err(LoadError::new(
+            ErrorCode::InvalidArgument,
+            format!(
+                "{} views asked; at most {MAX_VIEWS} in one dump",
+                args.len()
+            ),
+        ));
+    }
     let views: Vec<&str> = if args.is_empty() {
-        vec!["config", "backends", "buffers", "usage", "stats", "state"]
+        defaults.to_vec()
     } else {
         args.iter().map(String::as_str).collect()
     };
     let mut out = String::new();
     for view in views {
-        match view {
-            "-h" | "--help" | "help" => out += HELP,
-            "config" => out += &section("config", &service.config().describe()),
-            "backends" => out += &section("backends", &backends(service)),
-            "buffers" => out += &section("buffers", &buffers(service)),
-            "usage" => out += &section("usage", &usage(service)),
-            "stats" => out += &section("stats", &service.counters().describe()),
-            "state" => out += &section("state", &state(service)),
-            other => out += &format!("unknown view {other:?}\n{HELP}"),
+        if matches!(view, "-h" | "--help" | "help") {
+            out += HELP;
+            continue;
         }
+        if !VIEWS.contains(&view) {
+            return Err(LoadError::new(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "unknown view '{}'; the views are {} and --help",
+                    Untrusted::str(view).limit(64),
+                    VIEWS.join(", ")
+                ),
+            ));
+        }
+        if !defaults.contains(&view) {
+            return Err(LoadError::new(
+                ErrorCode::PermissionDenied,
+                format!(
+                    "view '{view}' shows every caller: it is for root, system and shell; uid {} \
+                     may see {}",
+                    viewer.uid,
+                    OWN_VIEWS.join(", ")
+                ),
+            ));
+        }
+        let body = match view {
+            "config" => service.config().describe(),
+            "backends" => backends(service),
+            "buffers" => buffers(service, viewer),
+            "usage" => usage(service, viewer),
+            "stats" => service.counters().describe(),
+            _ => state(service),
+        };
+        out += &format!("== {view}\n{body}");
     }
-    out
+    Ok(out)
 }
 
-fn section(title: &str, body: &str) -> String {
-    format!("== {title}\n{body}")
+/// The text `dumpsys` shows: the views, or why there are none.
+pub fn render_text(service: &DmaLoaderService, viewer: Viewer, args: &[String]) -> String {
+    render(service, viewer, args).unwrap_or_else(|err| format!("error: {err}\n{HELP}"))
 }
 
 fn backends(service: &DmaLoaderService) -> String {
@@ -60,11 +137,17 @@ fn backends(service: &DmaLoaderService) -> String {
         .collect()
 }
 
-fn buffers(service: &DmaLoaderService) -> String {
-    let views = service.buffers().views();
+fn buffers(service: &DmaLoaderService, viewer: Viewer) -> String {
+    let views: Vec<_> = service
+        .buffers()
+        .views()
+        .into_iter()
+        .filter(|b| viewer.sees_everyone() || b.owner.uid == viewer.uid)
+        .collect();
     if views.is_empty() {
         return "(none)\n".into();
     }
+    // The name last: whatever it holds, it cannot be taken for another field.
     views
         .iter()
         .map(|b| {
@@ -76,13 +159,23 @@ fn buffers(service: &DmaLoaderService) -> String {
                 b.size,
                 b.backend,
                 b.age.as_secs_f64(),
-                b.name
+                Untrusted::str(&b.name)
             )
         })
         .collect()
 }
 
-fn usage(service: &DmaLoaderService) -> String {
+fn usage(service: &DmaLoaderService, viewer: Viewer) -> String {
+    let line = |uid: u32| {
+        let u = service.engine().usage(uid);
+        format!(
+            "uid {uid}: charged={} charges={} loads_in_flight={} working={}\n",
+            u.charged_bytes, u.charges, u.loads_in_flight, u.working_bytes
+        )
+    };
+    if !viewer.sees_everyone() {
+        return line(viewer.uid);
+    }
     let mut uids: Vec<u32> = service
         .buffers()
         .views()
@@ -91,14 +184,7 @@ fn usage(service: &DmaLoaderService) -> String {
         .collect();
     uids.sort_unstable();
     uids.dedup();
-    let mut out = String::new();
-    for uid in uids {
-        let u = service.engine().usage(uid);
-        out += &format!(
-            "uid {uid}: charged={} charges={} loads_in_flight={} working={}\n",
-            u.charged_bytes, u.charges, u.loads_in_flight, u.working_bytes
-        );
-    }
+    let mut out: String = uids.into_iter().map(line).collect();
     let t = service.engine().total_usage();
     let (pooled, _) = service.engine().pooled_bytes();
     out += &format!(

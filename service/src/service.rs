@@ -6,6 +6,8 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Instant;
 
+use dmaload_abi::text::MARKER_MAX_BYTES;
+use dmaload_abi::Untrusted;
 use dmaload_engine::{
     BufferKind, CancelToken, Engine, ErrorCode, IoMode, LoadError, LoadRequest, LoadedBuffer,
     Owner, Progress, Segment, Tunables,
@@ -15,6 +17,7 @@ use crate::binder_stack::{self as stack, idl, BinderResult, ParcelFileDescriptor
 use crate::buffers::{Caller, LiveBuffers};
 use crate::config::Config;
 use crate::counters::Counters;
+use crate::dump::Viewer;
 use crate::progress_relay::ProgressRelay;
 
 /// The service object behind `vendor.dmaload.IDmaLoader/default`.
@@ -67,9 +70,14 @@ impl DmaLoaderService {
         &self.inner.counters
     }
 
-    /// The dump text for `args` (dumpsys, debugDump, cmd).
-    pub fn debug_text(&self, args: &[String]) -> String {
-        crate::dump::render(self, args)
+    /// The dump views in `args` as the caller `uid` may see them (`dumpsys` and `cmd`: the
+    /// text says why when there are none; `debugDump` returns the error instead).
+    pub fn dump_text(&self, uid: u32, args: &[String]) -> String {
+        let viewer = Viewer { uid };
+        if !viewer.sees_everyone() && !self.inner.config.allows_uid(uid) {
+            return format!("error: uid {uid} may not use dmaload (allowed_uids)\n");
+        }
+        crate::dump::render_text(self, viewer, args)
     }
 
     /// The caller of the current transaction, if it may call at all.
@@ -120,7 +128,8 @@ impl DmaLoaderService {
             Err(err) => {
                 self.inner.counters.failed(err.code);
                 log::info!(
-                    "load for uid {} pid {} failed: {err}",
+                    "load '{}' for uid {} pid {} failed: {err}",
+                    Untrusted::str(&name),
                     caller.uid,
                     caller.pid
                 );
@@ -185,35 +194,30 @@ impl DmaLoaderService {
     }
 }
 
+/// Most distinct files one request may name in its file table (`IDmaLoader.MAX_FILES`): what
+/// every binder transport carries in one transaction (RPC binder: 64 fds).
+pub const MAX_FILES: usize = idl::IDmaLoader::MAX_FILES as usize;
+/// Longest caller-given buffer name (`IDmaLoader.MAX_NAME_BYTES`); the service prefixes it.
+pub const MAX_NAME_BYTES: usize = idl::IDmaLoader::MAX_NAME_BYTES as usize;
+/// The prefix the service gives every buffer name: the owner's uid.
+const NAME_PREFIX_MAX_BYTES: usize = "dmaload:uid4294967295:".len();
+
 /// Converts the wire request into the engine's, duplicating the caller's fds (the parcel
-/// keeps its own). The buffer's name carries the caller's uid.
+/// keeps its own). Two layouts: the file table (version 2: distinct files in `files`,
+/// segments name theirs by `fileIndex`) and one fd per segment (version 1, `files` empty; at
+/// most `max_fd_segments` segments). The buffer's name carries the caller's uid.
 pub fn engine_request(
     caller: Caller,
     wire: &idl::LoadRequest::LoadRequest,
+    max_fd_segments: usize,
 ) -> Result<LoadRequest, LoadError> {
-    let mut segments = Vec::with_capacity(wire.segments.len());
-    for (i, seg) in wire.segments.iter().enumerate() {
-        let fd: OwnedFd = match &seg.fd {
-            Some(pfd) => pfd.as_ref().try_clone().map_err(|e| {
-                LoadError::new(
-                    ErrorCode::BadFd,
-                    format!("segment {i}: cannot duplicate its fd: {e}"),
-                )
-            })?,
-            None => {
-                return Err(LoadError::new(
-                    ErrorCode::BadFd,
-                    format!("segment {i} has no fd: pass a regular file opened for reading"),
-                ))
-            }
-        };
-        segments.push(Segment {
-            fd,
-            file_offset: non_negative(seg.fileOffset, i, "fileOffset")?,
-            length: non_negative(seg.length, i, "length")?,
-            buffer_offset: non_negative(seg.bufferOffset, i, "bufferOffset")?,
-        });
-    }
+    let name = buffer_name(caller, &wire.name)?;
+    let table = wire.files.as_deref().unwrap_or_default();
+    let (files, segments) = if table.is_empty() {
+        fd_per_segment(&wire.segments, max_fd_segments)?
+    } else {
+        file_table(table, &wire.segments)?
+    };
     let io_mode = match wire.ioMode {
         idl::IoMode::IoMode::AUTO => IoMode::Auto,
         idl::IoMode::IoMode::DIRECT => IoMode::Direct,
@@ -236,17 +240,163 @@ pub fn engine_request(
         populate_threads: tunable32(t.populateThreads, "populateThreads")?,
         bounce_buffers: tunable32(t.bounceBuffers, "bounceBuffers")?,
     };
-    let name = if wire.name.is_empty() {
-        format!("dmaload:uid{}", caller.uid)
-    } else {
-        format!("dmaload:uid{}:{}", caller.uid, wire.name)
-    };
     Ok(LoadRequest {
+        files,
         segments,
         buffer: BufferKind::parse(&wire.backend),
         io_mode,
         name,
         tunables,
+    })
+}
+
+/// The name the buffer carries (dma-buf and memfd names, the dump, the result): the owner's
+/// uid, then the caller's name escaped, so no control character reaches the kernel's lists
+/// (debugfs `bufinfo`, `/proc/*/fdinfo`) or a dump. A printable name stays as it is.
+fn buffer_name(caller: Caller, name: &str) -> Result<String, LoadError> {
+    if name.len() > MAX_NAME_BYTES {
+        return Err(LoadError::new(
+            ErrorCode::InvalidArgument,
+            format!(
+                "name is {} bytes; at most {MAX_NAME_BYTES} are allowed \
+                 (IDmaLoader.MAX_NAME_BYTES)",
+                name.len()
+            ),
+        ));
+    }
+    if name.contains('\0') {
+        return Err(LoadError::new(
+            ErrorCode::InvalidArgument,
+            "name contains a NUL character; pass a name without one",
+        ));
+    }
+    if name.is_empty() {
+        return Ok(format!("dmaload:uid{}", caller.uid));
+    }
+    // Escaped text can be longer than the name: the engine's limit still holds it.
+    let room = LoadRequest::MAX_NAME_BYTES - NAME_PREFIX_MAX_BYTES - MARKER_MAX_BYTES;
+    let shown = Untrusted::str(name).limit(room);
+    Ok(format!("dmaload:uid{}:{shown}", caller.uid))
+}
+
+/// The file-table layout: each distinct file once, segments name theirs by index.
+fn file_table(
+    table: &[Option<ParcelFileDescriptor>],
+    wire: &[idl::FileSegment::FileSegment],
+) -> Result<(Vec<OwnedFd>, Vec<Segment>), LoadError> {
+    if table.len() > MAX_FILES {
+        return Err(LoadError::new(
+            ErrorCode::TooManyFiles,
+            format!(
+                "the request names {} files; at most {MAX_FILES} (IDmaLoader.MAX_FILES) fit one \
+                 request: split the load",
+                table.len()
+            ),
+        ));
+    }
+    let mut segments = Vec::with_capacity(wire.len());
+    for (i, seg) in wire.iter().enumerate() {
+        if seg.fd.is_some() {
+            return Err(LoadError::new(
+                ErrorCode::BadSegments,
+                format!(
+                    "segment {i} carries an fd although the request has a file table \
+                     (LoadRequest.files): name its file with fileIndex and leave fd null, or \
+                     send no files and one fd per segment"
+                ),
+            ));
+        }
+        let file = usize::try_from(seg.fileIndex)
+            .ok()
+            .filter(|&f| f < table.len())
+            .ok_or_else(|| {
+                LoadError::new(
+                    ErrorCode::BadSegments,
+                    format!(
+                        "segment {i}: fileIndex {} is not an index into LoadRequest.files \
+                         ({} files)",
+                        seg.fileIndex,
+                        table.len()
+                    ),
+                )
+            })?;
+        segments.push(segment(i, seg, file)?);
+    }
+    let mut files = Vec::with_capacity(table.len());
+    for (i, pfd) in table.iter().enumerate() {
+        let Some(pfd) = pfd else {
+            return Err(LoadError::new(
+                ErrorCode::BadFd,
+                format!("file {i} is null: pass a regular file opened for reading"),
+            ));
+        };
+        files.push(duplicate(pfd, format_args!("file {i}"))?);
+    }
+    Ok((files, segments))
+}
+
+/// The version 1 layout: every segment carries its own fd (file `i` is segment `i`'s).
+fn fd_per_segment(
+    wire: &[idl::FileSegment::FileSegment],
+    max_fd_segments: usize,
+) -> Result<(Vec<OwnedFd>, Vec<Segment>), LoadError> {
+    if wire.len() > max_fd_segments {
+        return Err(LoadError::new(
+            ErrorCode::BadSegments,
+            format!(
+                "{} segments, each with an fd of its own, exceed the limit of {max_fd_segments}; \
+                 send each distinct file once in LoadRequest.files (version 2) or split the load",
+                wire.len()
+            ),
+        ));
+    }
+    let mut files = Vec::with_capacity(wire.len());
+    let mut segments = Vec::with_capacity(wire.len());
+    for (i, seg) in wire.iter().enumerate() {
+        if seg.fileIndex != -1 {
+            return Err(LoadError::new(
+                ErrorCode::BadSegments,
+                format!(
+                    "segment {i} names file {} but the request has no file table \
+                     (LoadRequest.files)",
+                    seg.fileIndex
+                ),
+            ));
+        }
+        let Some(pfd) = &seg.fd else {
+            return Err(LoadError::new(
+                ErrorCode::BadFd,
+                format!("segment {i} has no fd: pass a regular file opened for reading"),
+            ));
+        };
+        files.push(duplicate(pfd, format_args!("segment {i}"))?);
+        segments.push(segment(i, seg, i)?);
+    }
+    Ok((files, segments))
+}
+
+fn duplicate(
+    pfd: &ParcelFileDescriptor,
+    what: std::fmt::Arguments<'_>,
+) -> Result<OwnedFd, LoadError> {
+    pfd.as_ref().try_clone().map_err(|e| {
+        LoadError::new(
+            ErrorCode::BadFd,
+            format!("{what}: cannot duplicate its fd: {e}"),
+        )
+    })
+}
+
+fn segment(
+    i: usize,
+    seg: &idl::FileSegment::FileSegment,
+    file: usize,
+) -> Result<Segment, LoadError> {
+    Ok(Segment {
+        file,
+        file_offset: non_negative(seg.fileOffset, i, "fileOffset")?,
+        length: non_negative(seg.length, i, "length")?,
+        buffer_offset: non_negative(seg.bufferOffset, i, "bufferOffset")?,
     })
 }
 
@@ -315,7 +465,7 @@ impl idl::IDmaLoader::IDmaLoader for DmaLoaderService {
         request: &idl::LoadRequest::LoadRequest,
     ) -> BinderResult<idl::LoadResult::LoadResult> {
         let result = self.admit().and_then(|caller| {
-            let req = engine_request(caller, request)?;
+            let req = engine_request(caller, request, self.inner.config.engine.max_files)?;
             self.run_load(
                 caller,
                 req,
@@ -333,7 +483,7 @@ impl idl::IDmaLoader::IDmaLoader for DmaLoaderService {
     ) -> BinderResult<Strong<dyn idl::ILoadHandle::ILoadHandle>> {
         // Bad input fails here, synchronously; what happens during the load goes to onError.
         let started = self.admit().and_then(|caller| {
-            let req = engine_request(caller, request)?;
+            let req = engine_request(caller, request, self.inner.config.engine.max_files)?;
             let cancel = CancelToken::new();
             let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let (service, token, finished) = (self.clone(), cancel.clone(), done.clone());
@@ -466,7 +616,9 @@ impl idl::IDmaLoader::IDmaLoader for DmaLoaderService {
     }
 
     fn debugDump(&self, args: &[String]) -> BinderResult<String> {
-        let r = self.admit().map(|_| self.debug_text(args));
+        let r = self
+            .admit()
+            .and_then(|caller| crate::dump::render(self, Viewer { uid: caller.uid }, args));
         self.check(r)
     }
 
@@ -484,5 +636,80 @@ impl idl::IDmaLoader::IDmaLoader for DmaLoaderService {
             }
         });
         self.check(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The most segments a request may have make a parcel one kernel binder buffer holds
+    /// (1 MiB less two pages, shared by every call in flight to the service) with room left.
+    #[cfg(not(feature = "android"))]
+    #[test]
+    fn the_largest_request_fits_the_binder_buffer() {
+        let max = dmaload_engine::EngineConfig::from_system().max_segments;
+        let segment = |i: usize| idl::FileSegment::FileSegment {
+            fileIndex: (i % MAX_FILES) as i32,
+            fileOffset: i64::MAX,
+            length: i64::MAX,
+            bufferOffset: i64::MAX,
+            ..Default::default()
+        };
+        let request = |n: usize| idl::LoadRequest::LoadRequest {
+            segments: (0..n).map(segment).collect(),
+            name: "n".repeat(MAX_NAME_BYTES),
+            ..Default::default()
+        };
+        let one = rsbinder::to_bytes(&request(1)).unwrap().len();
+        let two = rsbinder::to_bytes(&request(2)).unwrap().len();
+        assert_eq!(two - one, 40, "bytes per segment (docs/DESIGN.md)");
+        let largest = rsbinder::to_bytes(&request(max)).unwrap().len();
+        // The 64 files add a flat_binder_object and an offset each (32 bytes).
+        let with_files = largest + MAX_FILES * 32;
+        assert!(
+            with_files <= 700 << 10,
+            "{max} segments: {with_files} bytes of parcel"
+        );
+    }
+
+    const CALLER: Caller = Caller {
+        uid: 4_294_967_295,
+        pid: 1,
+    };
+
+    #[test]
+    fn buffer_names_are_escaped_and_fit_the_engines_limit() {
+        assert_eq!(
+            buffer_name(CALLER, "model").unwrap(),
+            "dmaload:uid4294967295:model"
+        );
+        assert_eq!(buffer_name(CALLER, "").unwrap(), "dmaload:uid4294967295");
+        let forged = buffer_name(CALLER, "a\r\nid=1 uid=0\x1b[2J").unwrap();
+        assert_eq!(forged, r"dmaload:uid4294967295:a\x0d\x0aid=1 uid=0\x1b[2J");
+        // The longest printable name stays whole; the worst escaped one is cut, within 255.
+        let longest = "n".repeat(MAX_NAME_BYTES);
+        assert!(buffer_name(CALLER, &longest).unwrap().ends_with(&longest));
+        for worst in [
+            "\x01".repeat(MAX_NAME_BYTES),
+            "\u{9b}".repeat(MAX_NAME_BYTES / 2),
+        ] {
+            let name = buffer_name(CALLER, &worst).unwrap();
+            assert!(
+                name.len() <= LoadRequest::MAX_NAME_BYTES,
+                "{} bytes",
+                name.len()
+            );
+            assert!(name.ends_with("bytes)"), "{name}");
+        }
+        let too_long = "n".repeat(MAX_NAME_BYTES + 1);
+        assert_eq!(
+            buffer_name(CALLER, &too_long).unwrap_err().code,
+            ErrorCode::InvalidArgument
+        );
+        assert_eq!(
+            buffer_name(CALLER, "a\0b").unwrap_err().code,
+            ErrorCode::InvalidArgument
+        );
     }
 }

@@ -13,8 +13,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use dmaload_engine::{
-    BufferKind, CancelToken, Engine, EngineConfig, ErrorCode, IoMode, LoadRequest, NoProgress,
-    Owner, Segment, Tunables, Usage,
+    BufferKind, CancelToken, Engine, EngineConfig, ErrorCode, FdSegment, IoMode, LoadRequest,
+    NoProgress, Owner, Tunables, Usage,
 };
 
 use crate::buffer::ReadView;
@@ -179,28 +179,25 @@ pub fn check_case(fx: &Fixture, gen: &GenRequest) -> Result<(), String> {
     let fds_before = probe::own_open_fds();
     let mut segments = Vec::with_capacity(gen.segments.len());
     for (g, s) in gen.segments.iter().zip(&spec.segments) {
-        segments.push(Segment {
+        segments.push(FdSegment {
             fd: open_source(fx, g.source)?,
             file_offset: s.file_offset,
             length: s.length,
             buffer_offset: s.buffer_offset,
         });
     }
-    let request = LoadRequest {
-        segments,
-        buffer: if gen.known_backend {
+    let request = LoadRequest::from_fd_segments(segments, gen.name.clone())
+        .with_buffer(if gen.known_backend {
             BufferKind::Memfd
         } else {
             BufferKind::parse(UNKNOWN_HEAP)
-        },
-        io_mode: gen.io_mode,
-        name: gen.name.clone(),
-        tunables: Tunables {
+        })
+        .with_io_mode(gen.io_mode)
+        .with_tunables(Tunables {
             gather_size: gen.gather_size,
             chunk_size: gen.chunk_size,
             ..Tunables::default()
-        },
-    };
+        });
     let result = fx
         .engine
         .load(Owner::new(4242), request, &CancelToken::new(), &NoProgress);

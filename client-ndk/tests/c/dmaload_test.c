@@ -26,6 +26,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -127,7 +128,7 @@ static int verify_bytes(int fd, uint64_t bufferOffset, uint64_t fileOffset, uint
 
 static void test_error_strings(void) {
     CHECK(strcmp(ADmaLoad_errorString(DMALOAD_OK), "success") == 0, "0");
-    for (int code = DMALOAD_E_INVALID_ARGUMENT; code <= DMALOAD_E_INTERNAL; code++) {
+    for (int code = DMALOAD_E_INVALID_ARGUMENT; code <= DMALOAD_E_TOO_MANY_FILES; code++) {
         const char* s = ADmaLoad_errorString(code);
         CHECK(s != NULL && strlen(s) > 10, "code %d has no message", code);
     }
@@ -509,6 +510,113 @@ static void test_error_paths(ADmaLoader* loader, const char* path, uint64_t size
     ADmaLoadRequest_release(req);
 }
 
+/* 10,000 segments of one file (4 KiB each, in reverse order): the request holds one fd. */
+static void test_many_segments(ADmaLoader* loader, const char* path) {
+    const uint64_t count = 10000, len = 4096;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    CHECK(fd >= 0, "open %s", path);
+    ADmaLoadRequest* req = NULL;
+    CHECK_RC(ADmaLoadRequest_create(&req), DMALOAD_OK, "request create");
+    int fds_before = count_open_fds();
+    int rc = DMALOAD_OK;
+    for (uint64_t i = 0; i < count && rc == DMALOAD_OK; i++) {
+        rc = ADmaLoadRequest_addSegment(req, fd, i * len, len, (count - 1 - i) * len);
+    }
+    CHECK_RC(rc, DMALOAD_OK, "addSegment x 10000");
+    CHECK(count_open_fds() == fds_before + 1, "%d fds for one file (before: %d)", count_open_fds(),
+          fds_before);
+    close(fd);
+    ADmaLoadResult* result = NULL;
+    rc = ADmaLoader_load(loader, req, &result);
+    CHECK_RC(rc, DMALOAD_OK, "load 10000 segments of one file");
+    if (rc == DMALOAD_OK) {
+        size_t size = (size_t)(count * len);
+        uint8_t* p = mmap(NULL, size, PROT_READ, MAP_SHARED, ADmaLoadResult_getFd(result), 0);
+        CHECK(p != MAP_FAILED, "mmap");
+        if (p != MAP_FAILED) {
+            uint64_t bad = count;
+            for (uint64_t i = 0; i < count && bad == count; i++) {
+                const uint8_t* seg = p + (count - 1 - i) * len;
+                for (uint64_t j = 0; j < len; j++) {
+                    if (seg[j] != pattern(i * len + j)) {
+                        bad = i;
+                        break;
+                    }
+                }
+            }
+            CHECK(bad == count, "segment %" PRIu64 " differs from the file", bad);
+            munmap(p, size);
+        }
+        ADmaLoader_releaseBuffer(loader, ADmaLoadResult_getBufferId(result));
+        ADmaLoadResult_release(result);
+    }
+    ADmaLoadRequest_release(req);
+}
+
+/* DMALOAD_MAX_FILES distinct files load; the next one fails in the library, before sending. */
+static void test_too_many_files(ADmaLoader* loader) {
+    ADmaLoadRequest* req = NULL;
+    CHECK_RC(ADmaLoadRequest_create(&req), DMALOAD_OK, "request create");
+    char* paths[DMALOAD_MAX_FILES + 1];
+    int rc = DMALOAD_OK;
+    for (int i = 0; i <= DMALOAD_MAX_FILES; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "dmaload-test-file-%d.bin", i);
+        paths[i] = make_file(name, 4096);
+        rc = ADmaLoadRequest_addFile(req, paths[i], 0, 4096, (uint64_t)i * 4096, NULL);
+        if (i < DMALOAD_MAX_FILES) CHECK_RC(rc, DMALOAD_OK, "addFile");
+    }
+    CHECK_RC(rc, DMALOAD_E_TOO_MANY_FILES, "addFile of file 65");
+    CHECK(strstr(ADmaLoad_lastErrorMessage(), "64") != NULL, "%s", ADmaLoad_lastErrorMessage());
+    int fd = open(paths[DMALOAD_MAX_FILES], O_RDONLY | O_CLOEXEC);
+    CHECK_RC(ADmaLoadRequest_addSegment(req, fd, 0, 4096, 1 << 20), DMALOAD_E_TOO_MANY_FILES,
+             "addSegment of file 65");
+    close(fd);
+    /* Another segment of a file it has is fine. */
+    CHECK_RC(ADmaLoadRequest_addFile(req, paths[0], 0, 4096, 1 << 20, NULL), DMALOAD_OK,
+             "addFile of a file it has");
+    load_expect(loader, req, DMALOAD_OK, "64 files");
+    ADmaLoadRequest_release(req);
+    for (int i = 0; i <= DMALOAD_MAX_FILES; i++) {
+        unlink(paths[i]);
+        free(paths[i]);
+    }
+}
+
+/* A FIFO is refused at once (alarm: a regression that blocks in open() dies instead of hanging). */
+static void test_fifo(ADmaLoader* loader) {
+    char* fifo = NULL;
+    if (asprintf(&fifo, "%s/dmaload-test.fifo", g_dir) < 0) abort();
+    unlink(fifo);
+    CHECK(mkfifo(fifo, 0600) == 0, "mkfifo %s", fifo);
+    alarm(20);
+    ADmaLoadResult* result = NULL;
+    CHECK_RC(ADmaLoader_loadFile(loader, fifo, NULL, &result), DMALOAD_E_BAD_FD, "loadFile(FIFO)");
+    CHECK(strstr(ADmaLoad_lastErrorMessage(), "FIFO") != NULL, "%s", ADmaLoad_lastErrorMessage());
+    ADmaLoadRequest* req = NULL;
+    ADmaLoadRequest_create(&req);
+    CHECK_RC(ADmaLoadRequest_addFile(req, fifo, 0, 0, 0, NULL), DMALOAD_E_BAD_FD, "addFile(FIFO)");
+    CHECK_RC(ADmaLoadRequest_addFile(req, "/dev/zero", 0, 0, 0, NULL), DMALOAD_E_BAD_FD,
+             "addFile(/dev/zero)");
+    alarm(0);
+    ADmaLoadRequest_release(req);
+    unlink(fifo);
+    free(fifo);
+}
+
+static void test_names(void) {
+    ADmaLoadRequest* req = NULL;
+    ADmaLoadRequest_create(&req);
+    char name[DMALOAD_MAX_NAME_BYTES + 2];
+    memset(name, 'n', sizeof name);
+    name[DMALOAD_MAX_NAME_BYTES] = '\0';
+    CHECK_RC(ADmaLoadRequest_setName(req, name), DMALOAD_OK, "setName(200 bytes)");
+    name[DMALOAD_MAX_NAME_BYTES] = 'n';
+    name[DMALOAD_MAX_NAME_BYTES + 1] = '\0';
+    CHECK_RC(ADmaLoadRequest_setName(req, name), -EINVAL, "setName(201 bytes)");
+    ADmaLoadRequest_release(req);
+}
+
 int main(int argc, char** argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: %s DIR [ENDPOINT]\n", argv[0]);
@@ -547,6 +655,13 @@ int main(int argc, char** argv) {
         test_cancel(loader, big_path);
         printf("errors:\n");
         test_error_paths(loader, small_path, small);
+        printf("many segments:\n");
+        test_many_segments(loader, big_path);
+        printf("too many files:\n");
+        test_too_many_files(loader);
+        printf("FIFO:\n");
+        test_fifo(loader);
+        test_names();
         ADmaLoader_release(loader);
     }
     int fds_after = count_open_fds();

@@ -76,10 +76,10 @@ impl Engine {
                 "concurrent load limits must be at least 1"
             ));
         }
-        if config.max_segments == 0 {
+        if config.max_segments == 0 || config.max_files == 0 {
             return Err(load_err!(
                 InvalidArgument,
-                "max_segments must be at least 1"
+                "max_segments and max_files must be at least 1"
             ));
         }
         let accounting = Accounting::new();

@@ -34,7 +34,8 @@ pub use engine::{BackendInfo, Engine, LoadedBuffer};
 pub use error::{ErrorCode, LoadError};
 pub use limits::{Charge, EngineConfig, Usage};
 pub use request::{
-    BufferKind, IoEngine, IoMode, LoadRequest, NoProgress, Owner, Progress, Segment, Tunables,
+    BufferKind, FdSegment, IoEngine, IoMode, LoadRequest, NoProgress, Owner, Progress, Segment,
+    Tunables,
 };
 pub use stats::{Backend, Fallback, FallbackKind, LoadStats};
 

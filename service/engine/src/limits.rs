@@ -27,8 +27,11 @@ pub struct EngineConfig {
     pub max_concurrent_loads: u32,
     /// Loads running at once for one owner.
     pub max_concurrent_loads_per_owner: u32,
-    /// Segments in one request.
+    /// Segments in one request (`BAD_SEGMENTS` beyond).
     pub max_segments: usize,
+    /// Files (fds) in one request (`TOO_MANY_FILES` beyond). Every one is an fd held in the
+    /// service for the load.
+    pub max_files: usize,
     /// Memory the kernel must keep available after a reservation (checked against
     /// MemAvailable at reservation time).
     pub min_available_after_bytes: u64,
@@ -76,8 +79,15 @@ impl EngineConfig {
             max_buffer_bytes: per_owner,
             max_concurrent_loads: 8,
             max_concurrent_loads_per_owner: 4,
-            // Each segment carries an fd into the service: keep far below its fd limit.
-            max_segments: 1024,
+            // Segments name a file of the request, so they cost no fd: the bound is the size of
+            // the request itself. In the AIDL's file-table layout a segment is 40 bytes of
+            // parcel, so 16384 segments are 640 KiB: one such request fits the kernel binder
+            // buffer (1 MiB less two pages, shared by every call in flight to the service).
+            max_segments: 16384,
+            // Each file is an fd in the service: far below its fd limit. The AIDL's file
+            // table takes at most IDmaLoader.MAX_FILES (64); requests with one fd per segment
+            // (AIDL version 1) up to this.
+            max_files: 1024,
             min_available_after_bytes: (mem.total / 16).min(256 << 20),
             allowed_backends: Vec::new(),
             dma_heap_dir: PathBuf::from(dma_heap::DEVICE_DIR),

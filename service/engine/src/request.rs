@@ -1,4 +1,4 @@
-//! What a caller asks for: segments of files, a buffer kind, an I/O mode, tunables.
+//! What a caller asks for: files, segments of them, a buffer kind, an I/O mode, tunables.
 
 use std::os::fd::OwnedFd;
 
@@ -14,12 +14,11 @@ impl Owner {
     }
 }
 
-/// One piece of a file placed at an offset of the buffer.
-#[derive(Debug)]
+/// One range of one of the request's files, placed at an offset of the buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Segment {
-    /// The caller's file, read as it is: never re-opened, flags never changed. Direct I/O is
-    /// used when it was opened with `O_DIRECT`.
-    pub fd: OwnedFd,
+    /// The file: an index into [`LoadRequest::files`].
+    pub file: usize,
     pub file_offset: u64,
     /// Bytes to load; 0 means "to the end of the file".
     pub length: u64,
@@ -27,9 +26,32 @@ pub struct Segment {
 }
 
 impl Segment {
-    /// The whole file at the start of the buffer.
-    pub fn whole_file(fd: OwnedFd) -> Segment {
+    /// The whole of file `file` at the start of the buffer.
+    pub fn whole_file(file: usize) -> Segment {
         Segment {
+            file,
+            file_offset: 0,
+            length: 0,
+            buffer_offset: 0,
+        }
+    }
+}
+
+/// A segment that brings its own file, for callers with one fd per segment
+/// ([`LoadRequest::from_fd_segments`]).
+#[derive(Debug)]
+pub struct FdSegment {
+    pub fd: OwnedFd,
+    pub file_offset: u64,
+    /// Bytes to load; 0 means "to the end of the file".
+    pub length: u64,
+    pub buffer_offset: u64,
+}
+
+impl FdSegment {
+    /// The whole file at the start of the buffer.
+    pub fn whole_file(fd: OwnedFd) -> FdSegment {
+        FdSegment {
             fd,
             file_offset: 0,
             length: 0,
@@ -127,9 +149,13 @@ impl Tunables {
     pub const MAX_THREADS: u32 = 64;
 }
 
-/// A load request.
+/// A load request: the files, each once, and the segments that read them.
 #[derive(Debug)]
 pub struct LoadRequest {
+    /// The caller's files, read as they are: never re-opened, flags never changed. Direct
+    /// I/O is used for a file opened with `O_DIRECT`. Each is checked once, however many
+    /// segments read it.
+    pub files: Vec<OwnedFd>,
     pub segments: Vec<Segment>,
     pub buffer: BufferKind,
     pub io_mode: IoMode,
@@ -139,10 +165,30 @@ pub struct LoadRequest {
 }
 
 impl LoadRequest {
+    /// Longest buffer name, in bytes (names are labels: memfd names and debug listings).
+    pub const MAX_NAME_BYTES: usize = 255;
+
     /// A request for one whole file with defaults (auto backend, auto I/O mode).
     pub fn whole_file(fd: OwnedFd, name: impl Into<String>) -> LoadRequest {
+        LoadRequest::from_fd_segments(vec![FdSegment::whole_file(fd)], name)
+    }
+
+    /// A request in which every segment has a file of its own, with defaults.
+    pub fn from_fd_segments(segments: Vec<FdSegment>, name: impl Into<String>) -> LoadRequest {
+        let mut files = Vec::with_capacity(segments.len());
+        let mut ranges = Vec::with_capacity(segments.len());
+        for (file, seg) in segments.into_iter().enumerate() {
+            files.push(seg.fd);
+            ranges.push(Segment {
+                file,
+                file_offset: seg.file_offset,
+                length: seg.length,
+                buffer_offset: seg.buffer_offset,
+            });
+        }
         LoadRequest {
-            segments: vec![Segment::whole_file(fd)],
+            files,
+            segments: ranges,
             buffer: BufferKind::Auto,
             io_mode: IoMode::Auto,
             name: name.into(),

@@ -16,8 +16,8 @@ use std::sync::Mutex;
 
 use common::*;
 use dmaload_engine::{
-    Backend, BufferKind, CancelToken, Engine, EngineConfig, ErrorCode, FallbackKind, IoMode, Owner,
-    Progress, Segment, Tunables,
+    Backend, BufferKind, CancelToken, Engine, EngineConfig, ErrorCode, FallbackKind, FdSegment,
+    IoMode, Owner, Progress, Tunables,
 };
 
 const SIZES: [usize; 7] = [
@@ -76,7 +76,7 @@ fn segments_at_offsets_in_dma_bufs() {
         for direct in [true, false] {
             let segments = layout
                 .iter()
-                .map(|&(file_offset, length, buffer_offset)| Segment {
+                .map(|&(file_offset, length, buffer_offset)| FdSegment {
                     fd: open(&path, direct),
                     file_offset,
                     length,
@@ -115,7 +115,7 @@ fn backends_auto_and_names() {
     let dir = dio_dir();
     let path = write_file(&dir, "f", &pattern(300_000, 1));
     let mut req = request(
-        vec![Segment::whole_file(open_direct(&path))],
+        vec![FdSegment::whole_file(open_direct(&path))],
         BufferKind::Auto,
         IoMode::Auto,
     );
@@ -150,7 +150,7 @@ fn udmabuf_over_its_size_limit_falls_back_to_a_heap() {
     let data = pattern(2 << 20, 4);
     let path = write_file(&dir, "f", &data);
     let req = request(
-        vec![Segment::whole_file(open_direct(&path))],
+        vec![FdSegment::whole_file(open_direct(&path))],
         BufferKind::Udmabuf,
         IoMode::Auto,
     );
@@ -206,7 +206,7 @@ fn cancel_and_truncation_in_dma_buf_backends() {
         let cancel = CancelToken::new();
         let sink = OnFirstProgress(|| cancel.cancel(), Mutex::new(false));
         let req = request(
-            vec![Segment::whole_file(open_direct(&path))],
+            vec![FdSegment::whole_file(open_direct(&path))],
             kind.clone(),
             IoMode::Auto,
         )
@@ -226,7 +226,7 @@ fn cancel_and_truncation_in_dma_buf_backends() {
         };
         let sink = OnFirstProgress(truncate, Mutex::new(false));
         let req = request(
-            vec![Segment::whole_file(open_direct(&path))],
+            vec![FdSegment::whole_file(open_direct(&path))],
             kind.clone(),
             IoMode::Auto,
         )
@@ -256,7 +256,7 @@ fn heap_loads_charge_their_bounce_ring_and_keep_the_heap_open() {
     let path = write_file(&dir, "f", &data);
     let req = || {
         request(
-            vec![Segment::whole_file(open_direct(&path))],
+            vec![FdSegment::whole_file(open_direct(&path))],
             system_heap(),
             IoMode::Direct,
         )
@@ -356,7 +356,7 @@ fn udmabuf_memory_comes_from_the_hugetlb_pool_when_it_has_room() {
     let path = write_file(&dir, "huge", &data);
     let load_udmabuf = |engine: &Engine| {
         let req = request(
-            vec![Segment::whole_file(open_direct(&path))],
+            vec![FdSegment::whole_file(open_direct(&path))],
             BufferKind::Udmabuf,
             IoMode::Direct,
         );
@@ -422,7 +422,7 @@ fn auto_takes_the_backend_measured_fastest_here() {
     let engine = engine();
     let load_kind = |kind: BufferKind| {
         let req = request(
-            vec![Segment::whole_file(open_direct(&path))],
+            vec![FdSegment::whole_file(open_direct(&path))],
             kind,
             IoMode::Direct,
         );

@@ -17,8 +17,8 @@ use std::sync::{Arc, Barrier, Mutex};
 use common::*;
 use dmaload_abi::file::resident_bytes;
 use dmaload_engine::{
-    Backend, BufferKind, CancelToken, Engine, EngineConfig, ErrorCode, FallbackKind, IoMode,
-    LoadRequest, NoProgress, Owner, Progress, Segment, Tunables,
+    Backend, BufferKind, CancelToken, Engine, EngineConfig, ErrorCode, FallbackKind, FdSegment,
+    IoMode, LoadRequest, NoProgress, Owner, Progress, Segment, Tunables,
 };
 
 const ODD_SIZES: [usize; 9] = [
@@ -81,7 +81,7 @@ fn chunks_larger_than_gathers_still_complete() {
         ..Tunables::default()
     };
     let req = request(
-        vec![Segment::whole_file(open_direct(&path))],
+        vec![FdSegment::whole_file(open_direct(&path))],
         BufferKind::Memfd,
         IoMode::Auto,
     )
@@ -108,7 +108,7 @@ fn segments_at_offsets_land_where_asked() {
         ];
         let segments = layout
             .iter()
-            .map(|&(file_offset, length, buffer_offset)| Segment {
+            .map(|&(file_offset, length, buffer_offset)| FdSegment {
                 fd: open(&path, direct),
                 file_offset,
                 length,
@@ -158,7 +158,7 @@ fn tmpfs_files_are_read_buffered_and_say_so() {
         .map(Into::into)
         .unwrap_or_else(|_| open_buffered(&path));
     let req = request(
-        vec![Segment::whole_file(fd)],
+        vec![FdSegment::whole_file(fd)],
         BufferKind::Memfd,
         IoMode::Direct,
     );
@@ -190,7 +190,7 @@ fn buffered_loads_leave_no_page_cache_and_buffers_are_cloexec() {
     dmaload_abi::file::drop_cached(file.as_fd(), 0, len as u64).expect("fadvise");
     let before = resident_bytes(file.as_fd(), len as u64).expect("mincore");
     let req = request(
-        vec![Segment::whole_file(open_buffered(&path))],
+        vec![FdSegment::whole_file(open_buffered(&path))],
         BufferKind::Memfd,
         IoMode::Buffered,
     );
@@ -223,7 +223,7 @@ fn direct_mode_without_o_direct_falls_back_with_a_reason() {
     let engine = engine();
     let path = write_file(&dir, "nd", &pattern(10_000, 1));
     let req = request(
-        vec![Segment::whole_file(open_buffered(&path))],
+        vec![FdSegment::whole_file(open_buffered(&path))],
         BufferKind::Memfd,
         IoMode::Direct,
     );
@@ -274,12 +274,12 @@ fn bad_fds_of_each_kind_are_refused() {
         ("char device", char_device),
     ] {
         let req = request(
-            vec![Segment::whole_file(fd)],
+            vec![FdSegment::whole_file(fd)],
             BufferKind::Memfd,
             IoMode::Auto,
         );
         let msg = expect_code(&engine, req, ErrorCode::BadFd);
-        assert!(msg.contains("segment 0"), "{what}: {msg}");
+        assert!(msg.contains("file 0"), "{what}: {msg}");
     }
     drop(_pipe_writer);
     assert_eq!(fds_to(&path.to_string_lossy()), 0, "no fd leaked");
@@ -291,7 +291,7 @@ fn ranges_and_segments_are_validated_before_allocation() {
     let dir = dio_dir();
     let engine = engine();
     let path = write_file(&dir, "f", &pattern(10_000, 1));
-    let seg = |file_offset, length, buffer_offset| Segment {
+    let seg = |file_offset, length, buffer_offset| FdSegment {
         fd: open_buffered(&path),
         file_offset,
         length,
@@ -320,7 +320,7 @@ fn ranges_and_segments_are_validated_before_allocation() {
     );
     let empty_file = write_file(&dir, "empty", &[]);
     let req = request(
-        vec![Segment::whole_file(open_buffered(&empty_file))],
+        vec![FdSegment::whole_file(open_buffered(&empty_file))],
         BufferKind::Memfd,
         IoMode::Auto,
     );
@@ -357,7 +357,7 @@ fn unknown_and_disallowed_backends_are_refused() {
     let engine = engine();
     let one = |kind| {
         request(
-            vec![Segment::whole_file(open_buffered(&path))],
+            vec![FdSegment::whole_file(open_buffered(&path))],
             kind,
             IoMode::Auto,
         )
@@ -413,7 +413,7 @@ fn caps_are_enforced_before_allocation_and_released_on_drop() {
     let path = write_file(&dir, "f", &pattern(2 << 20, 1));
     let part = |len| {
         request(
-            vec![Segment {
+            vec![FdSegment {
                 fd: open_direct(&path),
                 file_offset: 0,
                 length: len,
@@ -452,7 +452,7 @@ fn caps_are_enforced_before_allocation_and_released_on_drop() {
 /// chunks through a 1 MiB bounce block, the load's working memory.
 fn misaligned(path: &std::path::Path, name: &str) -> LoadRequest {
     let mut req = request(
-        vec![Segment {
+        vec![FdSegment {
             fd: open_direct(path),
             file_offset: 1,
             length: 0,
@@ -554,7 +554,7 @@ fn working_memory_is_charged_before_allocation_shrunk_to_fit_and_reported() {
     assert_eq!(tight.total_usage(), Default::default());
     // The same buffer read through the page cache needs no bounce block: it fits.
     let buffered = request(
-        vec![Segment {
+        vec![FdSegment {
             fd: open_buffered(&path),
             file_offset: 1,
             length: 0,
@@ -577,7 +577,7 @@ fn loads_share_the_engines_worker_threads() {
     let (_, size) = engine.worker_threads();
     for _ in 0..5 {
         let req = request(
-            vec![Segment::whole_file(open_direct(&path))],
+            vec![FdSegment::whole_file(open_direct(&path))],
             BufferKind::Memfd,
             IoMode::Direct,
         );
@@ -617,7 +617,7 @@ fn cancel_mid_load_frees_everything() {
     let cancel = CancelToken::new();
     let sink = OnFirstProgress(|| cancel.cancel(), Mutex::new(false));
     let req = request(
-        vec![Segment::whole_file(open_direct(&path))],
+        vec![FdSegment::whole_file(open_direct(&path))],
         BufferKind::Memfd,
         IoMode::Auto,
     )
@@ -657,7 +657,7 @@ fn a_file_truncated_mid_load_is_a_specific_error() {
         };
         let sink = OnFirstProgress(truncate, Mutex::new(false));
         let req = request(
-            vec![Segment::whole_file(open(&path, direct))],
+            vec![FdSegment::whole_file(open(&path, direct))],
             BufferKind::Memfd,
             IoMode::Auto,
         )
@@ -700,7 +700,7 @@ fn concurrent_loads_beyond_the_limit_are_busy() {
                 Mutex::new(false),
             );
             let req = request(
-                vec![Segment::whole_file(open_direct(&path))],
+                vec![FdSegment::whole_file(open_direct(&path))],
                 BufferKind::Memfd,
                 IoMode::Auto,
             );
@@ -711,7 +711,7 @@ fn concurrent_loads_beyond_the_limit_are_busy() {
     };
     in_load.wait();
     let req = request(
-        vec![Segment::whole_file(open_direct(&path))],
+        vec![FdSegment::whole_file(open_direct(&path))],
         BufferKind::Memfd,
         IoMode::Auto,
     );
@@ -735,7 +735,7 @@ fn engine_is_shared_by_many_threads() {
             let (engine, path) = (engine.clone(), path.clone());
             std::thread::spawn(move || {
                 let req = request(
-                    vec![Segment::whole_file(open(&path, i % 2 == 0))],
+                    vec![FdSegment::whole_file(open(&path, i % 2 == 0))],
                     BufferKind::Memfd,
                     IoMode::Auto,
                 );
@@ -796,7 +796,7 @@ fn io_uring_reads_are_byte_exact_at_odd_sizes_and_offsets() {
     ];
     let segments = layout
         .iter()
-        .map(|&(file_offset, length, buffer_offset)| Segment {
+        .map(|&(file_offset, length, buffer_offset)| FdSegment {
             fd: open_direct(&path),
             file_offset,
             length,
@@ -843,7 +843,7 @@ fn io_uring_reads_see_a_truncated_file() {
     };
     let sink = OnFirstProgress(truncate, Mutex::new(false));
     let req = request(
-        vec![Segment::whole_file(open_direct(&path))],
+        vec![FdSegment::whole_file(open_direct(&path))],
         BufferKind::Memfd,
         IoMode::Direct,
     )
@@ -857,5 +857,115 @@ fn io_uring_reads_see_a_truncated_file() {
         .expect_err("shrunk");
     assert_eq!(err.code, ErrorCode::FileChanged, "{err}");
     assert_eq!(engine.usage(9), Default::default());
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn segments_share_their_file() {
+    let dir = dio_dir();
+    let engine = engine();
+    let data = pattern(40 << 10, 21);
+    let path = write_file(&dir, "shared", &data);
+    // 10,000 segments of 4 bytes of one file, in reverse order in the buffer: one fd.
+    let count = 10_000u64;
+    let mut req = LoadRequest::whole_file(open_buffered(&path), "shared")
+        .with_buffer(BufferKind::Memfd)
+        .with_tunables(small_tunables());
+    req.segments = (0..count)
+        .map(|i| Segment {
+            file: 0,
+            file_offset: i * 4,
+            length: 4,
+            buffer_offset: (count - 1 - i) * 4,
+        })
+        .collect();
+    let buf = load(&engine, req).expect("10,000 segments of one file");
+    let got = contents(&buf);
+    for i in 0..count as usize {
+        let at = (count as usize - 1 - i) * 4;
+        assert_eq!(&got[at..at + 4], &data[i * 4..i * 4 + 4], "segment {i}");
+    }
+
+    // Two files, segments interleaved, one of them read twice.
+    let other = pattern(8192, 22);
+    let other_path = write_file(&dir, "other", &other);
+    let mut req = request(vec![], BufferKind::Memfd, IoMode::Auto);
+    req.files = vec![open_direct(&path), open_buffered(&other_path)];
+    req.segments = vec![
+        Segment {
+            file: 1,
+            file_offset: 0,
+            length: 8192,
+            buffer_offset: 0,
+        },
+        Segment {
+            file: 0,
+            file_offset: 4096,
+            length: 4096,
+            buffer_offset: 8192,
+        },
+        Segment {
+            file: 1,
+            file_offset: 100,
+            length: 0,
+            buffer_offset: 3 << 12,
+        },
+    ];
+    let buf = load(&engine, req).expect("two files");
+    let got = contents(&buf);
+    assert_eq!(&got[..8192], &other[..]);
+    assert_eq!(&got[8192..12288], &data[4096..8192]);
+    assert_eq!(&got[12288..12288 + 8092], &other[100..]);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn file_tables_are_validated() {
+    let dir = dio_dir();
+    let path = write_file(&dir, "f", &pattern(10_000, 3));
+    let mut config = EngineConfig::from_system();
+    config.max_files = 3;
+    config.max_segments = 100;
+    let engine = Engine::new(config).expect("engine");
+    let req = |files: usize, segments: Vec<Segment>| {
+        let mut r = request(vec![], BufferKind::Memfd, IoMode::Auto);
+        r.files = (0..files).map(|_| open_buffered(&path)).collect();
+        r.segments = segments;
+        r
+    };
+    let seg = |file, buffer_offset| Segment {
+        file,
+        file_offset: 0,
+        length: 10,
+        buffer_offset,
+    };
+    let msg = expect_code(
+        &engine,
+        req(4, (0..4).map(|i| seg(i, i as u64 * 4096)).collect()),
+        ErrorCode::TooManyFiles,
+    );
+    assert!(msg.contains("4 files") && msg.contains('3'), "{msg}");
+    let msg = expect_code(
+        &engine,
+        req(1, (0..101).map(|i| seg(0, i * 4096)).collect()),
+        ErrorCode::BadSegments,
+    );
+    assert!(msg.contains("101 segments"), "{msg}");
+    let msg = expect_code(&engine, req(2, vec![seg(2, 0)]), ErrorCode::BadSegments);
+    assert!(msg.contains("names file 2"), "{msg}");
+    let msg = expect_code(&engine, req(2, vec![seg(0, 0)]), ErrorCode::BadSegments);
+    assert!(msg.contains("file 1 is read by no segment"), "{msg}");
+    // A bad file is refused once, named by its index, whatever number of segments read it.
+    let write_only: OwnedFd = OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open")
+        .into();
+    let mut bad = req(1, (0..50).map(|i| seg(0, i * 4096)).collect());
+    bad.files.push(write_only);
+    bad.segments.push(seg(1, 1 << 20));
+    let msg = expect_code(&engine, bad, ErrorCode::BadFd);
+    assert!(msg.starts_with("file 1:"), "{msg}");
+    assert_eq!(engine.total_usage(), Default::default());
     std::fs::remove_dir_all(dir).ok();
 }

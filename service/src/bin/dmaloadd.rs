@@ -21,7 +21,9 @@ usage: dmaloadd [--config FILE] [--rpc-socket PATH | --binder DEVICE] [--KEY VAL
   --print-config      print the settings in force and exit
 settings (defaults from the device's memory; see `--print-config`):
   --global-cap SIZE   --caller-cap SIZE   --max-buffer SIZE   --max-loads N
-  --max-loads-per-caller N   --max-segments N   --gather-size SIZE   --chunk-size SIZE
+  --max-loads-per-caller N   --max-segments N   --max-files N (fds in a request with one
+                      fd per segment; the file table takes IDmaLoader.MAX_FILES = 64)
+  --gather-size SIZE   --chunk-size SIZE
   --reader-threads N  --threads N (binder threads; default max-loads + 2)
   --worker-threads N (engine threads loads share; default: readers + populating threads)
   --io-engine pread|io_uring (default pread; io_uring falls back to pread where denied)
@@ -88,9 +90,10 @@ fn try_main() -> anyhow::Result<()> {
     serve(service, transport, threads, socket_mode)
 }
 
-/// Every segment of a request arrives as an fd, installed by the transport before the service
-/// sees the request: with the default soft limit (1024) a request of many segments would fail
-/// in the kernel with EMFILE instead of getting BAD_SEGMENTS from the engine.
+/// Every file of a request arrives as an fd, installed by the transport before the service
+/// sees the request (up to max_files of them, one per segment, from version 1 clients): with
+/// the default soft limit (1024) such a request would fail in the kernel with EMFILE instead
+/// of getting its error code from the service.
 fn raise_fd_limit() {
     if let Err(e) = dmaload_abi::rlimit::raise_open_files() {
         log::warn!("cannot raise the open-file limit to its hard limit: {e}");

@@ -1,9 +1,12 @@
 //! Group `bad-input`: every malformed request gets its specific stable code and a message,
 //! the service keeps serving (a good load right after each case), and nothing leaks (the
 //! service's fds, its outstanding buffer bytes, this caller's charge and the system's
-//! dma-bufs are back to their baseline after each case).
+//! dma-bufs are back to their baseline after each case). Besides the malformed requests: the
+//! file table's limits and 10,000 segments of one file, what the client library refuses
+//! before sending (a FIFO path), names with terminal controls in dumps, and another uid's
+//! view of the dump.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
 use dmaload_vts::ensure;
@@ -287,9 +290,15 @@ pub fn run(o: &Options, svc: &Svc) -> Group {
     for (name, req, want) in &cases {
         g.case(name, || refused(svc, req, *want, &small));
     }
+    file_table_cases(&mut g, svc, &small);
+    client_library_cases(&mut g, svc, &dir, &small);
     g.case(
-        "very many segments (max + 1, one fd each) → BAD_SEGMENTS",
-        || many_segments(svc, &small),
+        "a name with terminal controls shows escaped in the result, debugDump and dumpsys",
+        || escaped_name(svc, &small),
+    );
+    g.case(
+        "another uid sees only its own buffers in debugDump and dumpsys, no service-wide view",
+        || other_uid_dump(svc, &small),
     );
     caps_cases(&mut g, svc, &small);
     g.case(
@@ -343,19 +352,138 @@ fn o_path(svc: &Svc, fd: OwnedFd, small: &PatternFile) -> CaseResult {
     still_serving(svc, small)
 }
 
-fn many_segments(svc: &Svc, small: &PatternFile) -> CaseResult {
-    let st = svc
-        .r#debugDump(&[])
-        .map_err(|e| Failure::from_status(e).to_string())?;
-    let max: usize = st
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("max_segments")
-                .map(|v| v.trim_start_matches([' ', '=', ':']).trim().to_string())
-        })
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(4096);
+/// Checks that `req` loads, byte for byte as `pieces` say, and leaves nothing behind.
+fn loads_exactly(svc: &Svc, req: &LoadRequest, pieces: &[s::Piece]) -> CaseResult {
+    let base = s::baseline(svc)?;
+    let r = s::load(svc, req).map_err(|e| e.to_string())?;
+    let fd = s::buffer_fd(&r)?;
+    let checked = s::verify_content(&fd, r.r#sizeBytes as u64, pieces);
+    let _ = svc.r#releaseBuffer(r.r#bufferId);
+    drop(fd);
+    drop(r);
+    checked?;
+    s::back_to_baseline(svc, &base, Duration::from_secs(2)).map(|_| ())
+}
+
+/// `count` one-byte segments of file 0, the file's bytes in reverse order.
+fn reversed_bytes(count: usize, seed: u64) -> (Vec<s::FileSegment>, Vec<s::Piece>) {
+    let mut segments = Vec::with_capacity(count);
+    let mut pieces = Vec::with_capacity(count);
+    for i in 0..count {
+        let at = (count - 1 - i) as u64;
+        segments.push(s::indexed(0, i as i64, 1, at as i64));
+        pieces.push(s::Piece {
+            seed,
+            file_offset: i as u64,
+            len: 1,
+            at,
+        });
+    }
+    (segments, pieces)
+}
+
+/// The file table (`LoadRequest.files`, `FileSegment.fileIndex`) and the limits of both
+/// request layouts.
+fn file_table_cases(g: &mut Group, svc: &Svc, small: &PatternFile) {
+    let rd = || small.open(false).ok();
+    let table = |files: Vec<Option<OwnedFd>>, segments: Vec<s::FileSegment>| {
+        s::table_request(files, segments, "auto", "vts-table")
+    };
+    let cases: Vec<(&str, LoadRequest, E)> = vec![
+        (
+            "file table: 65 files (one more than IDmaLoader.MAX_FILES) → TOO_MANY_FILES",
+            table(
+                (0..65).map(|_| rd()).collect(),
+                (0..65)
+                    .map(|i| s::indexed(i, 0, 1, i as i64 * 4096))
+                    .collect(),
+            ),
+            E::TOO_MANY_FILES,
+        ),
+        (
+            "file table: a segment names file 1 of 1 → BAD_SEGMENTS",
+            table(vec![rd()], vec![s::indexed(1, 0, 1, 0)]),
+            E::BAD_SEGMENTS,
+        ),
+        (
+            "file table: fileIndex -2 → BAD_SEGMENTS",
+            table(vec![rd()], vec![s::indexed(-2, 0, 1, 0)]),
+            E::BAD_SEGMENTS,
+        ),
+        (
+            "file table: a segment with an fd of its own too → BAD_SEGMENTS",
+            table(vec![rd()], vec![s::segment(rd(), 0, 1, 0)]),
+            E::BAD_SEGMENTS,
+        ),
+        (
+            "file table: a file no segment reads → BAD_SEGMENTS",
+            table(vec![rd(), rd()], vec![s::indexed(0, 0, 1, 0)]),
+            E::BAD_SEGMENTS,
+        ),
+        (
+            "file table: a null file → BAD_FD",
+            table(vec![None], vec![s::indexed(0, 0, 1, 0)]),
+            E::BAD_FD,
+        ),
+        (
+            "file table: a write-only file → BAD_FD",
+            table(
+                vec![BadFdKind::WriteOnly.make(&small.path).ok().flatten()],
+                vec![s::indexed(0, 0, 1, 0)],
+            ),
+            E::BAD_FD,
+        ),
+        (
+            "no file table, a segment naming file 0 → BAD_SEGMENTS",
+            {
+                let mut r = one(rd(), 0, 1, 0);
+                r.r#segments[0].r#fileIndex = 0;
+                r
+            },
+            E::BAD_SEGMENTS,
+        ),
+    ];
+    for (name, req, want) in &cases {
+        g.case(name, || refused(svc, req, *want, small));
+    }
+    g.case(
+        "file table: max_segments + 1 segments of one file → BAD_SEGMENTS",
+        || {
+            let max = s::config_value(svc, "max_segments")? as usize;
+            let (segments, _) = reversed_bytes(max + 1, small.seed);
+            refused(svc, &table(vec![rd()], segments), E::BAD_SEGMENTS, small)
+        },
+    );
+    g.case(
+        "one fd per segment (version 1 layout), max_files + 1 of them → BAD_SEGMENTS",
+        || many_fds(svc, small),
+    );
+    g.case(
+        "file table: 10,000 segments of one file load byte-exact",
+        || {
+            let (segments, pieces) = reversed_bytes(10_000, small.seed);
+            loads_exactly(svc, &table(vec![rd()], segments), &pieces)
+        },
+    );
+    g.case("file table: 64 files load byte-exact", || {
+        let files = (0..64).map(|_| rd()).collect();
+        let segments = (0..64)
+            .map(|i| s::indexed(i, i as i64, 1, i as i64 * 4096))
+            .collect();
+        let pieces: Vec<s::Piece> = (0..64u64)
+            .map(|i| s::Piece {
+                seed: small.seed,
+                file_offset: i,
+                len: 1,
+                at: i * 4096,
+            })
+            .collect();
+        loads_exactly(svc, &table(files, segments), &pieces)
+    });
+}
+
+fn many_fds(svc: &Svc, small: &PatternFile) -> CaseResult {
+    let max = s::config_value(svc, "max_files")? as usize;
     // One fd per segment: binder duplicates each into the service, so a request over the
     // limit also tests that those fds are closed again.
     // This process holds max + 1 fds at once: lift its own soft limit first.
@@ -375,6 +503,239 @@ fn many_segments(svc: &Svc, small: &PatternFile) -> CaseResult {
         )),
         other => other,
     }
+}
+
+/// What the client library (libdmaload's Rust API) does before anything reaches the service.
+fn client_library_cases(g: &mut Group, svc: &Svc, dir: &std::path::Path, small: &PatternFile) {
+    g.case(
+        "client library: a FIFO path fails at once with BAD_FD",
+        || {
+            let fifo = dir.join("vts.fifo");
+            let _ = std::fs::remove_file(&fifo);
+            nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                .map_err(|e| format!("mkfifo: {e}"))?;
+            let base = s::baseline(svc)?;
+            let loader = s::client()?;
+            let path = fifo.clone();
+            // In a thread: a regression blocks in open() and fails here instead of hanging.
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let mut request = dmaload_client::LoadRequest::new();
+                let _ = tx.send(request.add_file(&path, 0, 0, 0).map(|_| ()));
+            });
+            let outcome = rx.recv_timeout(Duration::from_secs(10));
+            if outcome.is_err() {
+                // Release the blocked open (a writer appears) before failing.
+                let _ = std::fs::OpenOptions::new().write(true).open(&fifo);
+            }
+            let _ = std::fs::remove_file(&fifo);
+            match outcome {
+                Err(_) => return Err("adding a FIFO blocked in open() for 10 s".into()),
+                Ok(Ok(())) => return Err("a FIFO was taken as a file".into()),
+                Ok(Err(e)) => ensure!(
+                    e.code() == Some(dmaload_client::ErrorCode::BadFd),
+                    "got {e}, expected BAD_FD"
+                ),
+            }
+            drop(loader);
+            s::back_to_baseline(svc, &base, Duration::from_secs(2)).map(|_| ())
+        },
+    );
+    g.case(
+        "client library: 10,000 segments of one file hold one fd and load byte-exact",
+        || {
+            let base = s::baseline(svc)?;
+            let loader = s::client()?;
+            let file = std::fs::File::open(&small.path).map_err(|e| e.to_string())?;
+            let mut request = dmaload_client::LoadRequest::new();
+            for i in 0..10_000u64 {
+                request
+                    .add_fd(file.as_fd(), i, 1, 9_999 - i)
+                    .map_err(|e| format!("segment {i}: {e}"))?;
+            }
+            ensure!(
+                request.file_count() == 1,
+                "{} files in the request",
+                request.file_count()
+            );
+            let mut buffer = loader.load(&request).map_err(|e| e.to_string())?;
+            let fd = buffer.take_fd().ok_or("no buffer fd")?;
+            let (_, pieces) = reversed_bytes(10_000, small.seed);
+            let checked = s::verify_content(&fd, buffer.size(), &pieces);
+            let _ = loader.release_buffer(buffer.buffer_id());
+            drop(fd);
+            drop(loader);
+            checked?;
+            s::back_to_baseline(svc, &base, Duration::from_secs(2)).map(|_| ())
+        },
+    );
+}
+
+/// A name with every kind of control a terminal or a log reader acts upon, and a forged
+/// dump line.
+const EVIL_NAME: &str = "vts\x1b[2J\x1b]0;owned\x07\r\nid=999 uid=0 name=x\u{202e}";
+
+/// Fails if `text` shows a control character (other than its line breaks) or a bidi override.
+fn clean(text: &str, what: &str) -> CaseResult {
+    let raw: Vec<char> = text
+        .chars()
+        .filter(|&c| (c.is_control() && c != '\n') || c == '\u{202e}')
+        .collect();
+    ensure!(raw.is_empty(), "{what} shows raw {raw:?}: {text:?}");
+    Ok(())
+}
+
+fn escaped_name(svc: &Svc, small: &PatternFile) -> CaseResult {
+    let base = s::baseline(svc)?;
+    let fd = small.open(false).map_err(|e| e.to_string())?;
+    let req = s::whole_file_request(fd, "auto", IoMode::AUTO, EVIL_NAME);
+    let r = s::load(svc, &req).map_err(|e| e.to_string())?;
+    let outcome = (|| {
+        clean(&r.r#name, "the result's name")?;
+        ensure!(r.r#name.contains(r"vts\x1b[2J"), "name {:?}", r.r#name);
+        for (how, text) in [
+            (
+                "debugDump",
+                svc.r#debugDump(&["buffers".to_string()])
+                    .map_err(|e| Failure::from_status(e).to_string())?,
+            ),
+            ("dumpsys", s::dumpsys(svc, &["buffers".to_string()])?),
+        ] {
+            clean(&text, how)?;
+            let lines = text.lines().filter(|l| l.contains("vts\\x1b")).count();
+            ensure!(
+                lines == 1,
+                "{how}: the buffer takes {lines} lines: {text:?}"
+            );
+            ensure!(
+                !text.lines().any(|l| l.starts_with("id=999")),
+                "{how}: a forged line: {text:?}"
+            );
+        }
+        Ok(())
+    })();
+    let _ = svc.r#releaseBuffer(r.r#bufferId);
+    drop(r);
+    outcome?;
+    s::back_to_baseline(svc, &base, Duration::from_secs(2)).map(|_| ())
+}
+
+/// The uid the other caller of `other_uid_dump` runs as.
+const DUMP_UID: u32 = 10_400;
+
+fn other_uid_dump(svc: &Svc, small: &PatternFile) -> CaseResult {
+    use std::io::{BufRead, BufReader, Write};
+    let base = s::baseline(svc)?;
+    let fd = small.open(false).map_err(|e| e.to_string())?;
+    let mine = s::load(
+        svc,
+        &s::whole_file_request(fd, "auto", IoMode::AUTO, "vts-root-secret"),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut worker = crate::stress::worker_as(
+        DUMP_UID,
+        &[
+            "--worker".into(),
+            "own-dump".into(),
+            small.path.display().to_string(),
+        ],
+    )
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::piped())
+    .spawn()
+    .map_err(|e| format!("spawn a caller as uid {DUMP_UID}: {e}"))?;
+    let mut lines = Vec::new();
+    let stdout = worker.stdout.take().ok_or("no stdout")?;
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        let done = line == "READY" || line.starts_with("FAIL");
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    // Root sees both callers while the other one holds its buffer.
+    let everything = svc
+        .r#debugDump(&[])
+        .map_err(|e| Failure::from_status(e).to_string())?;
+    if let Some(mut stdin) = worker.stdin.take() {
+        let _ = writeln!(stdin, "done");
+    }
+    let status = worker.wait().map_err(|e| e.to_string())?;
+    let _ = svc.r#releaseBuffer(mine.r#bufferId);
+    drop(mine);
+    let text = lines.join("\n");
+    ensure!(
+        status.success() && text.contains("READY"),
+        "the other caller: {text}"
+    );
+    ensure!(text.contains(&format!("UID {DUMP_UID}")), "{text}");
+    let dumps: Vec<&String> = lines.iter().filter(|l| l.starts_with("DUMP ")).collect();
+    ensure!(dumps.len() == 3, "three dumps expected: {text}");
+    for dump in dumps {
+        ensure!(
+            dump.contains("vts-other-uid"),
+            "its own buffer missing: {dump}"
+        );
+        ensure!(
+            !dump.contains("vts-root-secret"),
+            "uid 0's buffer shown: {dump}"
+        );
+        ensure!(!dump.contains("uid 0:"), "uid 0's usage shown: {dump}");
+    }
+    for view in ["config", "stats", "state"] {
+        ensure!(
+            text.contains(&format!("REFUSED {view} {}", E::PERMISSION_DENIED.0)),
+            "{view} was not refused: {text}"
+        );
+    }
+    ensure!(
+        everything.contains("vts-root-secret") && everything.contains("vts-other-uid"),
+        "root's dump: {everything}"
+    );
+    s::back_to_baseline(svc, &base, Duration::from_secs(5)).map(|_| ())
+}
+
+/// `--worker own-dump FILE` (as another uid): loads FILE, prints `UID n`, its `debugDump` with
+/// no view and with `buffers usage`, its `dumpsys` (each as `DUMP <text>` on one line), and
+/// `REFUSED <view> <code>` or `SHOWN <view>` for each service-wide view; then `READY`, and
+/// releases its buffer once stdin says so.
+pub fn worker_own_dump(args: &[String]) -> Result<(), String> {
+    use std::io::BufRead;
+    let file = args.get(1).ok_or("file")?;
+    let svc = s::connect(Duration::from_secs(10))?;
+    let fd: OwnedFd = std::fs::File::open(file)
+        .map_err(|e| format!("{file}: {e}"))?
+        .into();
+    let r = s::load(
+        &svc,
+        &s::whole_file_request(fd, "auto", IoMode::AUTO, "vts-other-uid"),
+    )
+    .map_err(|e| e.to_string())?;
+    let usage = svc
+        .r#getUsage()
+        .map_err(|e| Failure::from_status(e).to_string())?;
+    println!("UID {}", usage.r#uid);
+    let one_line = |t: String| t.replace('\n', "|");
+    for args in [vec![], vec!["buffers".to_string(), "usage".to_string()]] {
+        let text = svc
+            .r#debugDump(&args)
+            .map_err(|e| format!("debugDump {args:?}: {}", Failure::from_status(e)))?;
+        println!("DUMP {}", one_line(text));
+    }
+    println!("DUMP {}", one_line(s::dumpsys(&svc, &[])?));
+    for view in ["config", "stats", "state"] {
+        match svc.r#debugDump(&[view.to_string()]) {
+            Ok(_) => println!("SHOWN {view}"),
+            Err(e) => match Failure::from_status(e) {
+                Failure::Code(c, _) => println!("REFUSED {view} {c}"),
+                other => println!("SHOWN {view} ({other})"),
+            },
+        }
+    }
+    println!("READY");
+    let _ = std::io::stdin().lock().lines().next();
+    svc.r#releaseBuffer(r.r#bufferId)
+        .map_err(|e| Failure::from_status(e).to_string())
 }
 
 fn caps_cases(g: &mut Group, svc: &Svc, small: &PatternFile) {

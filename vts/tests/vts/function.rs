@@ -1,7 +1,7 @@
 //! Group `function`: every backend the device offers × every I/O mode × sizes from 1 byte
 //! up, checked byte for byte through a mapping of the returned fd (DMA_BUF_IOCTL_SYNC for
 //! dma-bufs); several segments at buffer offsets; a ≥ 1 GiB load; backends vs /dev/dma_heap;
-//! stats; buffer names; sync and async loads with monotonic progress.
+//! stats; buffer names; sync and async loads with monotonic progress; a version 1 client.
 
 use std::time::{Duration, Instant};
 
@@ -250,6 +250,13 @@ pub fn run(o: &Options, svc: &Svc) -> Group {
         "buffer name shows the owner (uid/pid of the caller)",
         || name_case(svc, &files[5]),
     );
+    // The frozen version 1 bindings exist in the rsbinder build; the Soong build carries the
+    // one AIDL crate of the version under test.
+    #[cfg(not(target_os = "android"))]
+    g.case(
+        "a version 1 client (the frozen AIDL) loads segments through the service",
+        || v1_client_case(svc, a),
+    );
     if o.big {
         g.case(
             "≥ 1 GiB load (1 GiB + 4097 B, auto backend, O_DIRECT), byte-exact",
@@ -361,4 +368,87 @@ fn name_case(svc: &Svc, f: &PatternFile) -> CaseResult {
         info.name
     );
     Ok(())
+}
+
+/// A version 1 client: the frozen `vendor.dmaload` version 1 bindings, each segment with its
+/// own fd (the only layout version 1 has), against the service under test.
+#[cfg(not(target_os = "android"))]
+fn v1_client_case(svc: &Svc, f: &PatternFile) -> dmaload_vts::harness::CaseResult {
+    use dmaload_aidl::v1::aidl as v1;
+    use rsbinder::ParcelFileDescriptor;
+    use v1::IDmaLoader::IDmaLoader as V1;
+
+    let base = s::baseline(svc)?;
+    let endpoint = s::endpoint();
+    let (old, _client): (rsbinder::Strong<dyn V1>, rsbinder::Client) =
+        if let Some(path) = endpoint.strip_prefix("unix:") {
+            use rsbinder::entry::{WireProfile, WireVersion};
+            let uri = rsbinder::Uri::new(rsbinder::Endpoint::unix(std::path::Path::new(path)))
+                .with_wire(WireProfile::Android13Plus(WireVersion::MAX));
+            let client = rsbinder::Client::open_with(uri, |o, _| {
+                o.fd_mode = Some(rsbinder::rpc::FileDescriptorTransportMode::Unix);
+            })
+            .map_err(|e| format!("connect: {e:?}"))?;
+            let svc = client
+                .get::<dyn V1>(s::SERVICE_NAME)
+                .map_err(|e| format!("get: {e:?}"))?;
+            (svc, client)
+        } else {
+            let client = rsbinder::Client::open(rsbinder::Uri::kernel())
+                .map_err(|e| format!("open kernel binder: {e:?}"))?;
+            let svc = client
+                .try_get::<dyn V1>(s::SERVICE_NAME)
+                .map_err(|e| format!("get: {e:?}"))?
+                .ok_or("the service is not registered")?;
+            (svc, client)
+        };
+    let version = old.getInterfaceVersion().map_err(|e| format!("{e:?}"))?;
+    ensure!(version >= 2, "the service says it speaks version {version}");
+    // Three segments of one file, each with an fd of its own, swapped around.
+    let parts: [(u64, u64, u64); 3] = [
+        (4097, 10_000, 0),
+        (0, 4096, 3 * PAGE + 5),
+        (60_000, 0, 40_000),
+    ];
+    let mut segments = Vec::new();
+    let mut pieces = Vec::new();
+    for (off, len, at) in parts {
+        let fd = f.open(false).map_err(|e| e.to_string())?;
+        segments.push(v1::FileSegment::FileSegment {
+            fd: Some(ParcelFileDescriptor::new(fd)),
+            fileOffset: off as i64,
+            length: len as i64,
+            bufferOffset: at as i64,
+        });
+        let len = if len == 0 { f.size - off } else { len };
+        pieces.push(Piece {
+            seed: f.seed,
+            file_offset: off,
+            len,
+            at,
+        });
+    }
+    let req = v1::LoadRequest::LoadRequest {
+        segments,
+        backend: "auto".into(),
+        name: "vts-v1-client".into(),
+        ..Default::default()
+    };
+    let r = old
+        .load(&req)
+        .map_err(|e| format!("a version 1 load: {e:?}"))?;
+    let fd = r
+        .buffer
+        .as_ref()
+        .ok_or("no buffer fd")?
+        .as_ref()
+        .try_clone()
+        .map_err(|e| e.to_string())?;
+    let checked = s::verify_content(&fd, r.sizeBytes as u64, &pieces);
+    let released = old.releaseBuffer(r.bufferId);
+    drop(fd);
+    drop(r);
+    checked?;
+    released.map_err(|e| format!("releaseBuffer: {e:?}"))?;
+    s::back_to_baseline(svc, &base, Duration::from_secs(2)).map(|_| ())
 }

@@ -61,7 +61,7 @@ pub fn code_name(code: i32) -> &'static str {
 pub type Svc = Strong<dyn IDmaLoader>;
 
 /// Where the service answers: `DMALOAD_VTS_ENDPOINT` = `binder` (default) or `unix:<path>`.
-fn endpoint() -> String {
+pub fn endpoint() -> String {
     std::env::var("DMALOAD_VTS_ENDPOINT").unwrap_or_else(|_| "binder".to_string())
 }
 
@@ -97,6 +97,12 @@ pub fn connect(wait: Duration) -> Result<Svc, String> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The client library (libdmaload's Rust API) connected where the suite's calls go.
+pub fn client() -> Result<dmaload_client::Loader, String> {
+    let endpoint = dmaload_client::Endpoint::parse(&endpoint()).map_err(|e| e.to_string())?;
+    dmaload_client::Loader::connect(Some(&endpoint)).map_err(|e| format!("connect: {e}"))
 }
 
 /// The pid of the running `dmaloadd` (root can read every /proc entry in the device).
@@ -274,6 +280,60 @@ pub fn request(segments: Vec<FileSegment>, backend: &str, io: IoMode, name: &str
         r#tunables: Tunables::default(),
         ..Default::default()
     }
+}
+
+/// A segment of file `file` of the request's file table (`LoadRequest.files`).
+pub fn indexed(file: i32, file_offset: i64, length: i64, buffer_offset: i64) -> FileSegment {
+    FileSegment {
+        r#fileIndex: file,
+        r#fileOffset: file_offset,
+        length,
+        r#bufferOffset: buffer_offset,
+        ..Default::default()
+    }
+}
+
+/// A request with a file table: each of `files` sent once, `segments` naming them by index.
+pub fn table_request(
+    files: Vec<Option<OwnedFd>>,
+    segments: Vec<FileSegment>,
+    backend: &str,
+    name: &str,
+) -> LoadRequest {
+    LoadRequest {
+        r#files: Some(
+            files
+                .into_iter()
+                .map(|f| f.map(ParcelFileDescriptor::new))
+                .collect(),
+        ),
+        ..request(segments, backend, IoMode::AUTO, name)
+    }
+}
+
+/// A value of the service's `config` view (`max_segments`, `max_files`, ...).
+pub fn config_value(svc: &Svc, key: &str) -> Result<u64, String> {
+    let text = svc
+        .r#debugDump(&["config".to_string()])
+        .map_err(|e| format!("debugDump config: {}", Failure::from_status(e)))?;
+    text.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            (k.trim() == key).then(|| v.trim().parse().ok())?
+        })
+        .ok_or_else(|| format!("no {key} in the config view: {text:?}"))
+}
+
+/// The service's `dumpsys` text for `args` (`DUMP_TRANSACTION`, through a pipe).
+pub fn dumpsys(svc: &Svc, args: &[String]) -> Result<String, String> {
+    use std::io::Read;
+    let (read, write) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+    stack::dump_to(svc, write, args).map_err(|e| format!("dump transaction: {e:?}"))?;
+    let mut text = String::new();
+    fs::File::from(read)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("read the dump: {e}"))?;
+    Ok(text)
 }
 
 /// A request for the whole file behind `fd` at the start of the buffer.

@@ -49,7 +49,7 @@ fn worker_cmd(args: &[String]) -> Command {
 /// A worker that is a caller of its own: the child sets its gid and uid (dropping root's
 /// supplementary groups) between fork and exec, so the fresh binary opens the binder device
 /// and makes every call as `uid`; nothing binder-related crosses the exec.
-fn worker_as(uid: u32, args: &[String]) -> Command {
+pub(crate) fn worker_as(uid: u32, args: &[String]) -> Command {
     let mut c = worker_cmd(args);
     c.uid(uid).gid(uid);
     c
@@ -272,7 +272,7 @@ pub fn run_load(o: &Options, svc: &Svc) -> Group {
 }
 
 /// A worker: `--worker mixed W COUNT DIR` (as uid 10000+W), `big`, `caller`, `hold-slow`,
-/// `hold-done`.
+/// `hold-done`, `own-dump` (bad-input).
 pub fn worker(args: &[String]) -> i32 {
     WorkerLog::install();
     let mode = args.first().map(String::as_str).unwrap_or("");
@@ -284,6 +284,7 @@ pub fn worker(args: &[String]) -> i32 {
         "hold-done" => worker_hold_done(args),
         "big" => worker_big(args),
         "caller" => worker_caller(args),
+        "own-dump" => crate::bad_input::worker_own_dump(args),
         _ => Err(format!("unknown worker mode {mode:?}")),
     };
     match result {

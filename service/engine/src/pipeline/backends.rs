@@ -9,6 +9,7 @@ use crate::stats::{Backend, FallbackKind, LoadStats};
 use dmaload_abi::dma_heap::list_heaps;
 use dmaload_abi::memfd::{hugetlb_pages_free, shmem_thp, ShmemThp};
 use dmaload_abi::udmabuf;
+use dmaload_abi::Untrusted;
 
 use super::Measurements;
 
@@ -113,15 +114,17 @@ pub(crate) fn choose_backend(
     match kind {
         BufferKind::Heap(name) => {
             let backend = Backend::Heap(name.clone());
+            // The caller's text: escaped and bounded wherever it is shown.
+            let shown = Untrusted::str(name).limit(64);
             match offer.find(&backend) {
                 None => Err(load_err!(
                     UnknownBackend,
-                    "no dma-heap '{name}' on this device; available: {}",
+                    "no dma-heap '{shown}' on this device; available: {}",
                     names(backends)
                 )),
                 Some(i) if !i.allowed => Err(load_err!(
                     BackendNotAllowed,
-                    "dma-heap '{name}' is disabled by the service configuration"
+                    "dma-heap '{shown}' is disabled by the service configuration"
                 )),
                 Some(_) => Ok(backend),
             }

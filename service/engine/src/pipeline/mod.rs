@@ -92,12 +92,11 @@ pub(crate) fn load(
         req.name.clone()
     };
     let kind = req.buffer.clone();
-    let mut plan = plan::plan(
-        req,
-        &config.default_tunables,
-        config.max_segments,
-        &mut stats,
-    )?;
+    let limits = plan::RequestLimits {
+        max_segments: config.max_segments,
+        max_files: config.max_files,
+    };
+    let mut plan = plan::plan(req, &config.default_tunables, limits, &mut stats)?;
     let backend = backends::choose_backend(
         &kind,
         backends,
@@ -225,7 +224,7 @@ fn finish(plan: &Plan) -> Result<(), LoadError> {
         if now < src.required_end {
             return Err(load_err!(
                 FileChanged,
-                "segment {index}: the file shrank to {now} bytes during the load (needed {}); \
+                "file {index}: the file shrank to {now} bytes during the load (needed {}); \
                  reload it once it is stable",
                 src.required_end
             ));

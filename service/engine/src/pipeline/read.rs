@@ -80,7 +80,7 @@ pub(crate) fn claim<'m>(dst: &'m Mapping, chunk: &Chunk) -> Result<Region<'m>, L
 fn io_error(chunk: &Chunk, at: u64, err: io::Error) -> LoadError {
     load_err!(
         Io,
-        "reading segment {} at file offset {at} failed: {err}; check the storage and retry",
+        "reading file {} at offset {at} failed: {err}; check the storage and retry",
         chunk.source
     )
 }
@@ -88,7 +88,7 @@ fn io_error(chunk: &Chunk, at: u64, err: io::Error) -> LoadError {
 fn shrunk(chunk: &Chunk, src: &Source, at: u64) -> LoadError {
     load_err!(
         FileChanged,
-        "segment {}: the file ended at byte {at} while {} bytes were expected; it was truncated \
+        "file {}: it ended at byte {at} while {} bytes were expected; it was truncated \
          during the load: reload it once it is stable",
         chunk.source,
         src.required_end

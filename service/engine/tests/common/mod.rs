@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use dmaload_abi::dma_buf::copy_out;
 use dmaload_engine::{
-    BufferKind, CancelToken, Engine, EngineConfig, IoMode, LoadRequest, LoadedBuffer, NoProgress,
-    Owner, Segment, Tunables,
+    BufferKind, CancelToken, Engine, EngineConfig, FdSegment, IoMode, LoadRequest, LoadedBuffer,
+    NoProgress, Owner, Tunables,
 };
 
 /// A directory on a file system with direct I/O (ext4 here): `DMALOAD_TEST_DIR` or the
@@ -95,14 +95,11 @@ pub fn small_tunables() -> Tunables {
     }
 }
 
-pub fn request(segments: Vec<Segment>, buffer: BufferKind, io_mode: IoMode) -> LoadRequest {
-    LoadRequest {
-        segments,
-        buffer,
-        io_mode,
-        name: "test".into(),
-        tunables: small_tunables(),
-    }
+pub fn request(segments: Vec<FdSegment>, buffer: BufferKind, io_mode: IoMode) -> LoadRequest {
+    LoadRequest::from_fd_segments(segments, "test")
+        .with_buffer(buffer)
+        .with_io_mode(io_mode)
+        .with_tunables(small_tunables())
 }
 
 pub fn load(engine: &Engine, req: LoadRequest) -> Result<LoadedBuffer, dmaload_engine::LoadError> {
@@ -126,7 +123,7 @@ pub fn check_whole_file(dir: &Path, engine: &Engine, kind: BufferKind, len: usiz
     let data = pattern(len, len as u64 + 7);
     let path = write_file(dir, &format!("f{len}-{direct}"), &data);
     let req = request(
-        vec![Segment::whole_file(open(&path, direct))],
+        vec![FdSegment::whole_file(open(&path, direct))],
         kind.clone(),
         if direct {
             IoMode::Direct
