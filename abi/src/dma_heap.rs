@@ -57,6 +57,13 @@ impl DmaHeap {
         &self.path
     }
 
+    /// Whether the device node at the heap's path is still the one this descriptor opened: a
+    /// heap that went away (driver unloaded, node removed or replaced) is opened afresh by a
+    /// user that keeps heaps open.
+    pub fn is_current(&self) -> bool {
+        same_node(&self.device, &self.path)
+    }
+
     /// Allocates a dma-buf of `len` bytes (read-write, close-on-exec). The kernel zeroes the
     /// memory, which is the slow part of a load the pipeline overlaps with reads.
     pub fn allocate(&self, len: u64) -> io::Result<OwnedFd> {
@@ -82,6 +89,17 @@ impl DmaHeap {
     }
 }
 
+/// Whether `path` names the inode `file` has open.
+pub(crate) fn same_node(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(open), Ok(now)) => {
+            (open.dev(), open.ino(), open.rdev()) == (now.dev(), now.ino(), now.rdev())
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,5 +111,19 @@ mod tests {
             assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "{bad:?}");
         }
         assert!(list_heaps(Path::new("/nonexistent/dma_heap")).is_empty());
+    }
+
+    #[test]
+    fn a_node_replaced_at_its_path_is_not_current() {
+        let dir = std::env::temp_dir().join(format!("dmaload-heap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("fake"), b"").expect("node");
+        let heap = DmaHeap::open(&dir, "fake").expect("open");
+        assert!(heap.is_current());
+        std::fs::remove_file(dir.join("fake")).expect("remove");
+        assert!(!heap.is_current());
+        std::fs::write(dir.join("fake"), b"").expect("replace");
+        assert!(!heap.is_current());
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

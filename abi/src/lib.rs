@@ -1,7 +1,7 @@
 //! The interfaces every dmaload crate shares, each defined once: the kernel's (dma-heap,
-//! dma-buf, udmabuf, memfd, memory mappings, file reads, statx, pidfd) as small typed
-//! wrappers, and dmaload's own stable ones (the error-code table, the service instance name,
-//! the size grammar of flags and config files, the escaping of caller text).
+//! dma-buf, udmabuf, memfd, memory mappings, file reads, statx, pidfd, eventfd and poll) as
+//! small typed wrappers, and dmaload's own stable ones (the error-code table, the service
+//! instance name, the size grammar of flags and config files, the escaping of caller text).
 //!
 //! It holds no binder and no server code: the client library that apps load links it, and so
 //! do the engine, the service, the CLI, the benchmark and the tests. It depends on `libc`
@@ -19,6 +19,7 @@
 pub mod dma_buf;
 pub mod dma_heap;
 pub mod error;
+pub mod event;
 pub mod file;
 mod ioctl;
 pub mod memfd;

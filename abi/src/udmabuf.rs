@@ -3,7 +3,7 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::ioctl;
 
@@ -41,13 +41,23 @@ pub fn size_limit(sysfs_file: &Path) -> Option<u64> {
 #[derive(Debug)]
 pub struct Udmabuf {
     device: File,
+    path: PathBuf,
 }
 
 impl Udmabuf {
     pub fn open(path: &Path) -> io::Result<Udmabuf> {
         // UDMABUF_CREATE needs only an open device; read-only access is enough.
         let device = OpenOptions::new().read(true).open(path)?;
-        Ok(Udmabuf { device })
+        Ok(Udmabuf {
+            device,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Whether the device node at the path is still the one this descriptor opened (see
+    /// [`crate::dma_heap::DmaHeap::is_current`]).
+    pub fn is_current(&self) -> bool {
+        crate::dma_heap::same_node(&self.device, &self.path)
     }
 
     /// Wraps `size` bytes of a memfd sealed with `F_SEAL_SHRINK` (and not `F_SEAL_WRITE`)

@@ -2,15 +2,20 @@
 //!
 //! The service keeps no reference to a buffer's memory (the fd left with the caller), only the
 //! engine's `Charge`. A charge ends on `releaseBuffer` or when the owner process dies: every
-//! caller pid gets a pidfd, which a reaper thread polls; a dead pid's loads in flight are
-//! cancelled and its buffers' charges dropped.
+//! caller pid gets a pidfd, and the reaper thread sleeps in one `poll` over all of them and an
+//! eventfd that announces new ones; when a pidfd turns readable, that process's loads in flight
+//! are cancelled and its buffers' charges dropped. Nothing wakes the reaper but an exit or a
+//! new caller.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::io;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
+use dmaload_abi::event::{wait_readable, EventFd};
 use dmaload_abi::pidfd::Pidfd;
 use dmaload_engine::{CancelToken, Charge, ErrorCode, LoadError};
 
@@ -47,7 +52,8 @@ pub struct BufferView {
 
 /// A process the service has seen calling: its pidfd and its loads in flight.
 struct Watched {
-    pidfd: Pidfd,
+    /// Shared with the reaper while it waits on it.
+    pidfd: Arc<Pidfd>,
     loads: HashMap<u64, CancelToken>,
 }
 
@@ -64,6 +70,10 @@ struct Ledger {
 #[derive(Default)]
 pub struct LiveBuffers {
     ledger: Mutex<Ledger>,
+    /// Tells the reaper of a new watched process (and of the registry's end).
+    reaper: OnceLock<Arc<EventFd>>,
+    /// Times the reaper woke up.
+    reaper_wakeups: AtomicU64,
 }
 
 /// Unregisters a load from its caller's watch when the load ends.
@@ -98,7 +108,7 @@ impl LiveBuffers {
         let mut ledger = self.lock();
         let key = ledger.next_load;
         ledger.next_load += 1;
-        let registered = match watched_entry(&mut ledger, caller.pid) {
+        let registered = match self.watched(&mut ledger, caller.pid) {
             Some(w) => {
                 w.loads.insert(key, cancel.clone());
                 true
@@ -125,7 +135,7 @@ impl LiveBuffers {
         ledger.next_id += 1;
         let id = ledger.next_id;
         // Make sure the owner is watched, so its death drops the charge.
-        let _ = watched_entry(&mut ledger, owner.pid);
+        let _ = self.watched(&mut ledger, owner.pid);
         let buffer = LiveBuffer {
             id,
             owner,
@@ -168,34 +178,52 @@ impl LiveBuffers {
             .filter(|(_, w)| w.pidfd.has_exited())
             .map(|(pid, _)| *pid)
             .collect();
-        for pid in &dead {
-            if let Some(w) = ledger.watched.remove(pid) {
-                w.loads.values().for_each(CancelToken::cancel);
-            }
-            let before = ledger.buffers.len();
-            ledger.buffers.retain(|_, b| b.owner.pid != *pid);
-            log::info!(
-                "caller pid {pid} exited: cancelled its loads, released {} buffer charge(s)",
-                before - ledger.buffers.len()
-            );
-        }
-        ledger.reaped_processes += dead.len() as u64;
+        reap_pids(&mut ledger, &dead);
         dead.len()
     }
 
-    /// Runs [`reap`](Self::reap) every `period` on a thread of its own.
-    pub fn spawn_reaper(self: &Arc<Self>, period: Duration) -> io::Result<()> {
+    /// Starts the thread that reaps watched processes as they exit.
+    pub fn spawn_reaper(self: &Arc<Self>) -> io::Result<()> {
+        let wake = Arc::new(EventFd::new()?);
+        if self.reaper.set(Arc::clone(&wake)).is_err() {
+            return Err(io::Error::other("the reaper runs already"));
+        }
         let registry = Arc::downgrade(self);
         std::thread::Builder::new()
             .name("dmaload-reaper".into())
-            .spawn(move || {
-                while let Some(registry) = registry.upgrade() {
-                    registry.reap();
-                    drop(registry);
-                    std::thread::sleep(period);
-                }
-            })?;
+            .spawn(move || reaper(&registry, &wake))?;
         Ok(())
+    }
+
+    /// Times the reaper thread woke up (for each new watched process and each exit).
+    pub fn reaper_wakeups(&self) -> u64 {
+        self.reaper_wakeups.load(Ordering::Relaxed)
+    }
+
+    /// The pidfds the reaper waits on.
+    fn watched_pidfds(&self) -> Vec<(i32, Arc<Pidfd>)> {
+        self.lock()
+            .watched
+            .iter()
+            .map(|(pid, w)| (*pid, Arc::clone(&w.pidfd)))
+            .collect()
+    }
+
+    /// Reaps the watched processes whose pidfd (the one in `exited`) turned readable.
+    fn reap_exited(&self, exited: &[(i32, Arc<Pidfd>)]) {
+        let mut ledger = self.lock();
+        let dead: Vec<i32> = exited
+            .iter()
+            .filter(|(pid, pidfd)| {
+                // The same process, not a later one that reused its pid.
+                ledger
+                    .watched
+                    .get(pid)
+                    .is_some_and(|w| Arc::ptr_eq(&w.pidfd, pidfd))
+            })
+            .map(|(pid, _)| *pid)
+            .collect();
+        reap_pids(&mut ledger, &dead);
     }
 
     pub fn views(&self) -> Vec<BufferView> {
@@ -229,34 +257,104 @@ impl LiveBuffers {
     }
 }
 
-fn watched_entry(ledger: &mut Ledger, pid: i32) -> Option<&mut Watched> {
-    if pid <= 0 || pid as u32 == std::process::id() {
-        return None; // no pid from the transport, or an in-process call
+impl LiveBuffers {
+    /// The watch of process `pid`, started (and announced to the reaper) on its first call.
+    fn watched<'l>(&self, ledger: &'l mut Ledger, pid: i32) -> Option<&'l mut Watched> {
+        if pid <= 0 || pid as u32 == std::process::id() {
+            return None; // no pid from the transport, or an in-process call
+        }
+        match ledger.watched.entry(pid) {
+            Entry::Occupied(e) => Some(e.into_mut()),
+            Entry::Vacant(e) => match Pidfd::open(pid) {
+                Ok(pidfd) => {
+                    if let Some(wake) = self.reaper.get() {
+                        if let Err(err) = wake.signal() {
+                            log::warn!("cannot wake the reaper for pid {pid}: {err}");
+                        }
+                    }
+                    Some(e.insert(Watched {
+                        pidfd: Arc::new(pidfd),
+                        loads: HashMap::new(),
+                    }))
+                }
+                Err(err) => {
+                    log::warn!("pidfd_open({pid}): {err}; its charges end only by releaseBuffer");
+                    None
+                }
+            },
+        }
     }
-    match ledger.watched.entry(pid) {
-        Entry::Occupied(e) => Some(e.into_mut()),
-        Entry::Vacant(e) => match Pidfd::open(pid) {
-            Ok(pidfd) => Some(e.insert(Watched {
-                pidfd,
-                loads: HashMap::new(),
-            })),
-            Err(err) => {
-                log::warn!("pidfd_open({pid}): {err}; its charges end only by releaseBuffer");
-                None
+}
+
+impl Drop for LiveBuffers {
+    fn drop(&mut self) {
+        // The reaper wakes, finds the registry gone and ends.
+        if let Some(wake) = self.reaper.get() {
+            let _ = wake.signal();
+        }
+    }
+}
+
+/// The reaper thread: one blocking wait over the eventfd and every watched pidfd, until the
+/// registry is gone.
+fn reaper(registry: &Weak<LiveBuffers>, wake: &EventFd) {
+    loop {
+        let Some(watched) = registry.upgrade().map(|r| r.watched_pidfds()) else {
+            return;
+        };
+        let fds: Vec<BorrowedFd<'_>> = std::iter::once(wake.as_fd())
+            .chain(watched.iter().map(|(_, pidfd)| pidfd.as_fd()))
+            .collect();
+        let ready = match wait_readable(&fds) {
+            Ok(ready) => ready,
+            Err(e) => {
+                log::error!("the reaper cannot wait on callers' pidfds ({e}); dead callers' charges stay until releaseBuffer");
+                return;
             }
-        },
+        };
+        wake.drain();
+        let Some(registry) = registry.upgrade() else {
+            return;
+        };
+        registry.reaper_wakeups.fetch_add(1, Ordering::Relaxed);
+        let exited: Vec<(i32, Arc<Pidfd>)> = watched
+            .into_iter()
+            .zip(ready.into_iter().skip(1))
+            .filter_map(|(entry, ready)| ready.then_some(entry))
+            .collect();
+        if !exited.is_empty() {
+            registry.reap_exited(&exited);
+        }
     }
+}
+
+/// Cancels the loads and drops the charges of the processes `dead`.
+fn reap_pids(ledger: &mut Ledger, dead: &[i32]) {
+    for pid in dead {
+        if let Some(w) = ledger.watched.remove(pid) {
+            w.loads.values().for_each(CancelToken::cancel);
+        }
+        let before = ledger.buffers.len();
+        ledger.buffers.retain(|_, b| b.owner.pid != *pid);
+        log::info!(
+            "caller pid {pid} exited: cancelled its loads, released {} buffer charge(s)",
+            before - ledger.buffers.len()
+        );
+    }
+    ledger.reaped_processes += dead.len() as u64;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_dead_child_is_reaped_and_cancelled() {
-        let registry = LiveBuffers::new();
-        let mut child = std::process::Command::new("sleep")
-            .arg("0.2")
+    /// A child process (`sleep SECONDS`) running a load watched by `registry`.
+    fn child_with_a_load<'r>(
+        registry: &'r LiveBuffers,
+        seconds: &str,
+    ) -> (std::process::Child, CancelToken, LoadWatch<'r>) {
+        let child = std::process::Command::new("sleep")
+            .arg(seconds)
             .spawn()
             .unwrap();
         let caller = Caller {
@@ -265,11 +363,49 @@ mod tests {
         };
         let cancel = CancelToken::new();
         let watch = registry.watch_load(caller, &cancel);
+        (child, cancel, watch)
+    }
+
+    #[test]
+    fn a_dead_child_is_reaped_and_cancelled() {
+        let registry = LiveBuffers::new();
+        let (mut child, cancel, watch) = child_with_a_load(&registry, "0.2");
         assert_eq!(registry.reap(), 0);
         assert!(!cancel.is_cancelled());
         child.wait().unwrap();
         assert_eq!(registry.reap(), 1);
         assert!(cancel.is_cancelled());
+        drop(watch);
+        assert_eq!(registry.watch_counts(), (0, 1));
+    }
+
+    #[test]
+    fn the_reaper_sleeps_until_a_caller_comes_or_goes() {
+        let registry = LiveBuffers::new();
+        registry.spawn_reaper().unwrap();
+        let wait_until = |what: &str, done: &dyn Fn() -> bool| {
+            let start = Instant::now();
+            while !done() {
+                assert!(start.elapsed() < Duration::from_secs(5), "{what}");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            start.elapsed()
+        };
+        let (mut child, cancel, watch) = child_with_a_load(&registry, "10");
+        // One wake-up for the new caller, then sleep: none while nothing happens.
+        wait_until("the reaper heard of the caller", &|| {
+            registry.reaper_wakeups() >= 1
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(registry.reaper_wakeups(), 1, "woke while nothing happened");
+        assert!(!cancel.is_cancelled());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let took = wait_until("the dead caller's load was cancelled", &|| {
+            cancel.is_cancelled()
+        });
+        assert!(took < Duration::from_secs(1), "{took:?}");
+        assert_eq!(registry.reaper_wakeups(), 2);
         drop(watch);
         assert_eq!(registry.watch_counts(), (0, 1));
     }

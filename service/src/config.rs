@@ -78,6 +78,7 @@ impl Config {
             "gather_size" => e.default_tunables.gather_size = parse_size(value)?,
             "chunk_size" => e.default_tunables.chunk_size = parse_size(value)?,
             "reader_threads" => e.default_tunables.reader_threads = parse_num(value)?,
+            "worker_threads" => e.worker_threads = parse_num(value)?,
             "allowed_backends" => e.allowed_backends = list(value).map(String::from).collect(),
             "io_engine" => {
                 e.io_engine = IoEngine::parse(value).with_context(|| {
@@ -131,7 +132,8 @@ impl Config {
             "global_cap = {}\ncaller_cap = {}\nmax_buffer = {}\nmax_loads = {}\n\
              max_loads_per_caller = {}\nmax_segments = {}\nmax_files = {}\nmin_available_after = {}\n\
              gather_size = {}\nchunk_size = {}\n\
-             reader_threads = {}\nio_engine = {}\nhugetlb = {}\nallowed_backends = {backends}\n\
+             reader_threads = {}\nworker_threads = {}\nio_engine = {}\nhugetlb = {}\n\
+             allowed_backends = {backends}\n\
              allowed_uids = {uids}\n\
              threads = {}\nsocket_mode = {:o}\n",
             e.global_cap_bytes,
@@ -145,6 +147,7 @@ impl Config {
             t.gather_size,
             t.chunk_size,
             t.reader_threads,
+            e.worker_threads,
             e.io_engine.name(),
             e.hugetlb,
             self.threads,

@@ -20,9 +20,10 @@ dmaloadd views (dumpsys vendor.dmaload.IDmaLoader/default [view...]):
   config     settings in force (caps, threads, allowed backends/uids)
   backends   heaps and other backends with their limits
   buffers    live buffers: id, owner uid/pid, size, backend, age, name
-  usage      per-uid usage and the service total
+  usage      per-uid usage (buffers charged, working memory of loads running) and the total
   stats      counters: loads, bytes, failures by code, latency percentiles
-  state      open fds, outstanding buffer bytes, watched processes
+  state      open fds, outstanding buffer bytes, working memory, kept bounce blocks,
+             worker threads, watched processes
   --help     this list
 ";
 
@@ -168,8 +169,8 @@ fn usage(service: &DmaLoaderService, viewer: Viewer) -> String {
     let line = |uid: u32| {
         let u = service.engine().usage(uid);
         format!(
-            "uid {uid}: charged={} charges={} loads_in_flight={}\n",
-            u.charged_bytes, u.charges, u.loads_in_flight
+            "uid {uid}: charged={} charges={} loads_in_flight={} working={}\n",
+            u.charged_bytes, u.charges, u.loads_in_flight, u.working_bytes
         )
     };
     if !viewer.sees_everyone() {
@@ -185,11 +186,14 @@ fn usage(service: &DmaLoaderService, viewer: Viewer) -> String {
     uids.dedup();
     let mut out: String = uids.into_iter().map(line).collect();
     let t = service.engine().total_usage();
+    let (pooled, _) = service.engine().pooled_bytes();
     out += &format!(
-        "total: charged={} charges={} loads_in_flight={} global_cap={}\n",
+        "total: charged={} charges={} loads_in_flight={} working={} pooled={} global_cap={}\n",
         t.charged_bytes,
         t.charges,
         t.loads_in_flight,
+        t.working_bytes,
+        pooled,
         service.config().engine.global_cap_bytes
     );
     out
@@ -198,9 +202,17 @@ fn usage(service: &DmaLoaderService, viewer: Viewer) -> String {
 fn state(service: &DmaLoaderService) -> String {
     let (buffers, bytes) = service.buffers().outstanding();
     let (watched, reaped) = service.buffers().watch_counts();
+    let engine = service.engine();
+    let (pooled, max_pooled) = engine.pooled_bytes();
+    let (workers, max_workers) = engine.worker_threads();
     format!(
         "open_fds = {}\nlive_buffers = {buffers}\noutstanding_buffer_bytes = {bytes}\n\
-         watched_processes = {watched}\nreaped_processes = {reaped}\n",
-        crate::service::open_fd_count()
+         working_bytes = {}\npooled_block_bytes = {pooled} (at most {max_pooled})\n\
+         worker_threads = {workers} (at most {max_workers})\n\
+         watched_processes = {watched}\nreaped_processes = {reaped}\n\
+         reaper_wakeups = {}\n",
+        crate::service::open_fd_count(),
+        engine.total_usage().working_bytes,
+        service.buffers().reaper_wakeups(),
     )
 }

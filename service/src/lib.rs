@@ -1,7 +1,7 @@
 //! dmaloadd's library: the `vendor.dmaload.IDmaLoader` AIDL service over the dmaload engine.
 //!
 //! A request goes: binder thread → [`service`] (caller identity, access, request conversion)
-//! → engine (validate → reserve → allocate ⇉ gather ⇉ read) → [`buffers`] (the charge stays
+//! → engine (plan → admit → allocate ⇉ read ⇉ copy) → [`buffers`] (the charge stays
 //! until `releaseBuffer` or the owner's death) → reply with the buffer fd.
 //! Everything that differs between AOSP libbinder_rs and rsbinder is in [`binder_stack`].
 
@@ -16,6 +16,7 @@ pub mod buffers;
 pub mod config;
 pub mod counters;
 pub mod dump;
+pub mod panic_log;
 pub mod progress_relay;
 pub mod service;
 

@@ -38,11 +38,9 @@ impl DmaLoaderService {
     pub fn new(config: Config) -> Result<DmaLoaderService, LoadError> {
         let engine = Engine::new(config.engine.clone())?;
         let buffers = LiveBuffers::new();
-        buffers
-            .spawn_reaper(std::time::Duration::from_millis(100))
-            .map_err(|e| {
-                LoadError::new(ErrorCode::Internal, format!("starting the reaper: {e}"))
-            })?;
+        buffers.spawn_reaper().map_err(|e| {
+            LoadError::new(ErrorCode::Internal, format!("starting the reaper: {e}"))
+        })?;
         let inner = Shared {
             engine,
             config,
@@ -174,6 +172,7 @@ impl DmaLoaderService {
                 bytesDirect: clamp_i64(stats.bytes_direct),
                 bytesBuffered: clamp_i64(stats.bytes_buffered),
                 bytesBounced: clamp_i64(stats.bytes_bounced),
+                workingBytes: clamp_i64(stats.working_bytes),
                 fallbacks: stats
                     .fallbacks
                     .iter()
@@ -590,6 +589,7 @@ impl idl::IDmaLoader::IDmaLoader for DmaLoaderService {
         let r = self.admit().map(|caller| {
             let u = self.inner.engine.usage(caller.uid);
             let total = self.inner.engine.total_usage();
+            let (pooled, _) = self.inner.engine.pooled_bytes();
             let cfg = &self.inner.config.engine;
             let buffers = self
                 .inner
@@ -605,8 +605,10 @@ impl idl::IDmaLoader::IDmaLoader for DmaLoaderService {
                 buffers: i32::try_from(buffers).unwrap_or(i32::MAX),
                 loadsInFlight: i32::try_from(u.loads_in_flight).unwrap_or(i32::MAX),
                 globalAvailableBytes: clamp_i64(
-                    cfg.global_cap_bytes.saturating_sub(total.charged_bytes),
+                    cfg.global_cap_bytes
+                        .saturating_sub(total.charged_bytes + total.working_bytes + pooled),
                 ),
+                workingBytes: clamp_i64(u.working_bytes),
                 ..Default::default()
             }
         });
@@ -623,12 +625,13 @@ impl idl::IDmaLoader::IDmaLoader for DmaLoaderService {
     fn getServiceState(&self) -> BinderResult<idl::ServiceState::ServiceState> {
         let r = self.admit().map(|_| {
             let (buffers, bytes) = self.inner.buffers.outstanding();
+            let total = self.inner.engine.total_usage();
             idl::ServiceState::ServiceState {
                 openFds: i32::try_from(open_fd_count()).unwrap_or(i32::MAX),
                 outstandingBufferBytes: clamp_i64(bytes),
                 liveBuffers: i32::try_from(buffers).unwrap_or(i32::MAX),
-                loadsInFlight: i32::try_from(self.inner.engine.total_usage().loads_in_flight)
-                    .unwrap_or(i32::MAX),
+                loadsInFlight: i32::try_from(total.loads_in_flight).unwrap_or(i32::MAX),
+                workingBytes: clamp_i64(total.working_bytes),
                 ..Default::default()
             }
         });

@@ -21,7 +21,8 @@ mod rpc;
 use common::{recorder, Event};
 use dmaload_aidl::aidl as idl;
 use rpc::{
-    buffer_bytes, expect_code, fd_bytes, open, request, wait_for_state, whole, Conn, Service,
+    buffer_bytes, expect_code, fd_bytes, open, request, service_error, wait_for_state, whole, Conn,
+    Service,
 };
 
 #[test]
@@ -452,6 +453,154 @@ fn every_reachable_error_code_comes_through_the_aidl() {
         }
     };
     assert_eq!(code, E::FILE_CHANGED.0);
+}
+
+/// An O_DIRECT fd (the service tests' files are on the build disk, which has direct I/O).
+fn open_direct(path: &Path) -> OwnedFd {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .unwrap()
+        .into()
+}
+
+/// A direct load from file offset 1 into buffer offset 0: file and buffer offsets differ in
+/// alignment, so each reader streams its 1 MiB chunks through a 1 MiB bounce block.
+fn misaligned(path: &Path) -> idl::LoadRequest::LoadRequest {
+    idl::LoadRequest::LoadRequest {
+        tunables: idl::Tunables::Tunables {
+            chunkSize: 1 << 20,
+            readerThreads: 4,
+            ..Default::default()
+        },
+        ioMode: idl::IoMode::IoMode::DIRECT,
+        ..request(vec![(open_direct(path), 1, 0, 0)], "memfd")
+    }
+}
+
+#[test]
+fn working_memory_is_charged_reported_and_back_to_zero() {
+    use idl::ErrorCode::ErrorCode as E;
+    let service = Service::start("working", &[]);
+    let conn = service.connect();
+    let (path, data) = service.file("model.bin", (8 << 20) + 5);
+    let result = conn.loader.load(&misaligned(&path)).unwrap();
+    let working = result.stats.workingBytes;
+    assert!(
+        (1 << 20..=4 << 20).contains(&working) && working % (1 << 20) == 0,
+        "one 1 MiB block per reader: {:?}",
+        result.stats
+    );
+    assert_eq!(buffer_bytes(&result, data.len() - 1), data[1..]);
+    conn.loader.releaseBuffer(result.bufferId).unwrap();
+    assert_eq!(conn.loader.getUsage().unwrap().workingBytes, 0);
+    assert_eq!(conn.state().workingBytes, 0);
+
+    // While a load runs its working memory is charged to its caller and shown in the dump.
+    let sparse = service.sparse("long.bin", 2 << 30);
+    let (callback, events) = recorder();
+    let handle = conn
+        .loader
+        .startLoad(&misaligned(&sparse), &callback)
+        .unwrap();
+    assert!(matches!(
+        events.recv_timeout(Duration::from_secs(60)),
+        Ok(Event::Progress(..))
+    ));
+    let usage = conn.loader.getUsage().unwrap();
+    let state = conn.state();
+    let dump = conn.loader.debugDump(&["usage".into()]).unwrap();
+    handle.cancel().unwrap();
+    assert_eq!(usage.loadsInFlight, 1, "{usage:?}");
+    assert!(usage.workingBytes >= 1 << 20, "{usage:?}");
+    assert_eq!(state.workingBytes, usage.workingBytes);
+    assert!(
+        dump.contains(&format!("working={}", usage.workingBytes)),
+        "{dump}"
+    );
+    while !matches!(
+        events.recv_timeout(Duration::from_secs(60)),
+        Ok(Event::Error(..)) | Err(_)
+    ) {}
+    wait_for_state(
+        &conn,
+        Duration::from_secs(10),
+        "the load's working memory",
+        |now| now.loadsInFlight == 0 && now.workingBytes == 0,
+    );
+    drop(conn);
+    drop(service);
+
+    // The buffer is 8 MiB + 4 KiB. With 2.5 MiB more the caller's cap fits two readers'
+    // blocks: the load runs with fewer readers and says so.
+    let roomy = Service::start("working-shrunk", &["--caller-cap", "10756K"]);
+    let (path, data) = roomy.file("model.bin", (8 << 20) + 5);
+    let conn = roomy.connect();
+    let result = conn.loader.load(&misaligned(&path)).unwrap();
+    assert_eq!(result.stats.workingBytes, 2 << 20, "{:?}", result.stats);
+    assert!(
+        result
+            .stats
+            .fallbacks
+            .iter()
+            .any(|f| f.starts_with("WorkingMemory")),
+        "{:?}",
+        result.stats.fallbacks
+    );
+    assert_eq!(buffer_bytes(&result, data.len() - 1), data[1..]);
+    conn.loader.releaseBuffer(result.bufferId).unwrap();
+    drop(conn);
+    drop(roomy);
+
+    // With 512 KiB more not even one block fits: refused before anything is allocated.
+    let tight = Service::start("working-refused", &["--caller-cap", "8708K"]);
+    let (path, _) = tight.file("model.bin", (8 << 20) + 5);
+    let conn = tight.connect();
+    let warm = conn.loader.load(&whole(&path)).unwrap();
+    conn.loader.releaseBuffer(warm.bufferId).unwrap();
+    let baseline = conn.state();
+    let status = conn
+        .loader
+        .load(&misaligned(&path))
+        .expect_err("over the cap");
+    let (code, message) = service_error(&status);
+    assert_eq!(code, E::CALLER_CAP.0, "{message}");
+    assert!(message.contains("working memory"), "{message}");
+    let after = conn.state();
+    assert_eq!(
+        (
+            after.openFds,
+            after.outstandingBufferBytes,
+            after.workingBytes
+        ),
+        (baseline.openFds, baseline.outstandingBufferBytes, 0)
+    );
+    assert_eq!(conn.loader.getUsage().unwrap().chargedBytes, 0);
+}
+
+#[test]
+fn the_reaper_sleeps_while_nobody_comes_or_goes() {
+    let service = Service::start("reaper-idle", &[]);
+    let conn = service.connect();
+    let (path, _) = service.file("small.bin", 1 << 20);
+    let r = conn.loader.load(&whole(&path)).unwrap();
+    conn.loader.releaseBuffer(r.bufferId).unwrap();
+    let wakeups = |conn: &Conn| -> u64 {
+        let dump = conn.loader.debugDump(&["state".into()]).unwrap();
+        dump.lines()
+            .find_map(|l| l.strip_prefix("reaper_wakeups = "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no reaper_wakeups in {dump}"))
+    };
+    let before = wakeups(&conn);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        wakeups(&conn),
+        before,
+        "the reaper woke while no caller came or went"
+    );
 }
 
 #[test]

@@ -16,17 +16,34 @@
 
 package vendor.dmaload;
 
-/** Optional knobs; 0 in a field means "the service's default". */
+/**
+ * Optional knobs; 0 in a field means "the service's default".
+ *
+ * Version 2: the memory a load works with beside its buffer (bounce blocks) is charged to the
+ * caller while the load runs (LoadStats.workingBytes). What the knobs ask for is bounded (at
+ * most 1 GiB per load) and, where it does not fit the caller's cap, the global cap or free
+ * memory, shrunk to fewer readers and blocks (a "WorkingMemory" entry in LoadStats.fallbacks);
+ * when not even one reader's fits, the load is refused (CALLER_CAP, GLOBAL_CAP or NO_MEMORY)
+ * before anything is allocated.
+ */
 @VintfStability
 parcelable Tunables {
-    /** Bytes allocated before readers are let in (default 128 MiB). */
+    /** Bytes allocated before readers are let in (default 128 MiB; 1 MiB to 64 GiB). */
     long gatherSize;
-    /** Bytes per read request (default 8 MiB). */
+    /** Bytes per read request (default 8 MiB; 64 KiB to 256 MiB). */
     long chunkSize;
-    /** Reads in flight. */
+    /**
+     * Reads in flight (default 2 × CPUs, 2 to 8). Version 2: at most the service's worker
+     * threads; more reads as that many.
+     */
     int readerThreads;
-    /** Threads populating memfd memory (udmabuf and memfd backends). */
+    /** Threads populating memfd memory (udmabuf and memfd backends) or copying (dma-heap). */
     int populateThreads;
-    /** Bounce buffers in the dma-heap ring. */
+    /**
+     * Bounce blocks of a chunk each in the dma-heap ring (default 4; at most 256, and
+     * bounceBuffers × chunkSize at most 1 GiB). Version 2: the ring holds
+     * max(bounceBuffers, readerThreads + 1) blocks, no more than the load has chunks, within
+     * the 1 GiB.
+     */
     int bounceBuffers;
 }

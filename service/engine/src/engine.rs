@@ -3,10 +3,13 @@
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
+use crate::cancel::CancelToken;
 use crate::error::{load_err, LoadError};
 use crate::limits::{Accounting, Charge, EngineConfig, Usage};
-use crate::request::{CancelToken, LoadRequest, Owner, Progress};
+use crate::pipeline::{BlockPool, Devices, Measurements, WorkerPool};
+use crate::request::{LoadRequest, Owner, Progress};
 use crate::stats::{Backend, LoadStats};
+use dmaload_abi::system::cpu_count;
 
 /// A backend this device offers, with its limits.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,10 +44,25 @@ pub struct Engine {
     pub(crate) config: EngineConfig,
     pub(crate) accounting: Arc<Accounting>,
     /// What `auto` learned about the backends' speed on this device.
-    pub(crate) measured: crate::pipeline::Measurements,
+    pub(crate) measured: Measurements,
+    /// Threads that run loads' steps beside each load's own thread.
+    pub(crate) pool: WorkerPool,
+    /// Bounce blocks kept between loads.
+    pub(crate) blocks: Arc<BlockPool>,
+    /// The allocator devices, kept open.
+    pub(crate) devices: Arc<Devices>,
     /// Backends as discovered at most [`DISCOVERY_TTL`] ago: discovery reads a directory and
     /// several sysfs files, a fixed cost every small load would pay again.
     discovered: std::sync::Mutex<Option<(std::time::Instant, Vec<BackendInfo>)>>,
+}
+
+/// The pool's size: the configured count, else the default readers plus populating threads.
+fn worker_threads(config: &EngineConfig) -> usize {
+    if config.worker_threads > 0 {
+        return config.worker_threads as usize;
+    }
+    let cpus = cpu_count() as usize;
+    (2 * cpus).clamp(2, 8) + cpus.clamp(1, 4)
 }
 
 /// How long a backend discovery is reused by loads (listings always look afresh).
@@ -64,9 +82,13 @@ impl Engine {
                 "max_segments and max_files must be at least 1"
             ));
         }
+        let accounting = Accounting::new();
         Ok(Engine {
+            pool: WorkerPool::new(worker_threads(&config)),
+            blocks: BlockPool::new(Arc::clone(&accounting), config.global_cap_bytes),
+            devices: Arc::new(Devices::open(&config)),
             config,
-            accounting: Accounting::new(),
+            accounting,
             measured: Default::default(),
             discovered: Default::default(),
         })
@@ -102,6 +124,17 @@ impl Engine {
     /// What everybody holds now.
     pub fn total_usage(&self) -> Usage {
         self.accounting.total()
+    }
+
+    /// Bounce blocks kept between loads now, in bytes (the service's own memory, counted
+    /// against the global cap), and the most that may be kept.
+    pub fn pooled_bytes(&self) -> (u64, u64) {
+        (self.accounting.pooled(), self.blocks.max_idle())
+    }
+
+    /// Worker threads started so far, and the most there will be.
+    pub fn worker_threads(&self) -> (usize, usize) {
+        (self.pool.started(), self.pool.size())
     }
 
     /// Loads the request's segments into a new buffer charged to `owner`.

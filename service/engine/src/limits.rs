@@ -1,5 +1,9 @@
 //! Limits and accounting: every byte a load will allocate is reserved here before any
 //! allocation, so no request can summon the OOM killer (dma-buf memory is in no process's RSS).
+//!
+//! A load reserves its buffer (charged to its owner until the buffer's [`Charge`] drops) and
+//! its working memory (bounce blocks; charged to its owner while the load runs). Bounce
+//! blocks the engine keeps between loads count against the global cap as the service's own.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -47,6 +51,10 @@ pub struct EngineConfig {
     /// the whole buffer. Only a device that reserved a pool (`vm.nr_hugepages`) has one;
     /// otherwise shmem memory is used as before.
     pub hugetlb: bool,
+    /// Engine threads that run loads' steps beside each load's own thread (0: the default
+    /// readers plus populating threads of this machine). They live as long as the engine;
+    /// a load uses at most this many readers.
+    pub worker_threads: u32,
 }
 
 impl EngineConfig {
@@ -88,6 +96,7 @@ impl EngineConfig {
             default_tunables: Tunables::default(),
             io_engine: IoEngine::default(),
             hugetlb: true,
+            worker_threads: 0,
         }
     }
 }
@@ -107,12 +116,25 @@ pub struct Usage {
     pub charges: u32,
     /// Loads running now.
     pub loads_in_flight: u32,
+    /// Working memory (bounce blocks) reserved by the loads running now.
+    pub working_bytes: u64,
 }
 
 #[derive(Debug, Default)]
 struct Ledger {
     total: Usage,
     per_uid: HashMap<u32, Usage>,
+    /// Bounce blocks kept between loads (the service's own memory, under the global cap).
+    pooled_bytes: u64,
+}
+
+/// What a load asks to reserve: its buffer, and the working memory it could use, largest
+/// first (fewer readers and bounce blocks further down); the first that fits every limit is
+/// reserved.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Reservation<'a> {
+    pub(crate) buffer: u64,
+    pub(crate) working: &'a [u64],
 }
 
 /// The shared ledger behind [`Charge`] and [`LoadSlot`].
@@ -143,15 +165,41 @@ impl Accounting {
         self.ledger().total
     }
 
-    /// Admits a load of `bytes` for `owner`: checks every limit and, if all pass, records a
-    /// running load and charges the bytes. Nothing is allocated before this succeeds.
+    /// Idle pooled bytes, under the global cap.
+    pub(crate) fn pooled(&self) -> u64 {
+        self.ledger().pooled_bytes
+    }
+
+    /// Counts `bytes` of blocks going back to the pool, if they fit the global cap with
+    /// everything charged; false: the caller frees them instead.
+    pub(crate) fn pool(&self, bytes: u64, global_cap: u64) -> bool {
+        let mut ledger = self.ledger();
+        let held = ledger.total.charged_bytes + ledger.total.working_bytes + ledger.pooled_bytes;
+        if held.saturating_add(bytes) > global_cap {
+            return false;
+        }
+        ledger.pooled_bytes += bytes;
+        true
+    }
+
+    /// Uncounts `bytes` of pooled blocks (reused by a load, or freed).
+    pub(crate) fn unpool(&self, bytes: u64) {
+        let mut ledger = self.ledger();
+        ledger.pooled_bytes = ledger.pooled_bytes.saturating_sub(bytes);
+    }
+
+    /// Admits a load for `owner`: checks every limit and, if the buffer and one of the
+    /// working-memory choices pass all of them, records a running load, charges the buffer
+    /// and reserves the working memory. Returns the index of the working choice reserved.
+    /// Nothing is allocated before this succeeds.
     pub(crate) fn admit(
         self: &Arc<Self>,
         config: &EngineConfig,
         owner: Owner,
-        bytes: u64,
+        ask: Reservation<'_>,
         mem_available: Option<u64>,
-    ) -> Result<(LoadSlot, Charge), LoadError> {
+    ) -> Result<(LoadSlot, Charge, usize), LoadError> {
+        let bytes = ask.buffer;
         if bytes > config.max_buffer_bytes {
             return Err(load_err!(
                 TooLarge,
@@ -180,35 +228,35 @@ impl Accounting {
                 config.max_concurrent_loads_per_owner
             ));
         }
-        if mine.charged_bytes.saturating_add(bytes) > config.per_owner_cap_bytes {
-            return Err(load_err!(
-                CallerCap,
-                "uid {} holds {} bytes; {bytes} more would exceed its cap of {} bytes; release \
-                 buffers first",
-                owner.uid,
-                mine.charged_bytes,
-                config.per_owner_cap_bytes
-            ));
-        }
-        if ledger.total.charged_bytes.saturating_add(bytes) > config.global_cap_bytes {
-            return Err(load_err!(
-                GlobalCap,
-                "the service holds {} bytes; {bytes} more would exceed its cap of {} bytes; \
-                 retry later or free buffers",
-                ledger.total.charged_bytes,
-                config.global_cap_bytes
-            ));
-        }
-        if let Some(available) = mem_available {
-            if bytes.saturating_add(config.min_available_after_bytes) > available {
-                return Err(load_err!(
-                    NoMemory,
-                    "only {available} bytes of memory are available; {bytes} bytes would leave \
-                     less than {} bytes; retry later",
-                    config.min_available_after_bytes
-                ));
-            }
-        }
+        let room = Room {
+            config,
+            owner,
+            mine,
+            total: ledger.total,
+            pooled: ledger.pooled_bytes,
+            mem_available,
+        };
+        let choices: &[u64] = if ask.working.is_empty() {
+            &[0]
+        } else {
+            ask.working
+        };
+        let mut refusal = None;
+        let chosen =
+            choices
+                .iter()
+                .enumerate()
+                .find(|(_, &working)| match room.check(bytes, working) {
+                    Ok(()) => true,
+                    Err(err) => {
+                        refusal = Some(err);
+                        false
+                    }
+                });
+        let Some((index, &working)) = chosen else {
+            return Err(refusal
+                .unwrap_or_else(|| load_err!(Internal, "no working memory choice for the load")));
+        };
         for usage in [
             &mut ledger.total,
             ledger_uid(&mut ledger.per_uid, owner.uid),
@@ -216,17 +264,20 @@ impl Accounting {
             usage.charged_bytes += bytes;
             usage.charges += 1;
             usage.loads_in_flight += 1;
+            usage.working_bytes += working;
         }
         Ok((
             LoadSlot {
                 accounting: Arc::clone(self),
                 uid: owner.uid,
+                working,
             },
             Charge {
                 accounting: Arc::clone(self),
                 uid: owner.uid,
                 bytes,
             },
+            index,
         ))
     }
 
@@ -240,13 +291,68 @@ impl Accounting {
         ledger.per_uid.retain(|_, u| *u != Usage::default());
     }
 
-    fn release_slot(&self, uid: u32) {
+    fn release_slot(&self, uid: u32, working: u64) {
         let mut guard = self.ledger();
         let ledger = &mut *guard;
         for usage in [&mut ledger.total, ledger_uid(&mut ledger.per_uid, uid)] {
             usage.loads_in_flight = usage.loads_in_flight.saturating_sub(1);
+            usage.working_bytes = usage.working_bytes.saturating_sub(working);
         }
         ledger.per_uid.retain(|_, u| *u != Usage::default());
+    }
+}
+
+/// What the limits leave for one more load, as the ledger stands.
+struct Room<'a> {
+    config: &'a EngineConfig,
+    owner: Owner,
+    mine: Usage,
+    total: Usage,
+    pooled: u64,
+    mem_available: Option<u64>,
+}
+
+impl Room<'_> {
+    /// Ok when a buffer of `bytes` and `working` bytes of working memory fit every limit;
+    /// else the error of the first limit they break.
+    fn check(&self, bytes: u64, working: u64) -> Result<(), LoadError> {
+        let config = self.config;
+        let want = bytes.saturating_add(working);
+        let what = if working == 0 {
+            format!("{bytes} more")
+        } else {
+            format!("{want} more ({bytes} for the buffer, {working} of working memory)")
+        };
+        let mine = self.mine.charged_bytes + self.mine.working_bytes;
+        if mine.saturating_add(want) > config.per_owner_cap_bytes {
+            return Err(load_err!(
+                CallerCap,
+                "uid {} holds {mine} bytes; {what} would exceed its cap of {} bytes; release \
+                 buffers first",
+                self.owner.uid,
+                config.per_owner_cap_bytes
+            ));
+        }
+        let held = self.total.charged_bytes + self.total.working_bytes + self.pooled;
+        if held.saturating_add(want) > config.global_cap_bytes {
+            return Err(load_err!(
+                GlobalCap,
+                "the service holds {held} bytes; {what} would exceed its cap of {} bytes; \
+                 retry later or free buffers",
+                config.global_cap_bytes
+            ));
+        }
+        if let Some(available) = self.mem_available {
+            if want.saturating_add(config.min_available_after_bytes) > available {
+                return Err(load_err!(
+                    NoMemory,
+                    "only {available} bytes of memory are available; {what} would leave less \
+                     than {} bytes; retry later",
+                    config.min_available_after_bytes
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -279,16 +385,24 @@ impl Drop for Charge {
     }
 }
 
-/// A running load; dropped when the load ends, successfully or not.
+/// A running load and its working memory; dropped when the load ends, successfully or not.
 #[derive(Debug)]
 pub(crate) struct LoadSlot {
     accounting: Arc<Accounting>,
     uid: u32,
+    working: u64,
+}
+
+impl LoadSlot {
+    /// Working memory reserved for the load.
+    pub(crate) fn working(&self) -> u64 {
+        self.working
+    }
 }
 
 impl Drop for LoadSlot {
     fn drop(&mut self) {
-        self.accounting.release_slot(self.uid);
+        self.accounting.release_slot(self.uid, self.working);
     }
 }
 
@@ -310,33 +424,44 @@ mod tests {
         c
     }
 
+    fn ask(buffer: u64) -> Reservation<'static> {
+        Reservation {
+            buffer,
+            working: &[0],
+        }
+    }
+
     #[test]
     fn limits_are_checked_in_order_and_released_on_drop() {
         let acc = Accounting::new();
         let c = config();
         let a = Owner::new(10);
         let b = Owner::new(20);
-        let err = acc.admit(&c, a, 501, None).unwrap_err();
+        let err = acc.admit(&c, a, ask(501), None).unwrap_err();
         assert_eq!(err.code, ErrorCode::TooLarge);
-        let (slot1, charge1) = acc.admit(&c, a, 400, None).unwrap();
+        let (slot1, charge1, _) = acc.admit(&c, a, ask(400), None).unwrap();
         assert_eq!(
             acc.usage(10),
             Usage {
                 charged_bytes: 400,
                 charges: 1,
-                loads_in_flight: 1
+                loads_in_flight: 1,
+                working_bytes: 0,
             }
         );
         assert_eq!(
-            acc.admit(&c, a, 201, None).unwrap_err().code,
+            acc.admit(&c, a, ask(201), None).unwrap_err().code,
             ErrorCode::CallerCap
         );
-        let (slot2, _charge2) = acc.admit(&c, a, 200, None).unwrap();
-        assert_eq!(acc.admit(&c, a, 1, None).unwrap_err().code, ErrorCode::Busy);
-        drop(slot2);
-        let (slot3, charge3) = acc.admit(&c, b, 400, None).unwrap();
+        let (slot2, _charge2, _) = acc.admit(&c, a, ask(200), None).unwrap();
         assert_eq!(
-            acc.admit(&c, b, 1, None).unwrap_err().code,
+            acc.admit(&c, a, ask(1), None).unwrap_err().code,
+            ErrorCode::Busy
+        );
+        drop(slot2);
+        let (slot3, charge3, _) = acc.admit(&c, b, ask(400), None).unwrap();
+        assert_eq!(
+            acc.admit(&c, b, ask(1), None).unwrap_err().code,
             ErrorCode::GlobalCap
         );
         drop(slot3);
@@ -349,9 +474,62 @@ mod tests {
         assert_eq!(acc.usage(20), Usage::default());
         assert_eq!(acc.total().charged_bytes, 200);
         assert_eq!(
-            acc.admit(&c, b, 300, Some(100)).unwrap_err().code,
+            acc.admit(&c, b, ask(300), Some(100)).unwrap_err().code,
             ErrorCode::NoMemory
         );
+    }
+
+    #[test]
+    fn working_memory_shrinks_to_fit_and_pooled_blocks_count_globally() {
+        let acc = Accounting::new();
+        let c = config();
+        let owner = Owner::new(10);
+        // 400 + 300 is over the caller's 600, 400 + 150 fits: the second choice is taken.
+        let choices = [300, 150, 50];
+        let (slot, charge, index) = acc
+            .admit(
+                &c,
+                owner,
+                Reservation {
+                    buffer: 400,
+                    working: &choices,
+                },
+                None,
+            )
+            .unwrap();
+        assert_eq!((index, slot.working()), (1, 150));
+        assert_eq!(acc.usage(10).working_bytes, 150);
+        assert_eq!(acc.total().working_bytes, 150);
+        // Only 50 left for uid 10: a buffer of 40 with at least 20 of working memory is
+        // refused with the caller's cap, saying how much was working memory.
+        let err = acc
+            .admit(
+                &c,
+                owner,
+                Reservation {
+                    buffer: 40,
+                    working: &[30, 20],
+                },
+                None,
+            )
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::CallerCap);
+        assert!(
+            err.message.contains("20 of working memory"),
+            "{}",
+            err.message
+        );
+        drop(slot);
+        assert_eq!(acc.usage(10).working_bytes, 0);
+        // Pooled blocks fit under the global cap (1000) with the 400 charged, no more.
+        assert!(acc.pool(600, c.global_cap_bytes));
+        assert!(!acc.pool(1, c.global_cap_bytes));
+        let err = acc.admit(&c, Owner::new(20), ask(1), None).unwrap_err();
+        assert_eq!(err.code, ErrorCode::GlobalCap);
+        acc.unpool(600);
+        assert_eq!(acc.pooled(), 0);
+        drop(charge);
+        assert_eq!(acc.total(), Usage::default());
     }
 
     #[test]

@@ -1,8 +1,6 @@
 //! What a caller asks for: files, segments of them, a buffer kind, an I/O mode, tunables.
 
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 /// Who a load is charged to (the service passes the binder caller's uid).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -211,24 +209,6 @@ impl LoadRequest {
     pub fn with_tunables(mut self, tunables: Tunables) -> LoadRequest {
         self.tunables = tunables;
         self
-    }
-}
-
-/// Cancels a load between chunks; clones share the flag (the service cancels on client death).
-#[derive(Clone, Debug, Default)]
-pub struct CancelToken(Arc<AtomicBool>);
-
-impl CancelToken {
-    pub fn new() -> CancelToken {
-        CancelToken::default()
-    }
-
-    pub fn cancel(&self) {
-        self.0.store(true, Ordering::Release);
-    }
-
-    pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::Acquire)
     }
 }
 

@@ -49,6 +49,9 @@ pub enum FallbackKind {
     SmallPages,
     /// The configured I/O engine (io_uring) was not available; reads used `pread`.
     IoEngine,
+    /// The working memory the tunables asked for did not fit the load's limits (per load,
+    /// the caller's cap, the global cap, available memory): fewer readers and bounce blocks.
+    WorkingMemory,
 }
 
 /// One fallback and why it happened.
@@ -79,6 +82,9 @@ pub struct LoadStats {
     pub bytes_buffered: u64,
     /// File bytes that went through a bounce buffer (copied once more).
     pub bytes_bounced: u64,
+    /// Working memory (bounce blocks) reserved and charged to the caller while the load ran,
+    /// besides the buffer.
+    pub working_bytes: u64,
     /// Every fallback, in the order they happened (deduplicated by kind and reason).
     pub fallbacks: Vec<Fallback>,
     /// What memory backs a memfd/udmabuf buffer: `hugetlb`, `shmem-thp` (huge folios) or

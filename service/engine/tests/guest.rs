@@ -240,6 +240,73 @@ fn cancel_and_truncation_in_dma_buf_backends() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+#[test]
+#[ignore = "needs /dev/dma_heap/system: runs in the virtual device"]
+fn heap_loads_charge_their_bounce_ring_and_keep_the_heap_open() {
+    let dir = dio_dir();
+    let heap_fds = || fds_to("/dev/dma_heap/system");
+    let before = heap_fds();
+    let engine = engine();
+    assert_eq!(
+        heap_fds(),
+        before + 1,
+        "the engine opens the heap once, when it starts"
+    );
+    let data = pattern(64 << 20, 41);
+    let path = write_file(&dir, "f", &data);
+    let req = || {
+        request(
+            vec![FdSegment::whole_file(open_direct(&path))],
+            system_heap(),
+            IoMode::Direct,
+        )
+        .with_tunables(Tunables {
+            chunk_size: 8 << 20,
+            reader_threads: 4,
+            bounce_buffers: 2,
+            ..Tunables::default()
+        })
+    };
+    let buf = load(&engine, req()).expect("heap load");
+    // max(bounce_buffers, readers + 1) = 5 blocks of a chunk and its alignment, charged.
+    let working = buf.stats.working_bytes;
+    let block = working / 5;
+    assert!(
+        working % 5 == 0 && block > 8 << 20 && block <= (8 << 20) + 8192,
+        "{:?}",
+        buf.stats
+    );
+    assert!(contents(&buf)[..data.len()] == data[..]);
+    drop(buf);
+    for _ in 0..3 {
+        load(&engine, req()).expect("heap load");
+    }
+    assert_eq!(heap_fds(), before + 1, "loads reuse the engine's heap fd");
+    assert_eq!(engine.total_usage(), Default::default());
+
+    // A caller cap 20 MiB over the buffer: one reader with two blocks fits, not more.
+    let mut config = EngineConfig::from_system();
+    config.per_owner_cap_bytes = (64 << 20) + (20 << 20);
+    let capped = Engine::new(config.clone()).expect("engine");
+    let buf = load(&capped, req()).expect("shrunk load");
+    assert_eq!(buf.stats.working_bytes, 2 * block, "{:?}", buf.stats);
+    assert!(buf
+        .stats
+        .fallbacks
+        .iter()
+        .any(|f| f.kind == FallbackKind::WorkingMemory));
+    assert!(contents(&buf)[..data.len()] == data[..]);
+    drop(buf);
+    // Less than a block over the buffer: refused before the heap allocates anything.
+    config.per_owner_cap_bytes = (64 << 20) + 4096;
+    let tight = Engine::new(config).expect("engine");
+    let err = load(&tight, req()).expect_err("over the cap");
+    assert_eq!(err.code, ErrorCode::CallerCap, "{err}");
+    assert!(err.message.contains("working memory"), "{err}");
+    assert_eq!(tight.total_usage(), Default::default());
+    std::fs::remove_dir_all(dir).ok();
+}
+
 fn assert_shmem(buf: &dmaload_engine::LoadedBuffer) {
     assert!(
         buf.stats.memory.starts_with("shmem"),

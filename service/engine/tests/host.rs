@@ -448,6 +448,154 @@ fn caps_are_enforced_before_allocation_and_released_on_drop() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// A direct load whose file and buffer offsets differ in alignment: each reader streams its
+/// chunks through a 1 MiB bounce block, the load's working memory.
+fn misaligned(path: &std::path::Path, name: &str) -> LoadRequest {
+    let mut req = request(
+        vec![FdSegment {
+            fd: open_direct(path),
+            file_offset: 1,
+            length: 0,
+            buffer_offset: 0,
+        }],
+        BufferKind::Memfd,
+        IoMode::Direct,
+    )
+    .with_tunables(Tunables {
+        chunk_size: 1 << 20,
+        reader_threads: 4,
+        ..small_tunables()
+    });
+    req.name = name.into();
+    req
+}
+
+/// Records what the engine charges while the load runs.
+struct UsageDuringLoad<'a>(&'a Engine, Mutex<Option<dmaload_engine::Usage>>);
+
+impl Progress for UsageDuringLoad<'_> {
+    fn progress(&self, _done: u64, _total: u64) {
+        let mut seen = self.1.lock().expect("lock");
+        if seen.is_none() {
+            *seen = Some(self.0.usage(31));
+        }
+    }
+}
+
+#[test]
+fn working_memory_is_charged_before_allocation_shrunk_to_fit_and_reported() {
+    let dir = dio_dir();
+    let data = pattern((8 << 20) + 5, 31);
+    let path = write_file(&dir, "f", &data);
+    let size = (8u64 << 20) + 4096;
+    let engine = engine();
+    let readers = engine.worker_threads().1.min(4) as u64;
+    // Room for everything: one 1 MiB block per reader, charged while the load runs.
+    let sink = UsageDuringLoad(&engine, Mutex::new(None));
+    let buf = engine
+        .load(
+            Owner::new(31),
+            misaligned(&path, "working-full"),
+            &CancelToken::new(),
+            &sink,
+        )
+        .expect("load");
+    assert!(buf.stats.bytes_direct > 0, "{:?}", buf.stats);
+    assert_eq!(buf.stats.working_bytes, readers << 20, "{:?}", buf.stats);
+    let during = sink.1.lock().expect("lock").expect("progress");
+    assert_eq!(
+        (during.charged_bytes, during.working_bytes),
+        (size, readers << 20)
+    );
+    assert_eq!(contents(&buf)[..data.len() - 1], data[1..]);
+    drop(buf);
+    assert_eq!(engine.usage(31), Default::default());
+    assert_eq!(engine.total_usage().working_bytes, 0);
+    // 64 readers asked for: no more than the engine has workers, each with one block.
+    let mut greedy = misaligned(&path, "working-greedy");
+    greedy.tunables.reader_threads = 64;
+    greedy.tunables.chunk_size = 64 << 10;
+    let buf = load(&engine, greedy).expect("greedy load");
+    let workers = engine.worker_threads().1 as u64;
+    assert_eq!(
+        buf.stats.working_bytes,
+        workers.min(64) << 20,
+        "{:?}",
+        buf.stats
+    );
+    drop(buf);
+
+    // A caller cap 2.5 MiB over the buffer: two readers' blocks fit, the load still runs.
+    let mut config = EngineConfig::from_system();
+    config.per_owner_cap_bytes = size + (5 << 19);
+    let capped = Engine::new(config.clone()).expect("engine");
+    let buf = load(&capped, misaligned(&path, "working-shrunk")).expect("shrunk load");
+    assert_eq!(buf.stats.working_bytes, 2 << 20, "{:?}", buf.stats);
+    assert!(
+        buf.stats
+            .fallbacks
+            .iter()
+            .any(|f| f.kind == FallbackKind::WorkingMemory),
+        "{:?}",
+        buf.stats.fallbacks
+    );
+    assert_eq!(contents(&buf)[..data.len() - 1], data[1..]);
+    drop(buf);
+    assert_eq!(capped.total_usage(), Default::default());
+
+    // Half a block over the buffer: not even one reader fits. Refused before anything is
+    // allocated (no memfd was made), with the working memory named.
+    config.per_owner_cap_bytes = size + (1 << 19);
+    let tight = Engine::new(config).expect("engine");
+    let err = load(&tight, misaligned(&path, "working-refused")).expect_err("over the cap");
+    assert_eq!(err.code, ErrorCode::CallerCap, "{err}");
+    assert!(err.message.contains("working memory"), "{err}");
+    assert_eq!(fds_to("working-refused"), 0);
+    assert_eq!(tight.total_usage(), Default::default());
+    // The same buffer read through the page cache needs no bounce block: it fits.
+    let buffered = request(
+        vec![FdSegment {
+            fd: open_buffered(&path),
+            file_offset: 1,
+            length: 0,
+            buffer_offset: 0,
+        }],
+        BufferKind::Memfd,
+        IoMode::Buffered,
+    );
+    let buf = load(&tight, buffered).expect("buffered load");
+    assert_eq!(buf.stats.working_bytes, 0);
+    drop(buf);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn loads_share_the_engines_worker_threads() {
+    let dir = dio_dir();
+    let path = write_file(&dir, "f", &pattern(16 << 20, 32));
+    let engine = engine();
+    let (_, size) = engine.worker_threads();
+    for _ in 0..5 {
+        let req = request(
+            vec![FdSegment::whole_file(open_direct(&path))],
+            BufferKind::Memfd,
+            IoMode::Direct,
+        );
+        load(&engine, req).expect("load");
+        let (started, _) = engine.worker_threads();
+        assert!(started >= 1 && started <= size, "{started} of {size}");
+    }
+    // Five loads asked for several helpers each; the threads that helped the first loads
+    // helped the later ones.
+    assert!(engine.worker_threads().0 <= size);
+    let (pooled, max) = engine.pooled_bytes();
+    assert!(
+        pooled > 0 && pooled <= max,
+        "{pooled} of {max} bytes of bounce blocks kept"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
 /// A progress sink that runs an action once, after the first chunk.
 struct OnFirstProgress<F: Fn() + Sync>(F, Mutex<bool>);
 

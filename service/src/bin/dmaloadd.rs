@@ -1,4 +1,5 @@
-//! dmaloadd: flags, logging, thread pool, registration. The service is in `dmaload_service`.
+//! dmaloadd: flags, logging (panics included), thread pool, registration. The service is in
+//! `dmaload_service`.
 
 #![deny(
     unsafe_op_in_unsafe_fn,
@@ -24,6 +25,7 @@ settings (defaults from the device's memory; see `--print-config`):
                       fd per segment; the file table takes IDmaLoader.MAX_FILES = 64)
   --gather-size SIZE   --chunk-size SIZE
   --reader-threads N  --threads N (binder threads; default max-loads + 2)
+  --worker-threads N (engine threads loads share; default: readers + populating threads)
   --io-engine pread|io_uring (default pread; io_uring falls back to pread where denied)
   --hugetlb true|false (default true: udmabuf memory from the hugetlb pool when it has room)
   --allowed-backends heap:system,udmabuf,memfd (default: all present)
@@ -39,6 +41,7 @@ enum Transport {
 
 fn main() {
     init_logging();
+    dmaload_service::panic_log::log_panics();
     if let Err(err) = try_main() {
         log::error!("dmaloadd: {err:#}");
         eprintln!("dmaloadd: {err:#}");

@@ -18,6 +18,17 @@ use crate::Options;
 
 /// Checks that `req` is refused with `want` and leaves nothing behind.
 fn refused(svc: &Svc, req: &LoadRequest, want: E, health: &PatternFile) -> CaseResult {
+    refused_saying(svc, req, want, "", health)
+}
+
+/// [`refused`], with a message that contains `words`.
+fn refused_saying(
+    svc: &Svc,
+    req: &LoadRequest,
+    want: E,
+    words: &str,
+    health: &PatternFile,
+) -> CaseResult {
     let base = s::baseline(svc)?;
     match s::load(svc, req) {
         Ok(r) => {
@@ -36,6 +47,10 @@ fn refused(svc: &Svc, req: &LoadRequest, want: E, health: &PatternFile) -> CaseR
                 s::code_name(want.0)
             );
             ensure!(msg.len() > 10, "message {msg:?} does not say what to do");
+            ensure!(
+                msg.contains(words),
+                "message {msg:?} does not say {words:?}"
+            );
         }
         Err(other) => return Err(format!("expected {}, got {other}", s::code_name(want.0))),
     }
@@ -286,6 +301,14 @@ pub fn run(o: &Options, svc: &Svc) -> Group {
         || other_uid_dump(svc, &small),
     );
     caps_cases(&mut g, svc, &small);
+    g.case(
+        "heap buffer at this caller's cap read direct: no room for a bounce block → CALLER_CAP",
+        || working_over_cap(svc, &small),
+    );
+    g.case(
+        "256 MiB chunks, 64 readers, 1 bounce buffer: working memory sized to the file, charged",
+        || inflating_tunables(svc, &dir, &small),
+    );
     g.case("releaseBuffer of an unknown id → NOT_FOUND", || match svc
         .r#releaseBuffer(0x7eed_0000_0000_0001)
     {
@@ -758,6 +781,74 @@ fn caps_cases(g: &mut Group, svc: &Svc, small: &PatternFile) {
             }
         },
     );
+}
+
+/// A heap buffer that fills this caller's byte cap, its one page read from an O_DIRECT fd:
+/// the bounce block the read needs does not fit beside it. Refused before anything is
+/// allocated (the baseline includes the system's dma-bufs).
+fn working_over_cap(svc: &Svc, small: &PatternFile) -> CaseResult {
+    const PAGE: i64 = 4096;
+    let cap = svc
+        .r#getUsage()
+        .map_err(|e| Failure::from_status(e).to_string())?
+        .r#capBytes;
+    let heap_max = svc
+        .r#getBackends()
+        .map_err(|e| Failure::from_status(e).to_string())?
+        .into_iter()
+        .find(|b| b.r#name == "heap:system")
+        .map(|b| b.r#maxBufferBytes)
+        .ok_or("no heap:system backend")?;
+    let fill = cap / PAGE * PAGE;
+    ensure!(
+        heap_max >= fill,
+        "heap:system holds at most {heap_max} bytes, less than this caller's cap {cap}"
+    );
+    let fd = small
+        .open(true)
+        .map_err(|e| format!("open O_DIRECT: {e}"))?;
+    let mut r = one(Some(fd), 0, PAGE, fill - PAGE);
+    r.r#backend = "heap:system".into();
+    refused_saying(svc, &r, E::CALLER_CAP, "working memory", small)
+}
+
+/// Tunables that asked the old ring for max(1, 64 + 1) blocks of 256 MiB for a 16 MiB file:
+/// the ring's blocks are sized to the file's chunk and it holds at most one more block than
+/// there are chunks; what it holds is charged while the load runs and reported.
+fn inflating_tunables(svc: &Svc, dir: &std::path::Path, small: &PatternFile) -> CaseResult {
+    let f = PatternFile::create(dir, "inflate.bin", 35, 16 << 20).map_err(|e| e.to_string())?;
+    let base = s::baseline(svc)?;
+    let fd = f.open(true).map_err(|e| format!("open O_DIRECT: {e}"))?;
+    let mut r = s::whole_file_request(fd, "heap:system", IoMode::DIRECT, "vts-inflate");
+    r.r#tunables.r#chunkSize = 256 << 20;
+    r.r#tunables.r#readerThreads = 64;
+    r.r#tunables.r#bounceBuffers = 1;
+    let res = s::load(svc, &r).map_err(|e| e.to_string())?;
+    let (working, size, id) = (res.r#stats.r#workingBytes, res.r#sizeBytes, res.r#bufferId);
+    let fd = s::buffer_fd(&res)?;
+    // The result's own fd keeps the dma-buf alive too.
+    drop(res);
+    let content = s::verify_content(
+        &fd,
+        size as u64,
+        &[s::Piece {
+            seed: 35,
+            file_offset: 0,
+            len: 16 << 20,
+            at: 0,
+        }],
+    );
+    svc.r#releaseBuffer(id)
+        .map_err(|e| Failure::from_status(e).to_string())?;
+    drop(fd);
+    content?;
+    // One chunk of 16 MiB: two blocks of 16 MiB and its alignment at most, not 512 MiB.
+    ensure!(
+        working > 16 << 20 && working <= 2 * ((16 << 20) + (64 << 10)),
+        "working memory {working} bytes for one 16 MiB chunk"
+    );
+    s::back_to_baseline(svc, &base, Duration::from_secs(2))?;
+    still_serving(svc, small)
 }
 
 fn slow_file(dir: &std::path::Path, name: &str, seed: u64) -> Result<PatternFile, String> {

@@ -1,301 +1,325 @@
-//! dma-heap backend. O_DIRECT cannot target a dma-heap mapping (EFAULT), so reader threads
-//! fill a small ring of aligned bounce buffers while the allocation is still running, and
-//! copier threads move them into the mapping between `DMA_BUF_IOCTL_SYNC` start and end.
+//! dma-heap backend. O_DIRECT cannot target a dma-heap mapping (EFAULT), so direct chunks are
+//! read into a small ring of aligned bounce blocks while the allocation is still running,
+//! and copied into the mapping once it exists, between `DMA_BUF_IOCTL_SYNC` start and end.
+//!
+//! Steps: allocate (the dma-buf, named, mapped, CPU access begun) ⇉ read (a direct chunk into
+//! a free block; a buffered chunk straight into the mapping once it exists) ⇉ copy (a filled
+//! block into the mapping), run by [`Job`] on the load's thread and the engine's workers.
 
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::Ordering;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::blocks::Block;
-use super::control::{run_thread, Control, Failure};
+use super::blocks::{Block, BlockPool};
+use super::devices::Devices;
+use super::job::{Job, Steps};
 use super::plan::Plan;
 use super::read::{claim, read_buffered, read_into_block};
-use super::Filled;
+use super::tally::Tally;
+use super::working::Working;
+use super::{Fill, Filled};
 use crate::error::{load_err, LoadError};
-use crate::request::{CancelToken, Progress};
 use dmaload_abi::dma_buf::{self, Access};
-use dmaload_abi::dma_heap::DmaHeap;
 use dmaload_abi::mmap::Mapping;
-use dmaload_abi::system::page_size;
 
-struct RingState {
-    free: Vec<Block>,
-    /// Filled blocks: (block, chunk index, offset of the chunk's first byte in the block).
-    filled: VecDeque<(Block, usize, usize)>,
+/// A step of the dma-heap fill.
+enum Step {
+    /// Allocate, name and map the dma-buf, and begin CPU access.
+    Allocate,
+    /// Read chunk `index`: a direct one into `block` (its first byte lands at `start`), a
+    /// buffered one (no block) straight into the mapping.
+    Read {
+        index: usize,
+        block: Option<Block>,
+        start: usize,
+    },
+    /// Copy chunk `index` from `block` (from `start`) into the mapping.
+    Copy {
+        index: usize,
+        block: Block,
+        start: usize,
+    },
+}
+
+/// What the steps read, and what the allocation publishes.
+struct HeapSteps {
+    plan: Arc<Plan>,
+    devices: Arc<Devices>,
+    heap: String,
+    name: String,
+    /// Chunks starting before this offset make the first gather.
+    first_gather_end: u64,
+    readers: usize,
+    copiers: usize,
+    blocks: Arc<BlockPool>,
+    block_len: usize,
+    max_blocks: usize,
+    started: Instant,
+    mapping: OnceLock<Mapping>,
+    /// The dma-buf, with CPU access begun; the load's thread takes it at the end.
+    fd: Mutex<Option<OwnedFd>>,
+}
+
+/// What the steps share under the job's lock.
+struct State {
+    allocating: bool,
+    allocated: Option<Duration>,
     next_chunk: usize,
-    /// Direct chunks not yet queued for copying.
-    unqueued: usize,
+    free: Vec<Block>,
+    blocks_made: usize,
+    /// Blocks read and waiting to be copied: (block, chunk index, offset of its first byte).
+    filled: VecDeque<(Block, usize, usize)>,
+    reading: usize,
+    copying: usize,
+    chunks_done: usize,
     first_gather_left: usize,
     first_gather_at: Option<Instant>,
-    alloc_done: Option<Duration>,
 }
 
-/// The allocated, mapped buffer, published by the allocating thread.
-struct Allocated {
-    fd: OwnedFd,
-    mapping: Mapping,
-}
-
-/// Buffers up to this size are filled by the calling thread alone: starting threads costs
-/// more than the overlap gains.
-const INLINE_MAX: u64 = 2 << 20;
-
-/// Allocates the dma-buf, names it (best effort: naming is for debugging only) and maps it.
-fn allocate_mapped(heap: &DmaHeap, size: u64, name: &str) -> Result<(OwnedFd, Mapping), LoadError> {
-    let fd = heap.allocate(size).map_err(|e| {
-        load_err!(
-            NoMemory,
-            "{} refused {size} bytes ({e}); free memory and retry",
-            heap.path().display()
-        )
-    })?;
+/// Allocates the dma-buf, names it (best effort: naming is for debugging only), maps it and
+/// begins CPU access.
+fn allocate_mapped(
+    devices: &Devices,
+    heap: &str,
+    size: u64,
+    name: &str,
+) -> Result<(OwnedFd, Mapping), LoadError> {
+    let fd = devices.allocate(heap, size)?;
     if let Err(e) = dma_buf::set_name(fd.as_fd(), name) {
         log::warn!("DMA_BUF_SET_NAME failed: {e}");
     }
     let mapping = Mapping::map_shared(fd.as_fd(), size as usize)
         .map_err(|e| load_err!(NoMemory, "mapping the dma-buf failed: {e}"))?;
+    dma_buf::begin_cpu_access(fd.as_fd(), Access::Write)
+        .map_err(|e| load_err!(Internal, "DMA_BUF_IOCTL_SYNC start failed: {e}"))?;
     Ok((fd, mapping))
 }
 
-fn fill_inline(
-    plan: &Plan,
-    heap: &DmaHeap,
-    name: &str,
-    cancel: &CancelToken,
-    progress: &dyn Progress,
-    started: Instant,
-    block_len: usize,
-) -> Result<(OwnedFd, Filled), LoadError> {
-    let control = Control::for_plan(plan, cancel, progress, ());
-    let size = plan.buffer_size;
-    let alloc_start = Instant::now();
-    let (fd, mut mapping) = allocate_mapped(heap, size, name)?;
-    let alloc = alloc_start.elapsed();
-    let mut block =
-        super::blocks::take(block_len).map_err(|e| load_err!(NoMemory, "bounce block: {e}"))?;
-    dma_buf::begin_cpu_access(fd.as_fd(), Access::Write)
-        .map_err(|e| load_err!(Internal, "DMA_BUF_IOCTL_SYNC start failed: {e}"))?;
-    let result = (|| {
-        for chunk in &plan.chunks {
-            if control.checkpoint().is_err() {
-                return Err(control
-                    .take_error()
-                    .unwrap_or_else(|| load_err!(Internal, "stopped")));
-            }
-            let src = &plan.sources[chunk.source];
-            if src.direct {
-                let start = read_into_block(&control, src, chunk, &mut block)?;
-                let copy_start = Instant::now();
-                let at = chunk.buffer_offset as usize;
-                let len = chunk.len as usize;
-                mapping.as_mut_slice()[at..at + len]
-                    .copy_from_slice(&block.as_slice()[start..start + len]);
-                control
-                    .copy_ns
-                    .fetch_add(copy_start.elapsed().as_nanos() as u64, Ordering::Relaxed);
-            } else {
-                read_buffered(&control, src, chunk, &mapping)?;
-            }
-            control.advance(chunk.len);
+impl HeapSteps {
+    /// A block to read into: one copied out already, or a new one within the reservation.
+    fn free_block(&self, s: &mut State) -> Result<Option<Block>, LoadError> {
+        if let Some(block) = s.free.pop() {
+            return Ok(Some(block));
         }
-        Ok(())
-    })();
-    let ended = dma_buf::end_cpu_access(fd.as_fd(), Access::Write);
-    result?;
-    ended.map_err(|e| load_err!(Internal, "DMA_BUF_IOCTL_SYNC end failed: {e}"))?;
-    drop(mapping);
-    Ok((fd, control.filled(alloc, started.elapsed())))
-}
-
-pub(crate) fn fill(
-    plan: &Plan,
-    heap: &DmaHeap,
-    name: &str,
-    cancel: &CancelToken,
-    progress: &dyn Progress,
-    started: Instant,
-) -> Result<(OwnedFd, Filled), LoadError> {
-    let knobs = plan.knobs;
-    let max_align = plan.sources.iter().map(|s| s.align()).max().unwrap_or(1);
-    let page = page_size();
-    let block_len = (knobs.chunk_size + 2 * max_align).div_ceil(page) * page;
-    if plan.buffer_size <= INLINE_MAX {
-        return fill_inline(
-            plan,
-            heap,
-            name,
-            cancel,
-            progress,
-            started,
-            block_len as usize,
-        );
+        if s.blocks_made >= self.max_blocks {
+            return Ok(None);
+        }
+        s.blocks_made += 1;
+        self.blocks
+            .take(self.block_len)
+            .map(Some)
+            .map_err(|e| load_err!(NoMemory, "bounce ring: {e}"))
     }
-    let direct_chunks = plan
-        .chunks
-        .iter()
-        .filter(|c| plan.sources[c.source].direct)
-        .count();
-    let readers = knobs.reader_threads.min(plan.chunks.len()).max(1);
-    let ring = if direct_chunks == 0 {
-        0
-    } else {
-        knobs.bounce_buffers.max(readers + 1)
-    };
-    let mut free = Vec::with_capacity(ring);
-    for _ in 0..ring.min(direct_chunks + 1) {
-        free.push(
-            super::blocks::take(block_len as usize)
-                .map_err(|e| load_err!(NoMemory, "bounce ring: {e}"))?,
-        );
-    }
-    let state = RingState {
-        free,
-        filled: VecDeque::new(),
-        next_chunk: 0,
-        unqueued: direct_chunks,
-        first_gather_left: plan
-            .chunks
-            .iter()
-            .filter(|c| c.buffer_offset < knobs.gather_size)
-            .count(),
-        first_gather_at: None,
-        alloc_done: None,
-    };
-    let control = Control::for_plan(plan, cancel, progress, state);
-    let allocated: OnceLock<Allocated> = OnceLock::new();
-    let size = plan.buffer_size;
-    let alloc_start = Instant::now();
 
-    let chunk_done = |index: usize| {
-        control.advance(plan.chunks[index].len);
-        if plan.chunks[index].buffer_offset < knobs.gather_size {
-            let mut s = control.lock();
+    /// The next chunk to read, if what it needs is there.
+    fn next_read(&self, s: &mut State) -> Result<Option<Step>, LoadError> {
+        let Some(chunk) = self.plan.chunks.get(s.next_chunk) else {
+            return Ok(None);
+        };
+        let block = if self.plan.sources[chunk.source].direct {
+            match self.free_block(s)? {
+                Some(block) => Some(block),
+                None => return Ok(None),
+            }
+        } else if s.allocated.is_some() {
+            // Buffered reads can target the mapping itself (one copy, as `normal`).
+            None
+        } else {
+            return Ok(None);
+        };
+        let index = s.next_chunk;
+        s.next_chunk += 1;
+        s.reading += 1;
+        Ok(Some(Step::Read {
+            index,
+            block,
+            start: 0,
+        }))
+    }
+
+    fn mapping(&self) -> Result<&Mapping, LoadError> {
+        self.mapping
+            .get()
+            .ok_or_else(|| load_err!(Internal, "the dma-buf is not mapped yet"))
+    }
+
+    /// A chunk is in the buffer.
+    fn chunk_done(&self, index: usize, s: &mut State) -> u64 {
+        let chunk = &self.plan.chunks[index];
+        s.chunks_done += 1;
+        if chunk.buffer_offset < self.first_gather_end {
             s.first_gather_left -= 1;
             if s.first_gather_left == 0 {
                 s.first_gather_at = Some(Instant::now());
             }
         }
-    };
-    let wait_mapped = || -> Result<&Mapping, Failure> {
-        control.wait_for(|s| s.alloc_done.map(|_| ()))?;
-        allocated
-            .get()
-            .map(|a| &a.mapping)
-            .ok_or_else(|| Failure::Error(load_err!(Internal, "allocation not published")))
-    };
-
-    std::thread::scope(|scope| {
-        scope.spawn(|| {
-            run_thread(&control, || {
-                let (fd, mapping) = allocate_mapped(heap, size, name)?;
-                dma_buf::begin_cpu_access(fd.as_fd(), Access::Write)
-                    .map_err(|e| load_err!(Internal, "DMA_BUF_IOCTL_SYNC start failed: {e}"))?;
-                if allocated.set(Allocated { fd, mapping }).is_err() {
-                    return Err(load_err!(Internal, "allocated twice").into());
-                }
-                control.lock().alloc_done = Some(alloc_start.elapsed());
-                control.notify();
-                Ok(())
-            })
-        });
-        for _ in 0..readers {
-            scope.spawn(|| {
-                run_thread(&control, || loop {
-                    control.checkpoint()?;
-                    let index = {
-                        let mut s = control.lock();
-                        let index = s.next_chunk;
-                        s.next_chunk += 1;
-                        index
-                    };
-                    let Some(chunk) = plan.chunks.get(index) else {
-                        return Ok(());
-                    };
-                    let src = &plan.sources[chunk.source];
-                    if !src.direct {
-                        // Buffered reads can target the mapping itself (one copy, as `normal`).
-                        let mapping = wait_mapped()?;
-                        read_buffered(&control, src, chunk, mapping)?;
-                        chunk_done(index);
-                        continue;
-                    }
-                    let mut block = control.wait_for(|s| s.free.pop())?;
-                    match read_into_block(&control, src, chunk, &mut block) {
-                        Ok(start) => {
-                            let mut s = control.lock();
-                            s.filled.push_back((block, index, start));
-                            s.unqueued -= 1;
-                            drop(s);
-                            control.notify();
-                        }
-                        Err(e) => {
-                            control.lock().free.push(block);
-                            return Err(e.into());
-                        }
-                    }
-                })
-            });
-        }
-        let copiers = if direct_chunks == 0 {
-            0
-        } else {
-            knobs.populate_threads.max(1)
-        };
-        for _ in 0..copiers {
-            scope.spawn(|| {
-                run_thread(&control, || {
-                    let mapping = wait_mapped()?;
-                    loop {
-                        let next = control.wait_for(|s| match s.filled.pop_front() {
-                            Some(item) => Some(Some(item)),
-                            None if s.unqueued == 0 => Some(None),
-                            None => None,
-                        })?;
-                        let Some((mut block, index, start)) = next else {
-                            return Ok(());
-                        };
-                        let chunk = &plan.chunks[index];
-                        let copy_start = Instant::now();
-                        let mut region = claim(mapping, chunk)?;
-                        let len = region.len();
-                        region.copy_from_slice(&block.as_slice()[start..start + len]);
-                        drop(region);
-                        control
-                            .copy_ns
-                            .fetch_add(copy_start.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                        control.lock().free.push(block);
-                        control.notify();
-                        chunk_done(index);
-                    }
-                })
-            });
-        }
-    });
-    let allocated = allocated.into_inner();
-    if let Some(err) = control.take_error() {
-        if let Some(a) = &allocated {
-            let _ = dma_buf::end_cpu_access(a.fd.as_fd(), Access::Write);
-        }
-        return Err(err);
+        chunk.len
     }
-    let Some(Allocated { fd, mapping }) = allocated else {
-        return Err(load_err!(
-            Internal,
-            "the allocation thread ended without a buffer"
-        ));
+}
+
+impl Steps for HeapSteps {
+    type Step = Step;
+    type State = State;
+
+    fn next(&self, s: &mut State) -> Result<Option<Step>, LoadError> {
+        if !s.allocating {
+            s.allocating = true;
+            return Ok(Some(Step::Allocate));
+        }
+        if s.allocated.is_some() && s.copying < self.copiers {
+            if let Some((block, index, start)) = s.filled.pop_front() {
+                s.copying += 1;
+                return Ok(Some(Step::Copy {
+                    index,
+                    block,
+                    start,
+                }));
+            }
+        }
+        if s.reading < self.readers {
+            return self.next_read(s);
+        }
+        Ok(None)
+    }
+
+    fn run(&self, step: &mut Step, tally: &Tally) -> Result<(), LoadError> {
+        match step {
+            Step::Allocate => {
+                let size = self.plan.buffer_size;
+                let (fd, mapping) = allocate_mapped(&self.devices, &self.heap, size, &self.name)?;
+                *self.fd.lock().unwrap_or_else(|p| p.into_inner()) = Some(fd);
+                self.mapping
+                    .set(mapping)
+                    .map_err(|_| load_err!(Internal, "the dma-buf was allocated twice"))
+            }
+            Step::Read {
+                index,
+                block: Some(block),
+                start,
+            } => {
+                let chunk = &self.plan.chunks[*index];
+                *start = read_into_block(tally, &self.plan.sources[chunk.source], chunk, block)?;
+                Ok(())
+            }
+            Step::Read {
+                index, block: None, ..
+            } => {
+                let chunk = &self.plan.chunks[*index];
+                let src = &self.plan.sources[chunk.source];
+                read_buffered(tally, src, chunk, self.mapping()?)
+            }
+            Step::Copy {
+                index,
+                block,
+                start,
+            } => {
+                let copy_start = Instant::now();
+                let mut region = claim(self.mapping()?, &self.plan.chunks[*index])?;
+                let len = region.len();
+                region.copy_from_slice(&block.as_slice()[*start..*start + len]);
+                tally.note_copy(copy_start);
+                Ok(())
+            }
+        }
+    }
+
+    fn complete(&self, step: Step, s: &mut State) -> u64 {
+        match step {
+            Step::Allocate => {
+                s.allocated = Some(self.started.elapsed());
+                0
+            }
+            Step::Read {
+                index,
+                block: Some(block),
+                start,
+            } => {
+                s.reading -= 1;
+                s.filled.push_back((block, index, start));
+                0
+            }
+            Step::Read {
+                index, block: None, ..
+            } => {
+                s.reading -= 1;
+                self.chunk_done(index, s)
+            }
+            Step::Copy { index, block, .. } => {
+                s.copying -= 1;
+                s.free.push(block);
+                self.chunk_done(index, s)
+            }
+        }
+    }
+
+    fn finished(&self, s: &State) -> bool {
+        s.allocated.is_some() && s.chunks_done == self.plan.chunks.len()
+    }
+}
+
+/// Fills a new dma-buf from heap `heap` with the plan's bytes. Returns its fd.
+pub(crate) fn fill(fill: &Fill<'_>, heap: &str) -> Result<(OwnedFd, Filled), LoadError> {
+    let plan = fill.plan;
+    let working: &Working = fill.working;
+    let steps = HeapSteps {
+        plan: Arc::clone(plan),
+        devices: Arc::clone(&fill.engine.devices),
+        heap: heap.to_string(),
+        name: fill.name.to_string(),
+        first_gather_end: plan.knobs.gather_size,
+        readers: working.readers,
+        copiers: working.copiers,
+        blocks: Arc::clone(&fill.engine.blocks),
+        block_len: working.block_len,
+        max_blocks: working.blocks,
+        started: Instant::now(),
+        mapping: OnceLock::new(),
+        fd: Mutex::new(None),
     };
-    drop(mapping);
-    dma_buf::end_cpu_access(fd.as_fd(), Access::Write)
-        .map_err(|e| load_err!(Internal, "DMA_BUF_IOCTL_SYNC end failed: {e}"))?;
-    let s = control.lock();
-    let filled = control.filled(
-        s.alloc_done.unwrap_or_default(),
-        s.first_gather_at
-            .map(|t| t.duration_since(started))
-            .unwrap_or_default(),
+    let state = State {
+        allocating: false,
+        allocated: None,
+        next_chunk: 0,
+        free: Vec::new(),
+        blocks_made: 0,
+        filled: VecDeque::new(),
+        reading: 0,
+        copying: 0,
+        chunks_done: 0,
+        first_gather_left: plan
+            .chunks
+            .iter()
+            .filter(|c| c.buffer_offset < plan.knobs.gather_size)
+            .count(),
+        first_gather_at: None,
+    };
+    let tally = Tally::new(plan.knobs.io_uring);
+    let job = Job::new(steps, state, tally, plan.file_bytes, working.threads);
+    let ran = job.drive(
+        fill.cancel,
+        &fill.engine.pool,
+        working.threads - 1,
+        fill.progress,
     );
-    drop(s);
+    let fd = job
+        .steps
+        .fd
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    let ended = fd
+        .as_ref()
+        .map(|fd| dma_buf::end_cpu_access(fd.as_fd(), Access::Write));
+    ran?;
+    let fd = fd.ok_or_else(|| load_err!(Internal, "the allocation step left no buffer"))?;
+    if let Some(Err(e)) = ended {
+        return Err(load_err!(Internal, "DMA_BUF_IOCTL_SYNC end failed: {e}"));
+    }
+    let (alloc, first_gather) = job.with_state(|s| (s.allocated, s.first_gather_at));
+    let first_gather = first_gather
+        .map(|t| t.duration_since(fill.started))
+        .unwrap_or_default();
+    let filled = job.tally.filled(alloc.unwrap_or_default(), first_gather);
     Ok((fd, filled))
 }

@@ -1,15 +1,24 @@
 //! udmabuf and memfd backends: a sealed memfd is populated gather by gather (huge folios
-//! where the kernel allows) by populating threads, while reader threads read each populated
-//! gather straight into it with direct I/O. udmabuf wraps the memfd at the end.
+//! where the kernel allows) while the gathers already populated are read straight into it
+//! with direct I/O. udmabuf wraps the memfd at the end.
+//!
+//! Steps: allocate (memfd + mapping), then populate (pieces of gathers, at most
+//! [`IN_FLIGHT_GATHERS`] ahead of the reads) ⇉ read (chunks of populated gathers) ⇉ release
+//! (finished gathers leave the mapping), run by [`Job`] on the load's thread and the
+//! engine's workers.
 
+use std::ops::Range;
+use std::sync::Arc;
 use std::time::Instant;
 
-use super::control::{run_thread, Control};
+use super::blocks::{Block, BlockPool};
+use super::job::{Job, Steps};
 use super::plan::{Chunk, Plan};
 use super::read::read_chunk;
-use super::Filled;
+use super::tally::Tally;
+use super::working::{Working, INLINE_MAX};
+use super::{Fill, Filled};
 use crate::error::{load_err, LoadError};
-use crate::request::{CancelToken, Progress};
 use crate::stats::FallbackKind;
 use dmaload_abi::memfd::{hugetlb_pages_free, shmem_thp, Memfd, ShmemThp, HUGETLB_PAGE};
 use dmaload_abi::mmap::Mapping;
@@ -17,44 +26,6 @@ use dmaload_abi::system::page_size;
 
 /// Population granule: a PMD-sized huge folio.
 const HUGE: u64 = 2 << 20;
-
-struct FillState {
-    /// Next population piece to hand out.
-    next_piece: usize,
-    /// Pieces not yet populated, per gather.
-    pieces_left: Vec<u32>,
-    /// Gathers `0..gathers_ready` are populated.
-    gathers_ready: usize,
-    populated_at: Option<Instant>,
-    next_chunk: usize,
-    /// Chunks not yet read, per gather (a chunk counts in every gather it touches).
-    chunks_left: Vec<u32>,
-    /// Gathers `0..gathers_read` are populated and read; their pages left our mapping.
-    gathers_read: usize,
-    first_gather_at: Option<Instant>,
-}
-
-/// Gathers populated ahead of the readers at most. The memfd mapping only holds these
-/// (finished gathers are dropped from it), so the process's peak RSS stays bounded by
-/// `IN_FLIGHT_GATHERS × gather_size` whatever the file size.
-const IN_FLIGHT_GATHERS: usize = 2;
-
-/// Buffers up to this size are filled by the calling thread alone.
-const INLINE_MAX: u64 = HUGE;
-
-impl FillState {
-    /// Advances `gathers_read` over finished gathers; returns the newly finished range.
-    fn finish_gathers(&mut self) -> std::ops::Range<usize> {
-        let from = self.gathers_read;
-        while self.gathers_read < self.gathers_ready && self.chunks_left[self.gathers_read] == 0 {
-            self.gathers_read += 1;
-        }
-        if from == 0 && self.gathers_read > 0 && self.first_gather_at.is_none() {
-            self.first_gather_at = Some(Instant::now());
-        }
-        from..self.gathers_read
-    }
-}
 
 /// The buffer cut into gathers. The first gathers are small and double in size up to the
 /// gather size (2, 4, 8, ... MiB), so reads start after a few milliseconds of population
@@ -212,78 +183,44 @@ fn hugetlb_memory(
     }
 }
 
-/// Fills a new memfd with the plan's bytes. Returns the sealed memfd.
-pub(crate) fn fill(
-    plan: &Plan,
-    name: &str,
-    cancel: &CancelToken,
-    progress: &dyn Progress,
-    started: Instant,
-) -> Result<(Memfd, Filled), LoadError> {
-    let size = plan.buffer_size;
-    let alloc_start = Instant::now();
-    let mut notes = Vec::new();
-    let (memfd, mapping, hugetlb) = match hugetlb_memory(plan, name, &mut notes) {
-        Some((memfd, mapping)) => (memfd, mapping, true),
-        None => {
-            let memfd = Memfd::create(name, size)
-                .map_err(|e| load_err!(NoMemory, "memfd_create of {size} bytes failed: {e}"))?;
-            memfd
-                .seal_size()
-                .map_err(|e| load_err!(Internal, "sealing the memfd failed: {e}"))?;
-            let mapping = Mapping::map_shared(std::os::fd::AsFd::as_fd(&memfd), size as usize)
-                .map_err(|e| load_err!(NoMemory, "mapping the memfd failed: {e}"))?;
-            (memfd, mapping, false)
-        }
-    };
-    // A hugetlb memfd is 2 MiB-rounded and populated whole.
-    let alloc_size = memfd.size();
+/// Gathers populated ahead of the readers at most. The memfd mapping only holds these
+/// (finished gathers are dropped from it), so the process's peak RSS stays bounded by
+/// `IN_FLIGHT_GATHERS × gather_size` whatever the file size.
+const IN_FLIGHT_GATHERS: usize = 2;
 
-    let knobs = plan.knobs;
-    // hugetlb memory is populated and dropped in whole 2 MiB pages: gathers must be too.
-    let gather_size = if hugetlb {
-        knobs.gather_size.div_ceil(HUGE) * HUGE
-    } else {
-        knobs.gather_size
-    };
-    let layout = Gathers::new(alloc_size, gather_size);
-    let pieces = pieces(&layout, knobs.populate_threads);
-    let gathers = layout.len();
-    let mut pieces_left = vec![0u32; gathers];
-    for p in &pieces {
-        pieces_left[p.gather] += 1;
-    }
-    let mut chunks_left = vec![0u32; gathers];
-    // Populate far enough ahead for any chunk (a chunk may span several gathers).
-    let mut ahead = IN_FLIGHT_GATHERS;
-    // Chunks end at gather boundaries too, so each gather is read as soon as it is ready.
-    let chunks = split_at_gathers(&plan.chunks, &layout);
-    for c in &chunks {
-        let first = layout.of(c.buffer_offset);
-        let last = layout.of(c.buffer_offset + c.len - 1);
-        ahead = ahead.max(last - first + 2);
-        for left in &mut chunks_left[first..=last] {
-            *left += 1;
-        }
-    }
-    let state = FillState {
-        next_piece: 0,
-        pieces_left,
-        gathers_ready: 0,
-        populated_at: None,
-        next_chunk: 0,
-        chunks_left,
-        gathers_read: 0,
-        first_gather_at: None,
-    };
-    let control = Control::for_plan(plan, cancel, progress, state);
+/// The memory allocated for the buffer: a sealed memfd, our mapping of it, and what backs it.
+struct Allocated {
+    memfd: Memfd,
+    mapping: Mapping,
+    /// See [`LoadStats::memory`](crate::stats::LoadStats::memory).
+    memory: &'static str,
+}
+
+/// Step "allocate": a sealed memfd of the buffer's size (hugetlb pages where the plan allows
+/// and the pool has room, else shmem with huge folios where the kernel gives them), mapped.
+/// Nothing is populated yet. Fallbacks go to `tally`.
+fn allocate(plan: &Plan, name: &str, inline: bool, tally: &Tally) -> Result<Allocated, LoadError> {
+    let size = plan.buffer_size;
+    let mut notes = Vec::new();
+    let hugetlb = hugetlb_memory(plan, name, &mut notes);
     for (kind, why) in notes {
-        control.add_fallback(kind, why);
+        tally.add_fallback(kind, why);
     }
-    // What backs the buffer, as the stats report it.
-    let memory = if hugetlb {
-        "hugetlb"
-    } else if size <= INLINE_MAX {
+    if let Some((memfd, mapping)) = hugetlb {
+        return Ok(Allocated {
+            memfd,
+            mapping,
+            memory: "hugetlb",
+        });
+    }
+    let memfd = Memfd::create(name, size)
+        .map_err(|e| load_err!(NoMemory, "memfd_create of {size} bytes failed: {e}"))?;
+    memfd
+        .seal_size()
+        .map_err(|e| load_err!(Internal, "sealing the memfd failed: {e}"))?;
+    let mapping = Mapping::map_shared(std::os::fd::AsFd::as_fd(&memfd), size as usize)
+        .map_err(|e| load_err!(NoMemory, "mapping the memfd failed: {e}"))?;
+    let memory = if inline {
         // A huge folio would be zeroed whole (2 MiB, twice with init_on_alloc) for a buffer
         // that needs less: measured 2-3x slower for 512 KiB in the virtual device.
         "shmem"
@@ -292,7 +229,7 @@ pub(crate) fn fill(
             ShmemThp::Available(_) => match mapping.advise_huge() {
                 Ok(()) => "shmem-thp",
                 Err(e) => {
-                    control.add_fallback(
+                    tally.add_fallback(
                         FallbackKind::SmallPages,
                         format!("MADV_HUGEPAGE failed: {e}"),
                     );
@@ -300,138 +237,332 @@ pub(crate) fn fill(
                 }
             },
             ShmemThp::Unavailable(why) => {
-                control.add_fallback(FallbackKind::SmallPages, why);
+                tally.add_fallback(FallbackKind::SmallPages, why);
                 "shmem"
             }
         }
     };
-    log::debug!("memfd fill: {size} bytes of {memory} memory");
+    Ok(Allocated {
+        memfd,
+        mapping,
+        memory,
+    })
+}
 
-    let max_align = plan.sources.iter().map(|s| s.align()).max().unwrap_or(1);
-    let bounce_len = (1u64 << 20).max(2 * max_align) as usize;
-    let readers = knobs.reader_threads.min(chunks.len()).max(1);
-    if size <= INLINE_MAX {
-        // Small buffers: threads and pre-population cost more than they overlap; the reads
-        // fault the few pages in themselves.
-        let alloc = alloc_start.elapsed();
-        let mut bounce = super::blocks::take(bounce_len)
-            .map_err(|e| load_err!(NoMemory, "bounce block: {e}"))?;
-        for chunk in &chunks {
-            if control.checkpoint().is_err() {
-                return Err(control
-                    .take_error()
-                    .unwrap_or_else(|| load_err!(Internal, "stopped")));
+/// A step of the memfd fill.
+enum Step {
+    /// Populate a piece of a gather (`MADV_POPULATE_WRITE`).
+    Populate(Piece),
+    /// Read chunk `index` into its populated gathers; direct sources bring a bounce block.
+    Read { index: usize, bounce: Option<Block> },
+    /// Drop finished gathers from our mapping (the memfd keeps the pages).
+    Release(Range<usize>),
+}
+
+/// What the steps read and never change.
+struct MemfdSteps {
+    plan: Arc<Plan>,
+    mapping: Mapping,
+    layout: Gathers,
+    pieces: Vec<Piece>,
+    /// The plan's chunks, cut at gather boundaries so a gather is read as soon as it is ready.
+    chunks: Vec<Chunk>,
+    /// Gathers populated ahead of the readers at most (a chunk may span several).
+    ahead: usize,
+    readers: usize,
+    populators: usize,
+    /// Finished gathers leave the mapping (loads of more than one gather).
+    release: bool,
+    blocks: Arc<BlockPool>,
+    block_len: usize,
+    max_blocks: usize,
+}
+
+/// What the steps share under the job's lock.
+struct State {
+    next_piece: usize,
+    /// Pieces not yet populated, per gather.
+    pieces_left: Vec<u32>,
+    /// Gathers `0..gathers_ready` are populated.
+    gathers_ready: usize,
+    populated_at: Option<Instant>,
+    next_chunk: usize,
+    /// Chunks not yet read, per gather (a chunk counts in every gather it touches).
+    chunks_left: Vec<u32>,
+    /// Gathers `0..gathers_read` are populated and read.
+    gathers_read: usize,
+    /// Gathers `0..gathers_released` left our mapping.
+    gathers_released: usize,
+    first_gather_at: Option<Instant>,
+    populating: usize,
+    reading: usize,
+    bounces: Vec<Block>,
+    bounces_made: usize,
+}
+
+impl MemfdSteps {
+    /// The steps of filling `mapping`, and their starting state.
+    fn new(
+        plan: Arc<Plan>,
+        mapping: Mapping,
+        hugetlb: bool,
+        working: &Working,
+        blocks: Arc<BlockPool>,
+    ) -> (MemfdSteps, State) {
+        let knobs = plan.knobs;
+        // hugetlb memory is populated and dropped in whole 2 MiB pages: gathers must be too.
+        let gather_size = if hugetlb {
+            knobs.gather_size.div_ceil(HUGE) * HUGE
+        } else {
+            knobs.gather_size
+        };
+        let layout = Gathers::new(mapping.len() as u64, gather_size);
+        let gathers = layout.len();
+        let inline = working.inline();
+        // Small buffers are not populated ahead: the reads fault the few pages in.
+        let pieces = if inline {
+            Vec::new()
+        } else {
+            pieces(&layout, working.populators)
+        };
+        let mut pieces_left = vec![0u32; gathers];
+        for p in &pieces {
+            pieces_left[p.gather] += 1;
+        }
+        let chunks = split_at_gathers(&plan.chunks, &layout);
+        let mut chunks_left = vec![0u32; gathers];
+        let mut ahead = IN_FLIGHT_GATHERS;
+        for c in &chunks {
+            let (first, last) = (
+                layout.of(c.buffer_offset),
+                layout.of(c.buffer_offset + c.len - 1),
+            );
+            ahead = ahead.max(last - first + 2);
+            for left in &mut chunks_left[first..=last] {
+                *left += 1;
             }
-            read_chunk(
-                &control,
-                &plan.sources[chunk.source],
-                chunk,
-                &mapping,
-                true,
-                &mut bounce,
-            )?;
-            control.advance(chunk.len);
         }
-        let mut filled = control.filled(alloc, started.elapsed());
-        filled.memory = memory;
-        drop(mapping);
-        return Ok((memfd, filled));
+        let state = State {
+            next_piece: 0,
+            gathers_ready: if inline { gathers } else { 0 },
+            populated_at: inline.then(Instant::now),
+            pieces_left,
+            next_chunk: 0,
+            chunks_left,
+            gathers_read: 0,
+            gathers_released: 0,
+            first_gather_at: None,
+            populating: 0,
+            reading: 0,
+            bounces: Vec::new(),
+            bounces_made: 0,
+        };
+        let steps = MemfdSteps {
+            plan,
+            mapping,
+            layout,
+            pieces,
+            chunks,
+            ahead,
+            readers: working.readers,
+            populators: working.populators,
+            release: !inline,
+            blocks,
+            block_len: working.block_len,
+            max_blocks: working.blocks,
+        };
+        (steps, state)
     }
-    // Drops finished gathers from our mapping: the memfd keeps the pages.
-    let release = |range: std::ops::Range<usize>| -> Result<(), LoadError> {
-        if range.is_empty() {
-            return Ok(());
+
+    /// A bounce block for a reader: one it returned, or a new one within the reservation.
+    fn bounce(&self, s: &mut State) -> Result<Block, LoadError> {
+        if let Some(block) = s.bounces.pop() {
+            return Ok(block);
         }
-        let start = layout.start(range.start);
-        let end = layout.start(range.end);
-        mapping
-            .drop_pages(start as usize, (end - start) as usize)
-            .map_err(|e| load_err!(Internal, "MADV_DONTNEED on finished gathers failed: {e}"))
-    };
-    std::thread::scope(|scope| {
-        for _ in 0..knobs.populate_threads {
-            scope.spawn(|| {
-                run_thread(&control, || loop {
-                    let piece = control.wait_for(|s| {
-                        let Some(&piece) = pieces.get(s.next_piece) else {
-                            return Some(None);
-                        };
-                        // Stay a few gathers ahead of the readers, no more.
-                        if piece.gather >= s.gathers_read + ahead {
-                            return None;
-                        }
-                        s.next_piece += 1;
-                        Some(Some(piece))
-                    })?;
-                    let Some(piece) = piece else { return Ok(()) };
-                    populate(&mapping, piece)?;
-                    let mut s = control.lock();
-                    s.pieces_left[piece.gather] -= 1;
-                    while s.gathers_ready < gathers && s.pieces_left[s.gathers_ready] == 0 {
-                        s.gathers_ready += 1;
-                    }
-                    if s.gathers_ready == gathers && s.populated_at.is_none() {
-                        s.populated_at = Some(Instant::now());
-                    }
-                    // Gathers without chunks (gaps between segments) finish on population.
-                    let finished = s.finish_gathers();
-                    drop(s);
-                    control.notify();
-                    release(finished)?;
-                })
-            });
+        if s.bounces_made >= self.max_blocks {
+            return Err(load_err!(
+                Internal,
+                "a reader needs a bounce block beyond the {} reserved",
+                self.max_blocks
+            ));
         }
-        for _ in 0..readers {
-            scope.spawn(|| {
-                run_thread(&control, || {
-                    let mut bounce = super::blocks::take(bounce_len)
-                        .map_err(|e| load_err!(NoMemory, "bounce block: {e}"))?;
-                    loop {
-                        control.checkpoint()?;
-                        let index = {
-                            let mut s = control.lock();
-                            let index = s.next_chunk;
-                            s.next_chunk += 1;
-                            index
-                        };
-                        let Some(chunk) = chunks.get(index) else {
-                            return Ok(());
-                        };
-                        let first = layout.of(chunk.buffer_offset);
-                        let last = layout.of(chunk.buffer_offset + chunk.len - 1);
-                        control.wait_for(|s| (s.gathers_ready > last).then_some(()))?;
-                        let src = &plan.sources[chunk.source];
-                        read_chunk(&control, src, chunk, &mapping, true, &mut bounce)?;
-                        control.advance(chunk.len);
-                        let mut s = control.lock();
-                        for left in &mut s.chunks_left[first..=last] {
-                            *left -= 1;
-                        }
-                        let finished = s.finish_gathers();
-                        drop(s);
-                        control.notify();
-                        release(finished)?;
-                    }
-                })
-            });
-        }
-    });
-    if let Some(err) = control.take_error() {
-        return Err(err);
+        s.bounces_made += 1;
+        self.blocks
+            .take(self.block_len)
+            .map_err(|e| load_err!(NoMemory, "bounce block: {e}"))
     }
-    let s = control.lock();
-    if s.gathers_read != gathers {
-        return Err(load_err!(Internal, "memfd fill ended early"));
+
+    /// The next chunk, if its gathers are populated.
+    fn next_read(&self, s: &mut State) -> Result<Option<Step>, LoadError> {
+        let Some(chunk) = self.chunks.get(s.next_chunk) else {
+            return Ok(None);
+        };
+        if s.gathers_ready <= self.layout.of(chunk.buffer_offset + chunk.len - 1) {
+            return Ok(None);
+        }
+        let bounce = if self.plan.sources[chunk.source].direct {
+            Some(self.bounce(s)?)
+        } else {
+            None
+        };
+        let index = s.next_chunk;
+        s.next_chunk += 1;
+        s.reading += 1;
+        Ok(Some(Step::Read { index, bounce }))
     }
-    let populated = s.populated_at.unwrap_or_else(Instant::now);
-    let first_gather = s
-        .first_gather_at
-        .map(|t| t.duration_since(started))
+
+    /// The next population piece, if it stays within the gathers allowed ahead.
+    fn next_populate(&self, s: &mut State) -> Option<Step> {
+        let piece = *self.pieces.get(s.next_piece)?;
+        if piece.gather >= s.gathers_read + self.ahead {
+            return None;
+        }
+        s.next_piece += 1;
+        s.populating += 1;
+        Some(Step::Populate(piece))
+    }
+
+    /// Advances `gathers_read` over gathers populated and read to the end.
+    fn finish_gathers(&self, s: &mut State) {
+        while s.gathers_read < s.gathers_ready && s.chunks_left[s.gathers_read] == 0 {
+            s.gathers_read += 1;
+        }
+        if s.gathers_read > 0 && s.first_gather_at.is_none() {
+            s.first_gather_at = Some(Instant::now());
+        }
+    }
+}
+
+impl Steps for MemfdSteps {
+    type Step = Step;
+    type State = State;
+
+    fn next(&self, s: &mut State) -> Result<Option<Step>, LoadError> {
+        // Releasing first keeps the mapping small; reading before populating keeps the
+        // storage busy.
+        if self.release && s.gathers_released < s.gathers_read {
+            let range = s.gathers_released..s.gathers_read;
+            s.gathers_released = s.gathers_read;
+            return Ok(Some(Step::Release(range)));
+        }
+        if s.reading < self.readers {
+            if let Some(read) = self.next_read(s)? {
+                return Ok(Some(read));
+            }
+        }
+        if s.populating < self.populators {
+            return Ok(self.next_populate(s));
+        }
+        Ok(None)
+    }
+
+    fn run(&self, step: &mut Step, tally: &Tally) -> Result<(), LoadError> {
+        match step {
+            Step::Populate(piece) => populate(&self.mapping, *piece),
+            Step::Read { index, bounce } => {
+                let chunk = &self.chunks[*index];
+                let src = &self.plan.sources[chunk.source];
+                read_chunk(
+                    tally,
+                    src,
+                    chunk,
+                    &self.mapping,
+                    true,
+                    bounce.as_deref_mut(),
+                )
+            }
+            Step::Release(gathers) => {
+                let start = self.layout.start(gathers.start);
+                let end = self.layout.start(gathers.end);
+                self.mapping
+                    .drop_pages(start as usize, (end - start) as usize)
+                    .map_err(|e| {
+                        load_err!(Internal, "MADV_DONTNEED on finished gathers failed: {e}")
+                    })
+            }
+        }
+    }
+
+    fn complete(&self, step: Step, s: &mut State) -> u64 {
+        let mut bytes = 0;
+        match step {
+            Step::Populate(piece) => {
+                s.populating -= 1;
+                s.pieces_left[piece.gather] -= 1;
+                while s.gathers_ready < self.layout.len() && s.pieces_left[s.gathers_ready] == 0 {
+                    s.gathers_ready += 1;
+                }
+                if s.gathers_ready == self.layout.len() && s.populated_at.is_none() {
+                    s.populated_at = Some(Instant::now());
+                }
+            }
+            Step::Read { index, bounce } => {
+                s.reading -= 1;
+                s.bounces.extend(bounce);
+                let chunk = &self.chunks[index];
+                let first = self.layout.of(chunk.buffer_offset);
+                let last = self.layout.of(chunk.buffer_offset + chunk.len - 1);
+                for left in &mut s.chunks_left[first..=last] {
+                    *left -= 1;
+                }
+                bytes = chunk.len;
+            }
+            Step::Release(_) => return 0,
+        }
+        // Gathers without chunks (gaps between segments) finish on population.
+        self.finish_gathers(s);
+        bytes
+    }
+
+    fn finished(&self, s: &State) -> bool {
+        s.gathers_read == self.layout.len()
+    }
+}
+
+/// Fills a new memfd with the plan's bytes: allocate, then populate ⇉ read ⇉ release on the
+/// load's thread and the pool's. Returns the sealed memfd.
+pub(crate) fn fill(fill: &Fill<'_>) -> Result<(Memfd, Filled), LoadError> {
+    let alloc_start = Instant::now();
+    let tally = Tally::new(fill.plan.knobs.io_uring);
+    let inline = fill.working.inline();
+    let Allocated {
+        memfd,
+        mapping,
+        memory,
+    } = allocate(fill.plan, fill.name, inline, &tally)?;
+    log::debug!(
+        "memfd fill: {} bytes of {memory} memory",
+        fill.plan.buffer_size
+    );
+    let (steps, state) = MemfdSteps::new(
+        Arc::clone(fill.plan),
+        mapping,
+        memory == "hugetlb",
+        fill.working,
+        Arc::clone(&fill.engine.blocks),
+    );
+    let job = Job::new(
+        steps,
+        state,
+        tally,
+        fill.plan.file_bytes,
+        fill.working.threads,
+    );
+    job.drive(
+        fill.cancel,
+        &fill.engine.pool,
+        fill.working.threads - 1,
+        fill.progress,
+    )?;
+    let (populated, first_gather) = job.with_state(|s| (s.populated_at, s.first_gather_at));
+    let populated = populated.unwrap_or_else(Instant::now);
+    let first_gather = first_gather
+        .map(|t| t.duration_since(fill.started))
         .unwrap_or_default();
-    drop(s);
-    let mut filled = control.filled(populated.duration_since(alloc_start), first_gather);
+    let mut filled = job
+        .tally
+        .filled(populated.duration_since(alloc_start), first_gather);
     filled.memory = memory;
-    drop(mapping);
     Ok((memfd, filled))
 }
 

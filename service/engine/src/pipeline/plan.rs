@@ -41,6 +41,22 @@ impl Source {
     }
 }
 
+#[cfg(test)]
+impl Source {
+    /// A source over /dev/null, direct with ext4's 4 KiB alignment or buffered.
+    pub(crate) fn for_tests(direct: bool) -> Source {
+        let align = if direct { 4096 } else { 1 };
+        Source {
+            fd: std::fs::File::open("/dev/null").expect("/dev/null").into(),
+            direct,
+            mem_align: align,
+            offset_align: align,
+            read_start: 0,
+            required_end: u64::MAX,
+        }
+    }
+}
+
 /// A piece of one segment, read as one unit by one thread.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Chunk {

@@ -10,8 +10,8 @@ use std::io;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Instant;
 
-use super::control::Control;
 use super::plan::{Chunk, Source};
+use super::tally::Tally;
 use crate::error::{load_err, LoadError};
 use crate::stats::FallbackKind;
 use dmaload_abi::file::{drop_cached, pread, RWF_DONTCACHE};
@@ -31,20 +31,20 @@ static DONTCACHE: AtomicU8 = AtomicU8::new(0);
 
 /// Reads into all of `dst` from file `offset`: until it is full, end of file, or (direct) an
 /// unaligned short read, which only happens at end of file. Returns the bytes read.
-fn read_full<S>(
-    control: &Control<'_, S>,
+fn read_full(
+    tally: &Tally,
     src: &Source,
     dst: &mut [u8],
     offset: u64,
     rwf: libc::c_int,
 ) -> io::Result<u64> {
-    if control.io_uring && src.direct && rwf == 0 {
+    if tally.io_uring && src.direct && rwf == 0 {
         #[cfg(feature = "io-uring")]
-        if let Some(result) = super::uring_read::read_full(control, src, dst, offset) {
+        if let Some(result) = super::uring_read::read_full(tally, src, dst, offset) {
             return result;
         }
         #[cfg(not(feature = "io-uring"))]
-        control.add_fallback(
+        tally.add_fallback(
             FallbackKind::IoEngine,
             "this build has no io_uring support: reads used pread",
         );
@@ -53,7 +53,7 @@ fn read_full<S>(
     while done < dst.len() {
         let start = Instant::now();
         let n = pread(src.fd(), &mut dst[done..], offset + done as u64, rwf)?;
-        control.note_io(start, Instant::now());
+        tally.note_io(start, Instant::now());
         if n == 0 {
             break;
         }
@@ -95,18 +95,52 @@ fn shrunk(chunk: &Chunk, src: &Source, at: u64) -> LoadError {
     )
 }
 
+/// How much of a bounce block a direct read of a chunk into memory that accepts direct I/O
+/// needs, as far as can be told before reading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum BounceNeed {
+    /// Buffered, or aligned at both ends.
+    None,
+    /// Unaligned ends: at most two alignment blocks at a time.
+    Edges,
+    /// File and buffer offsets differ in alignment: the whole chunk goes through it.
+    Whole,
+}
+
+/// What [`read_chunk`] will need for `chunk` (reads the kernel refuses into the buffer
+/// memory are bounced whole as well, through whatever block the reader has).
+pub(crate) fn bounce_need(src: &Source, chunk: &Chunk) -> BounceNeed {
+    if !src.direct {
+        return BounceNeed::None;
+    }
+    let a = src.align();
+    let (off, end) = (chunk.file_offset, chunk.file_offset + chunk.len);
+    let body_start = align_up(off, a).min(end);
+    let body_end = align_down(end, a).max(body_start);
+    // Mappings start page-aligned: the body's address is aligned when its buffer offset is.
+    let body_at = chunk.buffer_offset + (body_start - off);
+    let page = dmaload_abi::system::page_size();
+    if src.mem_align > page || body_at % src.mem_align != 0 {
+        return BounceNeed::Whole;
+    }
+    if body_start == body_end || body_start > off || end > body_end {
+        return BounceNeed::Edges;
+    }
+    BounceNeed::None
+}
+
 /// Reads `chunk` into `dst` at the chunk's buffer offset. `dst_direct`: `dst` memory
-/// accepts O_DIRECT. `bounce` is this thread's aligned scratch block.
-pub(crate) fn read_chunk<S>(
-    control: &Control<'_, S>,
+/// accepts O_DIRECT. `bounce`: an aligned scratch block, needed for direct sources.
+pub(crate) fn read_chunk(
+    tally: &Tally,
     src: &Source,
     chunk: &Chunk,
     dst: &Mapping,
     dst_direct: bool,
-    bounce: &mut Mapping,
+    mut bounce: Option<&mut Mapping>,
 ) -> Result<(), LoadError> {
     if !src.direct {
-        return read_buffered(control, src, chunk, dst);
+        return read_buffered(tally, src, chunk, dst);
     }
     let mut region = claim(dst, chunk)?;
     let a = src.align();
@@ -118,60 +152,61 @@ pub(crate) fn read_chunk<S>(
     let dst_aligned = region[body.start..].as_ptr() as usize as u64 % src.mem_align == 0;
     if !(dst_direct && dst_aligned && !body.is_empty()) {
         if dst_direct && !body.is_empty() {
-            control.add_fallback(
+            tally.add_fallback(
                 FallbackKind::BounceBlock,
                 "file offset and buffer offset differ in alignment: segment read through a \
                  bounce block",
             );
         }
-        return read_bounced(control, src, chunk, off, end, &mut region, bounce);
+        return read_bounced(tally, src, chunk, off, end, &mut region, bounce);
     }
     if body_start > off {
-        read_bounced(control, src, chunk, off, body_start, &mut region, bounce)?;
+        let bounce = bounce.as_deref_mut();
+        read_bounced(tally, src, chunk, off, body_start, &mut region, bounce)?;
     }
     let body_len = body_end - body_start;
-    match read_full(control, src, &mut region[body], body_start, 0) {
+    match read_full(tally, src, &mut region[body], body_start, 0) {
         Ok(n) if n == body_len => {
-            control.bytes_direct.fetch_add(body_len, Ordering::Relaxed);
+            tally.bytes_direct.fetch_add(body_len, Ordering::Relaxed);
         }
         Ok(n) => {
             // Short: the file shrank (EOF) — or an unaligned EOF inside the body.
             return Err(shrunk(chunk, src, body_start + n));
         }
         Err(e) if matches!(e.raw_os_error(), Some(libc::EFAULT) | Some(libc::EINVAL)) => {
-            control.add_fallback(
+            tally.add_fallback(
                 FallbackKind::BounceBlock,
                 format!("direct read into the buffer memory failed ({e}): bounced"),
             );
-            read_bounced(
-                control,
-                src,
-                chunk,
-                body_start,
-                body_end,
-                &mut region,
-                bounce,
-            )?;
+            let bounce = bounce.as_deref_mut();
+            read_bounced(tally, src, chunk, body_start, body_end, &mut region, bounce)?;
         }
         Err(e) => return Err(io_error(chunk, body_start, e)),
     }
     if end > body_end {
-        read_bounced(control, src, chunk, body_end, end, &mut region, bounce)?;
+        read_bounced(tally, src, chunk, body_end, end, &mut region, bounce)?;
     }
     Ok(())
 }
 
 /// Reads file bytes `[from, to)` of a direct source through `bounce` into `dst`, the
 /// chunk's part of the buffer.
-fn read_bounced<S>(
-    control: &Control<'_, S>,
+fn read_bounced(
+    tally: &Tally,
     src: &Source,
     chunk: &Chunk,
     from: u64,
     to: u64,
     dst: &mut [u8],
-    bounce: &mut Mapping,
+    bounce: Option<&mut Mapping>,
 ) -> Result<(), LoadError> {
+    let Some(bounce) = bounce else {
+        return Err(load_err!(
+            Internal,
+            "segment {}: a direct read needs a bounce block and the load reserved none",
+            chunk.source
+        ));
+    };
     let a = src.align();
     let cap = align_down(bounce.len() as u64, a);
     if cap == 0 {
@@ -186,7 +221,7 @@ fn read_bounced<S>(
         let window_start = align_down(at, a);
         let window_end = align_up(to, a).min(window_start + cap);
         let window = &mut bounce[..(window_end - window_start) as usize];
-        let got = read_full(control, src, window, window_start, 0)
+        let got = read_full(tally, src, window, window_start, 0)
             .map_err(|e| io_error(chunk, window_start, e))?;
         let want_end = to.min(window_end);
         if window_start + got < want_end {
@@ -196,13 +231,11 @@ fn read_bounced<S>(
         let from_window = (at - window_start) as usize..(want_end - window_start) as usize;
         let into_chunk = (at - chunk.file_offset) as usize..(want_end - chunk.file_offset) as usize;
         dst[into_chunk].copy_from_slice(&window[from_window]);
-        control
-            .copy_ns
-            .fetch_add(copy_start.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        control
+        tally.note_copy(copy_start);
+        tally
             .bytes_direct
             .fetch_add(want_end - at, Ordering::Relaxed);
-        control
+        tally
             .bytes_bounced
             .fetch_add(want_end - at, Ordering::Relaxed);
         at = want_end;
@@ -212,8 +245,8 @@ fn read_bounced<S>(
 
 /// Reads a direct source's chunk wholly into `block` (aligned window), returning the offset
 /// of the chunk's first byte in `block`. The dma-heap path copies it into the buffer later.
-pub(crate) fn read_into_block<S>(
-    control: &Control<'_, S>,
+pub(crate) fn read_into_block(
+    tally: &Tally,
     src: &Source,
     chunk: &Chunk,
     block: &mut Mapping,
@@ -228,22 +261,20 @@ pub(crate) fn read_into_block<S>(
         ));
     }
     let window = &mut block.as_mut_slice()[..(window_end - window_start) as usize];
-    let got = read_full(control, src, window, window_start, 0)
+    let got = read_full(tally, src, window, window_start, 0)
         .map_err(|e| io_error(chunk, window_start, e))?;
     if window_start + got < chunk.file_offset + chunk.len {
         return Err(shrunk(chunk, src, window_start + got));
     }
-    control.bytes_direct.fetch_add(chunk.len, Ordering::Relaxed);
-    control
-        .bytes_bounced
-        .fetch_add(chunk.len, Ordering::Relaxed);
+    tally.bytes_direct.fetch_add(chunk.len, Ordering::Relaxed);
+    tally.bytes_bounced.fetch_add(chunk.len, Ordering::Relaxed);
     Ok((chunk.file_offset - window_start) as usize)
 }
 
 /// Reads a buffered source's chunk straight into its part of `dst`, leaving no page cache
 /// behind.
-pub(crate) fn read_buffered<S>(
-    control: &Control<'_, S>,
+pub(crate) fn read_buffered(
+    tally: &Tally,
     src: &Source,
     chunk: &Chunk,
     dst: &Mapping,
@@ -252,7 +283,7 @@ pub(crate) fn read_buffered<S>(
     let mut dontcache = DONTCACHE.load(Ordering::Relaxed) != 2;
     let got = loop {
         let rwf = if dontcache { RWF_DONTCACHE } else { 0 };
-        match read_full(control, src, &mut region, chunk.file_offset, rwf) {
+        match read_full(tally, src, &mut region, chunk.file_offset, rwf) {
             Err(e)
                 if dontcache
                     && matches!(
@@ -277,8 +308,6 @@ pub(crate) fn read_buffered<S>(
         // Advisory: the bytes are in the buffer already, so a failure only leaves cache.
         let _ = drop_cached(src.fd(), chunk.file_offset, chunk.len);
     }
-    control
-        .bytes_buffered
-        .fetch_add(chunk.len, Ordering::Relaxed);
+    tally.bytes_buffered.fetch_add(chunk.len, Ordering::Relaxed);
     Ok(())
 }

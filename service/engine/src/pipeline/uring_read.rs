@@ -6,8 +6,8 @@ use std::io;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use super::control::Control;
 use super::plan::Source;
+use super::tally::Tally;
 use crate::stats::FallbackKind;
 use crate::uring::{ReadOp, Ring};
 
@@ -19,8 +19,8 @@ const MIN_PIECE: u64 = 128 << 10;
 const MAX_PIECE: u64 = 1 << 30;
 
 thread_local! {
-    /// Reader threads keep their ring for their lifetime (one load; the service's binder
-    /// threads keep theirs for the inline loads of small buffers).
+    /// A thread keeps its ring for its lifetime: the engine's workers from load to load, a
+    /// load's own thread (a binder thread of the service) across the loads it runs.
     static RING: RefCell<Option<Ring>> = const { RefCell::new(None) };
 }
 
@@ -30,14 +30,14 @@ static UNAVAILABLE: OnceLock<String> = OnceLock::new();
 /// Reads like `read::read_full` for a direct source, into all of `dst` from file `offset`.
 /// `None`: io_uring is not usable here (reported as a fallback); the caller reads with
 /// `pread` from the start.
-pub(super) fn read_full<S>(
-    control: &Control<'_, S>,
+pub(super) fn read_full(
+    tally: &Tally,
     src: &Source,
     dst: &mut [u8],
     offset: u64,
 ) -> Option<io::Result<u64>> {
     if let Some(why) = UNAVAILABLE.get() {
-        control.add_fallback(FallbackKind::IoEngine, why.clone());
+        tally.add_fallback(FallbackKind::IoEngine, why.clone());
         return None;
     }
     RING.with(|cell| {
@@ -51,7 +51,7 @@ pub(super) fn read_full<S>(
                          SELinux policy deny it): reads used pread"
                     );
                     let _ = UNAVAILABLE.set(why.clone());
-                    control.add_fallback(FallbackKind::IoEngine, why);
+                    tally.add_fallback(FallbackKind::IoEngine, why);
                     return None;
                 }
             }
@@ -82,14 +82,14 @@ pub(super) fn read_full<S>(
                 Err(e) => {
                     // The ring itself failed: drop it and let pread read everything again.
                     *slot = None;
-                    control.add_fallback(
+                    tally.add_fallback(
                         FallbackKind::IoEngine,
                         format!("io_uring failed ({e}): the read was repeated with pread"),
                     );
                     return None;
                 }
             };
-            control.note_io(start, Instant::now());
+            tally.note_io(start, Instant::now());
             for (op, result) in ops.iter().zip(results) {
                 match result {
                     Ok(n) if n == op.buf.len() => done += n as u64,
