@@ -623,7 +623,7 @@ impl idl::IDmaLoader::IDmaLoader for DmaLoaderService {
     }
 
     fn getServiceState(&self) -> BinderResult<idl::ServiceState::ServiceState> {
-        let r = self.admit().map(|_| {
+        let r = self.admit().and_then(service_wide_view).map(|_| {
             let (buffers, bytes) = self.inner.buffers.outstanding();
             let total = self.inner.engine.total_usage();
             idl::ServiceState::ServiceState {
@@ -637,6 +637,22 @@ impl idl::IDmaLoader::IDmaLoader for DmaLoaderService {
         });
         self.check(r)
     }
+}
+
+/// The service-wide state is every caller's activity: like the dump's service-wide views, it is
+/// for root, system and shell (leak checks, debugging); a caller sees its own with getUsage.
+fn service_wide_view(caller: Caller) -> Result<Caller, LoadError> {
+    if (crate::dump::Viewer { uid: caller.uid }).sees_everyone() {
+        return Ok(caller);
+    }
+    Err(LoadError::new(
+        ErrorCode::PermissionDenied,
+        format!(
+            "uid {}: getServiceState shows every caller's activity and is for root, system and \
+             shell; use getUsage for this uid's own",
+            caller.uid
+        ),
+    ))
 }
 
 #[cfg(test)]

@@ -548,6 +548,15 @@ fn child_other_uid_dumps() {
             }
         }
     }
+    match conn.loader.getServiceState() {
+        Ok(state) => writeln!(out, "SHOWN getServiceState {state:?}").unwrap(),
+        Err(status) => writeln!(
+            out,
+            "REFUSED getServiceState {}",
+            status.service_specific_error()
+        )
+        .unwrap(),
+    }
     conn.loader.releaseBuffer(result.bufferId).unwrap();
     out.flush().unwrap();
 }
@@ -599,7 +608,7 @@ fn dump_shows_a_caller_only_its_own_buffers() {
         assert!(!dump.contains("uid=0 "), "uid 0's buffer: {dump}");
         assert!(!dump.contains("uid 0:"), "uid 0's usage: {dump}");
     }
-    for view in ["config", "stats", "state"] {
+    for view in ["config", "stats", "state", "getServiceState"] {
         assert!(
             text.contains(&format!("REFUSED {view} {}", E::PERMISSION_DENIED.0)),
             "{view}: {text}"

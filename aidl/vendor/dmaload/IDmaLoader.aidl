@@ -56,6 +56,10 @@ interface IDmaLoader {
      * for clients that have no dumpsys (the dmaload CLI, tests).
      */
     @utf8InCpp String debugDump(in @utf8InCpp String[] args);
-    /** The service's own resources, so tests can check that a bad request leaked nothing. */
+    /**
+     * The service's own resources, so tests can check that a bad request leaked nothing. Every
+     * caller's activity is in it: since version 2 only root, system and shell may call it
+     * (others get PERMISSION_DENIED; getUsage() shows a caller its own).
+     */
     ServiceState getServiceState();
 }
