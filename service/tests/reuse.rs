@@ -812,3 +812,41 @@ fn a_dead_holder_leaves_the_others_a_valid_buffer() {
         assert_eq!(usage(&conn).chargedBytes, 0);
     }
 }
+
+#[test]
+fn the_client_library_asks_for_sharing_and_reports_it() {
+    let service = Service::start("client", &["--cache-per-caller", "16M"]);
+    let (path, data) = service.file("lib.bin", 123_457);
+    let endpoint = dmaload::Endpoint::Socket(service.socket());
+    let loader = dmaload::Loader::connect(Some(&endpoint)).unwrap();
+    let mut request = dmaload::LoadRequest::new();
+    request.add_file(&path, 0, 0, 0).unwrap();
+    request.set_heap(Some("memfd")).set_shareable(true);
+    let first = loader.load(&request).unwrap();
+    let second = loader.load(&request).unwrap();
+    assert_eq!(first.reuse(), dmaload::Reuse::None);
+    assert_eq!(second.reuse(), dmaload::Reuse::Shared);
+    assert_eq!(
+        second.stats().direct_bytes + second.stats().buffered_bytes,
+        0
+    );
+    assert_eq!(second.map(data.len() as u64).unwrap().as_bytes(), &data[..]);
+    loader.release_buffer(first.buffer_id()).unwrap();
+    loader.release_buffer(second.buffer_id()).unwrap();
+    let cached = loader.load(&request).unwrap();
+    assert_eq!(cached.reuse(), dmaload::Reuse::Cached);
+    loader.release_buffer(cached.buffer_id()).unwrap();
+    let usage = loader.usage().unwrap();
+    let counter = |name: &str| {
+        usage
+            .counters
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| panic!("no {name}: {usage:?}"))
+    };
+    assert_eq!(counter("reuse_hits"), 2);
+    assert_eq!(counter("reuse_misses"), 1);
+    assert_eq!(counter("reuse_bytes_saved"), 2 * data.len() as i64);
+    assert_eq!(counter("cached_buffers"), 1);
+}
