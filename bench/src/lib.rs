@@ -12,6 +12,7 @@
 mod plot;
 mod report;
 mod schemes;
+mod service;
 mod system;
 
 use std::fs::File;
@@ -66,6 +67,10 @@ pub struct Args {
     /// Verify the buffer content of every scheme's first run against the file.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub verify: bool,
+    /// dmaloadd for the schemes through the service (`dmaload_service`, `dmaload_warm`);
+    /// default: next to this binary. Without one they are left out.
+    #[arg(long, value_name = "PATH")]
+    pub dmaloadd: Option<PathBuf>,
 }
 
 /// Creates (or reuses) a test file of `size` bytes with non-repeating content.
@@ -96,7 +101,7 @@ fn test_file(dir: &Path, size: u64) -> Result<PathBuf> {
     Ok(path)
 }
 
-fn schemes_for(engine: &Engine, size: u64, args: &Args) -> Vec<Scheme> {
+fn schemes_for(engine: &Engine, size: u64, args: &Args, service: bool) -> Vec<Scheme> {
     let backends = engine.backends();
     let heaps: Vec<String> = backends
         .iter()
@@ -166,6 +171,10 @@ fn schemes_for(engine: &Engine, size: u64, args: &Args) -> Vec<Scheme> {
             });
         }
     }
+    if service {
+        list.push(Scheme::DmaloadService);
+        list.push(Scheme::DmaloadWarm);
+    }
     list.retain(|s| args.schemes.is_empty() || args.schemes.iter().any(|n| n == s.name()));
     list.retain(|s| {
         !matches!(s, Scheme::Dmaload { .. })
@@ -173,6 +182,26 @@ fn schemes_for(engine: &Engine, size: u64, args: &Args) -> Vec<Scheme> {
             || args.backends.iter().any(|b| *b == s.backend())
     });
     list
+}
+
+/// dmaloadd for the service schemes, when one is at hand and they are wanted: keeping
+/// twice the largest size warm.
+fn start_service(args: &Args, sizes: &[u64]) -> Result<Option<service::ServiceBench>> {
+    let wanted = args.schemes.is_empty()
+        || args
+            .schemes
+            .iter()
+            .any(|s| s == "dmaload_service" || s == "dmaload_warm");
+    let path = match &args.dmaloadd {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?.with_file_name("dmaloadd"),
+    };
+    if !wanted || (args.dmaloadd.is_none() && !path.exists()) {
+        return Ok(None);
+    }
+    let largest = sizes.iter().copied().max().unwrap_or(0);
+    service::ServiceBench::start(&path, &args.dir, largest.saturating_mul(2).max(64 << 20))
+        .map(Some)
 }
 
 pub fn run(args: &Args) -> Result<()> {
@@ -213,10 +242,12 @@ pub fn run(args: &Args) -> Result<()> {
         no_hugetlb: make(IoEngine::Pread, false)?,
     };
     let engine = &engines.default;
+    let service = start_service(args, &sizes)?;
     let bench = Bench {
         engines: &engines,
         heap_dir: engine.config().dma_heap_dir.clone(),
         udmabuf: engine.config().udmabuf_device.clone(),
+        service: service.as_ref(),
     };
     let mut out: Box<dyn Write> = if args.json {
         Box::new(std::io::stderr())
@@ -250,7 +281,7 @@ pub fn run(args: &Args) -> Result<()> {
         let path = test_file(&args.dir, size)?;
         // Runs go round-robin over the schemes, so slow drifts of the machine (other
         // work, thermal, host caches) spread over all schemes alike.
-        let schemes = schemes_for(engine, size, args);
+        let schemes = schemes_for(engine, size, args, service.is_some());
         let mut samples: Vec<Vec<std::time::Duration>> = vec![Vec::new(); schemes.len()];
         let mut growth = vec![0u64; schemes.len()];
         let mut peak = vec![0u64; schemes.len()];
@@ -280,6 +311,9 @@ pub fn run(args: &Args) -> Result<()> {
                 if run == 0 {
                     if let Some(stats) = &result.stats {
                         notes[i] = report::describe_stats(result.backend_used.as_deref(), stats);
+                    }
+                    if let Some(note) = &result.note {
+                        notes[i].clone_from(note);
                     }
                     if args.verify {
                         if let Some((fd, len)) = &result.buffer {

@@ -218,6 +218,36 @@ pub fn print_tables(out: &mut dyn Write, rows: &[Row]) -> Result<()> {
         }
         writeln!(out)?;
     }
+    let through = |s: u64, scheme: &str| {
+        rows.iter()
+            .find(|r| r.size_bytes == s && r.scheme == scheme)
+            .map(|r| r.median_ns)
+    };
+    if sizes.iter().any(|&s| through(s, "dmaload_warm").is_some()) {
+        writeln!(
+            out,
+            "\nWarm reuse through dmaloadd (median client time; cold = a new file version):\n"
+        )?;
+        writeln!(
+            out,
+            "| size | cold (dmaload_service) | warm (dmaload_warm) | cold ÷ warm |"
+        )?;
+        writeln!(out, "|---|---:|---:|---:|")?;
+        for &s in &sizes {
+            if let (Some(cold), Some(warm)) =
+                (through(s, "dmaload_service"), through(s, "dmaload_warm"))
+            {
+                writeln!(
+                    out,
+                    "| {} | {} | {} | {:.0} |",
+                    size_label(s),
+                    ms(cold),
+                    ms(warm),
+                    cold as f64 / warm.max(1) as f64
+                )?;
+            }
+        }
+    }
     writeln!(
         out,
         "\nRatios (physical limit = max(fastest alloc_floor, direct_floor); higher is better):\n"

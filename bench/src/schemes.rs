@@ -19,6 +19,8 @@ use dmaload_engine::{
     BufferKind, CancelToken, Engine, IoMode, LoadRequest, LoadStats, NoProgress, Owner,
 };
 
+use crate::service::ServiceBench;
+
 const CHUNK: usize = 8 << 20;
 
 /// Engine configurations compared side by side.
@@ -69,6 +71,10 @@ pub enum Scheme {
     HeapBounce { heap: String },
     /// The engine with a buffer kind, O_DIRECT fd, in one of its configurations.
     Dmaload { kind: BufferKind, variant: Variant },
+    /// Through dmaloadd (RPC binder), a shareable load of a file version it has not seen.
+    DmaloadService,
+    /// Through dmaloadd, the reload of a version whose buffer it kept warm.
+    DmaloadWarm,
 }
 
 impl Scheme {
@@ -81,6 +87,8 @@ impl Scheme {
             Scheme::UdmabufDirect => "udmabuf_direct",
             Scheme::HeapBounce { .. } => "heap_bounce",
             Scheme::Dmaload { .. } => "dmaload",
+            Scheme::DmaloadService => "dmaload_service",
+            Scheme::DmaloadWarm => "dmaload_warm",
         }
     }
 
@@ -95,6 +103,7 @@ impl Scheme {
             Scheme::DirectFloor { threads } => format!("{threads} threads"),
             Scheme::UdmabufBuffered | Scheme::UdmabufDirect => "udmabuf".to_string(),
             Scheme::HeapBounce { heap } => format!("heap:{heap}"),
+            Scheme::DmaloadService | Scheme::DmaloadWarm => "auto".to_string(),
             Scheme::Dmaload { kind, variant } => {
                 let kind = match kind {
                     BufferKind::Auto => "auto".to_string(),
@@ -125,6 +134,8 @@ pub struct Bench<'a> {
     pub engines: &'a Engines,
     pub heap_dir: PathBuf,
     pub udmabuf: PathBuf,
+    /// dmaloadd, for the schemes through the service.
+    pub service: Option<&'a ServiceBench>,
 }
 
 /// What one run produced besides its time.
@@ -135,6 +146,8 @@ pub struct RunOutput {
     pub buffer: Option<(OwnedFd, usize)>,
     pub stats: Option<LoadStats>,
     pub backend_used: Option<String>,
+    /// What to say about the run when there are no engine stats.
+    pub note: Option<String>,
 }
 
 fn open_direct(path: &Path) -> Result<OwnedFd> {
@@ -323,6 +336,28 @@ impl Bench<'_> {
                 out.backend_used = Some(loaded.backend.name());
                 out.stats = Some(loaded.stats.clone());
                 out.buffer = Some((loaded.fd, size as usize));
+            }
+            Scheme::DmaloadService | Scheme::DmaloadWarm => {
+                let service = self
+                    .service
+                    .context("no dmaloadd to run the service schemes (--dmaloadd)")?;
+                let (elapsed, mut buffer) = if *scheme == Scheme::DmaloadWarm {
+                    service.warm(path)?
+                } else {
+                    service.cold(path)?
+                };
+                out.elapsed = elapsed;
+                out.backend_used = Some(buffer.backend().to_string());
+                let s = buffer.stats();
+                out.note = Some(format!(
+                    "{}, reuse {}, {} B direct + {} B buffered read",
+                    buffer.backend(),
+                    buffer.reuse().name(),
+                    s.direct_bytes,
+                    s.buffered_bytes
+                ));
+                let fd = buffer.take_fd().context("the result has no fd")?;
+                out.buffer = Some((fd, size as usize));
             }
         }
         Ok(out)
