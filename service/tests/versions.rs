@@ -74,11 +74,15 @@ fn v1_request(segments: Vec<(&Path, i64, i64, i64)>) -> v1::LoadRequest::LoadReq
     }
 }
 
+/// The hash AOSP's aidl_api.go recorded when version 2 was frozen: the service reports it.
+const V2_HASH: &str = include_str!("../../aidl/aidl_api/vendor.dmaload/2/.hash");
+
 #[test]
 fn a_version_1_client_loads_through_the_version_2_service() {
     let service = Service::start("v1-client", &["--max-files", "4"]);
     let conn = V1Conn::open(&service.socket());
     assert_eq!(conn.loader.getInterfaceVersion().unwrap(), 2);
+    assert_eq!(conn.loader.getInterfaceHash().unwrap(), V2_HASH.trim());
     let (path, data) = service.file("weights.bin", 3 << 20);
     // Several segments, each with its fd (the only layout version 1 has), swapped around.
     let req = v1_request(vec![
