@@ -186,13 +186,11 @@ fn usage(service: &DmaLoaderService, viewer: Viewer) -> String {
     if !viewer.sees_everyone() {
         return line(viewer.uid);
     }
-    let mut uids: Vec<u32> = service
-        .buffers()
-        .views()
-        .iter()
-        .map(|b| b.owner.uid)
-        .collect();
-    // A uid whose only buffers are cached is charged too.
+    // Every uid the engine charges (buffers, loads in flight and their working memory: a uid
+    // whose first load is still running shows here), holders of live buffers, and uids
+    // whose only buffers are cached.
+    let mut uids: Vec<u32> = service.engine().active_uids();
+    uids.extend(service.buffers().views().iter().map(|b| b.owner.uid));
     uids.extend(service.reuse().uids());
     uids.sort_unstable();
     uids.dedup();

@@ -121,6 +121,12 @@ impl Engine {
         self.accounting.usage(uid)
     }
 
+    /// Every uid holding something now (charged buffers, loads in flight, working memory),
+    /// sorted.
+    pub fn active_uids(&self) -> Vec<u32> {
+        self.accounting.uids()
+    }
+
     /// What everybody holds now.
     pub fn total_usage(&self) -> Usage {
         self.accounting.total()

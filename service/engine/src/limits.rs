@@ -161,6 +161,13 @@ impl Accounting {
         self.ledger().per_uid.get(&uid).copied().unwrap_or_default()
     }
 
+    /// Every uid holding something now (a charge, a load in flight, working memory), sorted.
+    pub(crate) fn uids(&self) -> Vec<u32> {
+        let mut uids: Vec<u32> = self.ledger().per_uid.keys().copied().collect();
+        uids.sort_unstable();
+        uids
+    }
+
     pub(crate) fn total(&self) -> Usage {
         self.ledger().total
     }
