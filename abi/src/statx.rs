@@ -1,5 +1,6 @@
 //! `statx(STATX_DIOALIGN)`: the direct-I/O alignment a file's file system needs, and the
-//! file's identity (device and inode).
+//! file's identity (device and inode); `statx` of what tells one version of a file from
+//! another (size, modification and change times), for content identity.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -55,6 +56,84 @@ pub fn file_facts(fd: BorrowedFd<'_>) -> io::Result<FileFacts> {
     })
 }
 
+/// What `statx` says about a file's content without reading it: which file (device, inode)
+/// and which version of it (size, and the modification and change times to the nanosecond the
+/// file system keeps). Two fds with equal identities open the same file, unchanged in between
+/// as far as the kernel tells (a write that changes neither size nor any timestamp within the
+/// file system's timestamp granularity is not seen).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FileIdentity {
+    /// The file system's device (`major << 32 | minor`).
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    /// `st_mtime`: the content was last written (or set by `utimensat`).
+    pub mtime: Timestamp,
+    /// `st_ctime`: the inode last changed (writes, truncation, renames, `utimensat` too;
+    /// never settable from user space).
+    pub ctime: Timestamp,
+    pub mode: u32,
+}
+
+/// A statx timestamp: seconds and nanoseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Timestamp {
+    pub sec: i64,
+    pub nsec: u32,
+}
+
+impl FileIdentity {
+    pub fn is_regular(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFREG
+    }
+
+    /// The same file (device and inode), whatever its version.
+    pub fn same_file(&self, other: &FileIdentity) -> bool {
+        (self.dev, self.ino) == (other.dev, other.ino)
+    }
+}
+
+/// statx of an open fd (`AT_EMPTY_PATH`) for its content identity.
+pub fn file_identity(fd: BorrowedFd<'_>) -> io::Result<FileIdentity> {
+    let mut buf = MaybeUninit::<libc::statx>::zeroed();
+    let mask = libc::STATX_TYPE
+        | libc::STATX_SIZE
+        | libc::STATX_INO
+        | libc::STATX_MTIME
+        | libc::STATX_CTIME;
+    // SAFETY: the path is a NUL-terminated empty string, `buf` is a valid statx to write to,
+    // and `fd` is an open descriptor borrowed for the call.
+    let ret = unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            mask,
+            buf.as_mut_ptr(),
+        )
+    };
+    crate::syscall::result(ret)?;
+    // SAFETY: statx succeeded and filled the structure (it was zeroed before, too).
+    let stx = unsafe { buf.assume_init() };
+    let wanted = libc::STATX_SIZE | libc::STATX_INO | libc::STATX_MTIME | libc::STATX_CTIME;
+    if stx.stx_mask & wanted != wanted {
+        // A file system that cannot tell these apart cannot tell versions of a file apart.
+        return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+    }
+    let time = |t: libc::statx_timestamp| Timestamp {
+        sec: t.tv_sec,
+        nsec: t.tv_nsec,
+    };
+    Ok(FileIdentity {
+        dev: u64::from(stx.stx_dev_major) << 32 | u64::from(stx.stx_dev_minor),
+        ino: stx.stx_ino,
+        size: stx.stx_size,
+        mtime: time(stx.stx_mtime),
+        ctime: time(stx.stx_ctime),
+        mode: u32::from(stx.stx_mode),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,6 +160,41 @@ mod tests {
         assert_eq!(fa1.ino, a1.metadata().expect("fstat").ino());
         assert_eq!(fa1.size, 5);
         assert!(fa1.is_regular());
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn an_identity_is_fstat_to_the_nanosecond_and_changes_with_the_file() {
+        let dir = std::env::temp_dir().join(format!("dmaload-abi-ident-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let path = dir.join("f");
+        std::fs::write(&path, b"12345").expect("write");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .expect("open");
+        let before = file_identity(file.as_fd()).expect("statx");
+        let meta = file.metadata().expect("fstat");
+        assert_eq!((before.dev, before.ino), {
+            let facts = file_facts(file.as_fd()).expect("statx");
+            (facts.dev, facts.ino)
+        });
+        assert_eq!(before.size, 5);
+        assert_eq!(before.mtime.sec, meta.mtime());
+        assert_eq!(i64::from(before.mtime.nsec), meta.mtime_nsec());
+        assert_eq!(before.ctime.sec, meta.ctime());
+        assert_eq!(i64::from(before.ctime.nsec), meta.ctime_nsec());
+        assert!(before.is_regular());
+        assert_eq!(before, file_identity(file.as_fd()).expect("statx"));
+        // Another modification time (as a rewrite of the same size may leave it): another
+        // version of the same file.
+        let later = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::new(1_000_000, 7);
+        file.set_modified(later).expect("utimensat");
+        let after = file_identity(file.as_fd()).expect("statx");
+        assert!(after.same_file(&before));
+        assert_ne!(after, before);
+        assert_eq!((after.mtime.sec, after.mtime.nsec), (1_000_000, 7));
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 }

@@ -78,8 +78,8 @@ pub struct Args {
     /// Clients loading at once in the concurrent rows.
     #[arg(long, default_value_t = 4)]
     pub clients: usize,
-    /// dmaloadd for the rows through the service (default: beside this program, else in
-    /// $DMALOAD_GUEST_BIN_DIR).
+    /// dmaloadd for the rows through the service (`dmaload_service`, `dmaload_warm`,
+    /// `dmaload_concurrent`; default: beside this program, else in $DMALOAD_GUEST_BIN_DIR).
     #[arg(long)]
     pub dmaloadd: Option<PathBuf>,
     /// The service manager for kernel binder (rsbinder's `rsb_hub`; same default places).
@@ -229,10 +229,13 @@ fn schemes_for(engine: &Engine, size: u64, args: &Args) -> Vec<Scheme> {
     for kind in kinds {
         list.push(Scheme::DmaloadService { kind });
     }
+    list.push(Scheme::DmaloadWarm);
     list.retain(|s| wanted(args, s.name()));
     list.retain(|s| {
-        !matches!(s, Scheme::Dmaload { .. } | Scheme::DmaloadService { .. })
-            || wanted_backend(args, &s.backend())
+        !matches!(
+            s,
+            Scheme::Dmaload { .. } | Scheme::DmaloadService { .. } | Scheme::DmaloadWarm
+        ) || wanted_backend(args, &s.backend())
     });
     list
 }
@@ -282,9 +285,12 @@ pub fn run(args: &Args) -> Result<()> {
         no_hugetlb: make(IoEngine::Pread, false)?,
     };
     let engine = &engines.default;
-    // dmaloadd with its own defaults (the device's configuration), for the rows through it.
+    // dmaloadd with its own defaults (the device's configuration), for the rows through it;
+    // for dmaload_warm it also keeps released shareable buffers (twice the largest size).
+    let warm = wanted(args, "dmaload_warm");
     let service =
-        if !concurrent_sizes.is_empty() || wanted(args, "dmaload_service") {
+        if !concurrent_sizes.is_empty() || warm || wanted(args, "dmaload_service") {
+            let largest = sizes.iter().copied().max().unwrap_or(0);
             let options = ServiceOptions {
                 dmaloadd: args
                     .dmaloadd
@@ -296,6 +302,7 @@ pub fn run(args: &Args) -> Result<()> {
                     .unwrap_or_else(|| ServiceOptions::default_program("rsb_hub")),
                 transport: args.transport,
                 dir: std::env::temp_dir(),
+                warm_cache_bytes: warm.then(|| largest.saturating_mul(2).max(64 << 20)),
             };
             Some(Service::start(&options).context(
                 "the rows through dmaloadd need the service; leave them out with --schemes",

@@ -378,6 +378,40 @@ pub fn print_tables(out: &mut dyn Write, rows: &[Row]) -> Result<()> {
         }
         writeln!(out)?;
     }
+    // The warm reload (backend auto) against the cold auto load through the service.
+    let through = |s: u64, scheme: &str| {
+        rows.iter()
+            .find(|r| {
+                r.size_bytes == s && r.scheme == scheme && r.backend == "auto" && r.clients == 1
+            })
+            .map(|r| r.median_ns)
+    };
+    if sizes.iter().any(|&s| through(s, "dmaload_warm").is_some()) {
+        writeln!(
+            out,
+            "\nWarm reuse through dmaloadd (median client time, backend auto; cold = \
+             dmaload_service, a load the service had not seen):\n"
+        )?;
+        writeln!(
+            out,
+            "| size | cold (dmaload_service) | warm (dmaload_warm) | cold ÷ warm |"
+        )?;
+        writeln!(out, "|---|---:|---:|---:|")?;
+        for &s in &sizes {
+            if let (Some(cold), Some(warm)) =
+                (through(s, "dmaload_service"), through(s, "dmaload_warm"))
+            {
+                writeln!(
+                    out,
+                    "| {} | {} | {} | {:.0} |",
+                    size_label(s),
+                    ms(cold),
+                    ms(warm),
+                    cold as f64 / warm.max(1) as f64
+                )?;
+            }
+        }
+    }
     writeln!(
         out,
         "\nRatios (limit = max(fastest alloc_floor, direct_floor); own floor = the floor of the \
@@ -388,10 +422,10 @@ pub fn print_tables(out: &mut dyn Write, rows: &[Row]) -> Result<()> {
     for s in &sizes {
         let limit = physical_limit(rows, *s);
         let normal = fastest(rows, *s, |r| r.scheme == "normal");
-        for r in single
-            .iter()
-            .filter(|r| r.size_bytes == *s && r.scheme.starts_with("dmaload"))
-        {
+        // A warm reload does no I/O and allocates nothing: it has its own table above.
+        for r in single.iter().filter(|r| {
+            r.size_bytes == *s && r.scheme.starts_with("dmaload") && r.scheme != "dmaload_warm"
+        }) {
             let own = own_floor(rows, r);
             writeln!(
                 out,

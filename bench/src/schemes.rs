@@ -90,6 +90,9 @@ pub enum Scheme {
     /// dmaloadd started by the bench, loading through binder (the client library's
     /// `Loader::load`): what an app sees end to end.
     DmaloadService { kind: BufferKind },
+    /// Through dmaloadd, the reload of a shareable file version whose buffer it kept warm
+    /// (warm reuse: a new fd to the same buffer, no I/O).
+    DmaloadWarm,
 }
 
 fn kind_label(kind: &BufferKind) -> String {
@@ -113,6 +116,7 @@ impl Scheme {
             Scheme::HeapBounce { .. } => "heap_bounce",
             Scheme::Dmaload { .. } => "dmaload",
             Scheme::DmaloadService { .. } => "dmaload_service",
+            Scheme::DmaloadWarm => "dmaload_warm",
         }
     }
 
@@ -133,6 +137,7 @@ impl Scheme {
             Scheme::DirectFloor { threads } => format!("{threads} threads"),
             Scheme::UdmabufBuffered | Scheme::UdmabufDirect => "udmabuf".to_string(),
             Scheme::HeapBounce { heap } => format!("heap:{heap}"),
+            Scheme::DmaloadWarm => "auto".to_string(),
             Scheme::Dmaload { kind, variant } => {
                 let kind = kind_label(kind);
                 match variant {
@@ -168,13 +173,13 @@ impl Scheme {
             | Scheme::UdmabufBuffered
             | Scheme::UdmabufDirect
             | Scheme::HeapBounce { .. } => 1,
-            Scheme::Dmaload { .. } | Scheme::DmaloadService { .. } => 0,
+            Scheme::Dmaload { .. } | Scheme::DmaloadService { .. } | Scheme::DmaloadWarm => 0,
         }
     }
 
     /// Whether the scheme loads through dmaloadd.
     pub fn needs_service(&self) -> bool {
-        matches!(self, Scheme::DmaloadService { .. })
+        matches!(self, Scheme::DmaloadService { .. } | Scheme::DmaloadWarm)
     }
 }
 
@@ -482,6 +487,15 @@ impl Bench<'_> {
                     .context("dmaloadd is not running (the bench starts it for these rows)")?;
                 let fd = open_direct(path)?;
                 let loaded = service.load_timed(&fd, kind)?;
+                out.elapsed = loaded.elapsed;
+                out.note = Some(loaded.note);
+                out.buffer = Some((loaded.fd, size as usize));
+            }
+            Scheme::DmaloadWarm => {
+                let service = self
+                    .service
+                    .context("dmaloadd is not running (the bench starts it for these rows)")?;
+                let loaded = service.warm(path)?;
                 out.elapsed = loaded.elapsed;
                 out.note = Some(loaded.note);
                 out.buffer = Some((loaded.fd, size as usize));

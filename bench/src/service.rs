@@ -2,15 +2,21 @@
 //! through the client library (`dmaload::Loader`) as an app reaches it: RPC binder on a Unix
 //! socket on hosts, kernel binder with rsbinder's service manager (`rsb_hub`) where
 //! `/dev/binder` exists (the virtual device).
+//!
+//! `dmaload_service` is a cold load of the whole file through the service; `dmaload_warm`
+//! the reload of a shareable file version whose buffer the service kept warm after its
+//! release (warm reuse: a new fd to the same buffer, no I/O). The clock covers the client's
+//! call, from the request to the buffer fd in hand.
 
+use std::cell::Cell;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context, Result};
 use dmaload::endpoint::Endpoint;
-use dmaload::{IoMode, LoadRequest, Loader};
+use dmaload::{IoMode, LoadRequest, LoadedBuffer, Loader, Reuse};
 use dmaload_abi::{Untrusted, SERVICE_INSTANCE};
 use dmaload_engine::BufferKind;
 
@@ -33,7 +39,15 @@ pub struct ServiceOptions {
     pub transport: Transport,
     /// Directory for the RPC socket (short: socket paths are limited to 107 bytes).
     pub dir: PathBuf,
+    /// For `dmaload_warm`: released shareable buffers the service keeps per uid (off, as
+    /// the service's default, when `None`).
+    pub warm_cache_bytes: Option<u64>,
 }
+
+/// How long the service keeps a released shareable buffer for `dmaload_warm`: long enough
+/// for the reload that follows its release, short enough that it is gone (waited for,
+/// untimed) before the next row runs, so no other row shares memory with a kept buffer.
+const WARM_MAX_AGE: Duration = Duration::from_secs(1);
 
 impl ServiceOptions {
     /// A program next to the bench's own executable, else in `$DMALOAD_GUEST_BIN_DIR`
@@ -59,6 +73,8 @@ pub struct Service {
     endpoint: Endpoint,
     loader: Loader,
     socket: Option<PathBuf>,
+    /// Bumps a file's modification time to a version the service has not seen.
+    version: Cell<u64>,
 }
 
 /// One load through the service.
@@ -68,7 +84,7 @@ pub struct ServiceLoad {
     pub note: String,
 }
 
-fn spawn(program: &Path, args: &[&str]) -> Result<Child> {
+fn spawn(program: &Path, args: &[String]) -> Result<Child> {
     Command::new(program)
         .args(args)
         // Warnings would interleave with the bench's table (e.g. the client library's probe
@@ -105,6 +121,28 @@ impl Service {
             Transport::Binder => true,
         };
         let mut children = Children(Vec::new());
+        let mut daemon_args: Vec<String> = Vec::new();
+        if let Some(bytes) = opts.warm_cache_bytes {
+            // No eviction for want of memory: the bench itself is what uses it up.
+            daemon_args.extend(
+                [
+                    "--cache-per-caller",
+                    &bytes.to_string(),
+                    "--cache-max-age",
+                    &WARM_MAX_AGE.as_secs().to_string(),
+                    "--cache-min-available",
+                    "0",
+                ]
+                .map(String::from),
+            );
+        }
+        let daemon_args = |first: &[&str]| -> Vec<String> {
+            first
+                .iter()
+                .map(|s| s.to_string())
+                .chain(daemon_args.iter().cloned())
+                .collect()
+        };
         let (endpoint, socket) = if binder {
             // rsb_hub opens /dev/binderfs/<name>; the virtual device has the binder misc
             // device and no binderfs.
@@ -114,13 +152,15 @@ impl Service {
                 std::os::unix::fs::symlink("/dev/binder", binderfs)
                     .context("symlink /dev/binderfs/binder")?;
             }
-            children
-                .0
-                .push(spawn(&opts.service_manager, &["--insecure-allow-all"])?);
+            children.0.push(spawn(
+                &opts.service_manager,
+                &["--insecure-allow-all".to_string()],
+            )?);
             std::thread::sleep(Duration::from_millis(300));
-            children
-                .0
-                .push(spawn(&opts.dmaloadd, &["--binder", "/dev/binder"])?);
+            children.0.push(spawn(
+                &opts.dmaloadd,
+                &daemon_args(&["--binder", "/dev/binder"]),
+            )?);
             let endpoint = Endpoint::Binder {
                 instance: SERVICE_INSTANCE.to_string(),
             };
@@ -131,9 +171,10 @@ impl Service {
             let socket = dir.join(format!("dmaload-bench-{}.sock", std::process::id()));
             let _ = std::fs::remove_file(&socket);
             let arg = socket.to_string_lossy().into_owned();
-            children
-                .0
-                .push(spawn(&opts.dmaloadd, &["--rpc-socket", &arg])?);
+            children.0.push(spawn(
+                &opts.dmaloadd,
+                &daemon_args(&["--rpc-socket", &arg]),
+            )?);
             (Endpoint::Socket(socket.clone()), Some(socket))
         };
         let daemon_pid = children.0.last().map(Child::id).unwrap_or(0);
@@ -144,6 +185,7 @@ impl Service {
             endpoint,
             loader,
             socket,
+            version: Cell::new(0),
         })
     }
 
@@ -164,6 +206,63 @@ impl Service {
     /// Loads the whole file behind `fd` (O_DIRECT) through the bench's own connection.
     pub fn load_timed(&self, fd: &OwnedFd, kind: &BufferKind) -> Result<ServiceLoad> {
         load_timed(&self.loader, fd, kind)
+    }
+
+    /// `dmaload_warm`: a new version of `path` loaded shareable (untimed) and released, then
+    /// loaded again: the timed reload is the buffer the service kept warm. Afterwards waits
+    /// (untimed) until the service has let the kept buffer go.
+    pub fn warm(&self, path: &Path) -> Result<ServiceLoad> {
+        self.new_version(path)?;
+        let request = shareable_request(path)?;
+        let (_, first) = self.shareable_load(&request)?;
+        if first.reuse() != Reuse::None {
+            bail!("a new file version was {:?}, not loaded", first.reuse());
+        }
+        drop(first);
+        let (elapsed, mut buffer) = self.shareable_load(&request)?;
+        if buffer.reuse() != Reuse::Cached {
+            bail!(
+                "the reload was {:?}, not the buffer kept warm",
+                buffer.reuse()
+            );
+        }
+        let fd = buffer
+            .take_fd()
+            .context("the service's reply held no buffer fd")?;
+        let note = format!(
+            "{} via dmaloadd, reuse {}",
+            buffer.backend(),
+            buffer.reuse().name()
+        );
+        std::thread::sleep(WARM_MAX_AGE + Duration::from_millis(500));
+        Ok(ServiceLoad { elapsed, fd, note })
+    }
+
+    /// One shareable load, timed from the call to the buffer in hand; its charge is released
+    /// at once (the fd stays valid), so the service keeps the buffer warm.
+    fn shareable_load(&self, request: &LoadRequest) -> Result<(Duration, LoadedBuffer)> {
+        let start = Instant::now();
+        let buffer = self
+            .loader
+            .load(request)
+            .map_err(|e| anyhow::anyhow!("shareable load through dmaloadd: {e}"))?;
+        let elapsed = start.elapsed();
+        self.loader
+            .release_buffer(buffer.buffer_id())
+            .map_err(|e| anyhow::anyhow!("releaseBuffer: {e}"))?;
+        Ok((elapsed, buffer))
+    }
+
+    /// Gives `path` a modification time the service has not seen: its next shareable load
+    /// is a miss (and the lookup frees a buffer kept for an earlier version).
+    fn new_version(&self, path: &Path) -> Result<()> {
+        self.version.set(self.version.get() + 1);
+        let when = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000 + self.version.get());
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.set_modified(when))
+            .with_context(|| format!("new modification time of {}", Untrusted::path(path)))
     }
 
     /// The daemon's peak RSS (VmHWM) in bytes.
@@ -205,6 +304,18 @@ fn connect(endpoint: &Endpoint, children: &mut [Child]) -> Result<Loader> {
             }
         }
     }
+}
+
+/// A shareable request for the whole file at `path` (the service opens it: a file version
+/// is its identity).
+fn shareable_request(path: &Path) -> Result<LoadRequest> {
+    let mut req = LoadRequest::new();
+    req.add_file(path, 0, 0, 0)
+        .map_err(|e| anyhow::anyhow!("request: {e}"))?;
+    req.set_name("dmaload-bench")
+        .map_err(|e| anyhow::anyhow!("request: {e}"))?
+        .set_shareable(true);
+    Ok(req)
 }
 
 /// The request an app makes for the whole file behind `fd`: the backend of `kind`, direct

@@ -88,6 +88,10 @@ pub struct LoadArgs {
     /// Compute the SHA-256 of the loaded bytes by reading the returned buffer.
     #[arg(long)]
     pub checksum: bool,
+    /// Accept a buffer shared with this uid's other shareable loads of the same content
+    /// (already loaded, in flight, or kept warm by the service); the output says which.
+    #[arg(long)]
+    pub share: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -193,6 +197,7 @@ mod tests {
             "64M",
             "--checksum",
             "--json",
+            "--share",
         ])
         .expect("parse");
         let Command::Load(load) = cli.command else {
@@ -200,7 +205,7 @@ mod tests {
         };
         assert_eq!(load.segments.len(), 2);
         assert_eq!(load.gather, Some(64 << 20));
-        assert!(load.checksum && load.json);
+        assert!(load.checksum && load.json && load.share);
         assert!(Cli::try_parse_from(["dmaload", "stats", "--json"])
             .expect("parse")
             .json());

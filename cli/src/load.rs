@@ -57,6 +57,7 @@ pub fn run(loader: &Loader, args: &LoadArgs) -> anyhow::Result<()> {
     request.set_heap(args.heap.as_deref());
     request.set_io_mode(IoMode::parse(&args.mode).context("--mode")?);
     request.set_name(&args.name)?;
+    request.set_shareable(args.share);
     if let Some(gather) = args.gather {
         request.set_gather_size(gather);
     }
@@ -129,6 +130,7 @@ fn summary(
         "name": buffer.name(),
         "buffer_id": buffer.buffer_id(),
         "opened_direct": buffer.opened_direct(),
+        "reuse": buffer.reuse().name(),
         "throughput_mib_s": (throughput * 10.0).round() / 10.0,
         "client_ns": client_ns,
         "stats": {
@@ -179,6 +181,14 @@ fn print_summary(r: &serde_json::Value) {
         s["bounced_bytes"],
         r["io_mode"].as_str().unwrap_or("?")
     );
+    match r["reuse"].as_str() {
+        Some("coalesced") => println!("  reused: an identical load in flight (no I/O of its own)"),
+        Some("shared") => println!("  reused: a live buffer of this uid (no I/O, no new memory)"),
+        Some("cached") => {
+            println!("  reused: a buffer the service kept warm (no I/O, no new memory)")
+        }
+        _ => {}
+    }
     if !r["opened_direct"].as_bool().unwrap_or(true) {
         println!("  note: a file system refused O_DIRECT; that file was opened for buffered reads");
     }

@@ -136,8 +136,11 @@
 extern "C" {
 #endif
 
-/** Version of this header's API; grows when functions are added. */
-#define DMALOAD_API_VERSION 1
+/**
+ * Version of this header's API; grows when functions are added. 2: the functions marked
+ * "API version 2" (they need the service's interface version 2).
+ */
+#define DMALOAD_API_VERSION 2
 
 /**
  * Status codes. 0 is success, positive values are the service's stable codes (they never
@@ -537,6 +540,46 @@ const char* _Nullable ADmaLoadResult_getFallback(const ADmaLoadResult* _Nonnull 
  * for the buffer (ADmaLoader_releaseBuffer does). NULL is ignored.
  */
 void ADmaLoadResult_release(ADmaLoadResult* _Nullable result);
+
+/* ---------------------------------------------------------------------------------------- */
+/* API version 2: warm reuse (shared buffers)                                                */
+/* ---------------------------------------------------------------------------------------- */
+
+/**
+ * Where a result's buffer came from (ADmaLoadResult_getReuse). Only shareable requests
+ * (ADmaLoadRequest_setShareable) get anything but ADMALOAD_REUSE_NONE.
+ */
+typedef enum ADmaLoadReuse {
+    /** Loaded for this request. */
+    ADMALOAD_REUSE_NONE = 0,
+    /** An identical load was in flight; this request waited for it instead of loading again. */
+    ADMALOAD_REUSE_COALESCED = 1,
+    /** A live buffer another shareable request of your uid holds: no I/O, no new memory. */
+    ADMALOAD_REUSE_SHARED = 2,
+    /** A buffer the service kept warm after its release: no I/O, no new memory. */
+    ADMALOAD_REUSE_CACHED = 3,
+} ADmaLoadReuse;
+
+/**
+ * API version 2. Marks the request shareable: the service may answer it with the buffer it
+ * already loaded for another shareable request of your uid for the same content (the same
+ * files, unchanged since, the same segments, heap and digests), with the buffer of such a
+ * load in flight, or with one it kept warm after its release (if the device configured a
+ * cache). Files are told apart by what fstat says of the fds you pass (device, inode, size,
+ * modification and change times), never by path; buffers are never shared across uids.
+ *
+ * A shared buffer is the same memory for every holder: do not write to it. Each holder gets
+ * its own fd and buffer id and calls ADmaLoader_releaseBuffer() for its own; the memory
+ * (charged to your uid once) stays until the last holder released it or died, and, if the
+ * service keeps it warm, until the cache lets it go.
+ *
+ * @return 0; -EINVAL for a NULL request. Against a service of interface version 1 the load
+ *         fails with -EOPNOTSUPP.
+ */
+int ADmaLoadRequest_setShareable(ADmaLoadRequest* _Nonnull request, bool shareable);
+
+/** API version 2. Where the buffer came from: an ADmaLoadReuse value. */
+ADmaLoadReuse ADmaLoadResult_getReuse(const ADmaLoadResult* _Nonnull result);
 
 #ifdef __cplusplus
 }

@@ -21,6 +21,51 @@ pub struct LoadStats {
     pub fallbacks: Vec<String>,
 }
 
+/// Where a buffer came from (a shareable request may get one it shares; values as the AIDL
+/// `Reuse` and the C API's `ADmaLoadReuse`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Reuse {
+    /// Loaded for this request.
+    #[default]
+    None,
+    /// An identical load was in flight; this request waited for it.
+    Coalesced,
+    /// A live buffer another request of this uid holds: no I/O, no new memory.
+    Shared,
+    /// A buffer the service kept warm after its release: no I/O, no new memory.
+    Cached,
+}
+
+impl Reuse {
+    pub fn from_c(value: i32) -> Option<Reuse> {
+        match value {
+            0 => Some(Reuse::None),
+            1 => Some(Reuse::Coalesced),
+            2 => Some(Reuse::Shared),
+            3 => Some(Reuse::Cached),
+            _ => None,
+        }
+    }
+
+    pub fn to_c(self) -> i32 {
+        match self {
+            Reuse::None => 0,
+            Reuse::Coalesced => 1,
+            Reuse::Shared => 2,
+            Reuse::Cached => 3,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Reuse::None => "none",
+            Reuse::Coalesced => "coalesced",
+            Reuse::Shared => "shared",
+            Reuse::Cached => "cached",
+        }
+    }
+}
+
 /// A filled buffer. Owns the buffer fd until [`LoadedBuffer::take_fd`].
 #[derive(Debug)]
 pub struct LoadedBuffer {
@@ -32,6 +77,7 @@ pub struct LoadedBuffer {
     pub(crate) io_mode: IoMode,
     pub(crate) stats: LoadStats,
     pub(crate) opened_direct: bool,
+    pub(crate) reuse: Reuse,
 }
 
 impl LoadedBuffer {
@@ -70,6 +116,11 @@ impl LoadedBuffer {
 
     pub fn stats(&self) -> &LoadStats {
         &self.stats
+    }
+
+    /// Whether the buffer was loaded for this request or reused (shareable requests).
+    pub fn reuse(&self) -> Reuse {
+        self.reuse
     }
 
     /// False when a path-based segment had to be opened without O_DIRECT.

@@ -917,3 +917,33 @@ pub unsafe extern "C" fn ADmaLoadResult_release(result: *mut ADmaLoadResult) {
     // SAFETY: `result` is null or an unreleased handle of this type (dmaload.h contract).
     unsafe { release(result) }
 }
+
+// ----------------------------------------------------------------------------------------
+// Version 2: warm reuse
+// ----------------------------------------------------------------------------------------
+
+/// # Safety
+/// `request` is a live request not used by another thread.
+#[no_mangle]
+pub unsafe extern "C" fn ADmaLoadRequest_setShareable(
+    request: *mut ADmaLoadRequest,
+    shareable: bool,
+) -> c_int {
+    status(|| {
+        // SAFETY: `request` is null or a live handle used by this call alone (dmaload.h contract).
+        unsafe { handle_mut(request, "request") }?
+            .request
+            .set_shareable(shareable);
+        Ok(())
+    })
+}
+
+/// # Safety
+/// `result` is a live result.
+#[no_mangle]
+pub unsafe extern "C" fn ADmaLoadResult_getReuse(result: *const ADmaLoadResult) -> c_int {
+    getter(0, || {
+        // SAFETY: `result` is null or live (dmaload.h contract).
+        unsafe { handle(result, "result") }.map_or(0, |r| r.buffer.reuse().to_c())
+    })
+}

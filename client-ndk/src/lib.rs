@@ -38,7 +38,7 @@ pub mod loader;
 pub mod request;
 pub mod task;
 
-pub use buffer::{HeapInfo, LoadStats, LoadedBuffer};
+pub use buffer::{HeapInfo, LoadStats, LoadedBuffer, Reuse};
 pub use endpoint::Endpoint;
 pub use error::{Error, ErrorCode, Result};
 pub use loader::{Loader, Usage};

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::binder_stack::{
     self as stack, idl, BinderResult, CallError, Interface, ParcelFileDescriptor, Status, Strong,
 };
-use crate::buffer::{HeapInfo, LoadStats, LoadedBuffer};
+use crate::buffer::{HeapInfo, LoadStats, LoadedBuffer, Reuse};
 use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorCode, Result};
 use crate::request::{IoMode, LoadRequest, Segment, MAX_FILES};
@@ -236,16 +236,25 @@ impl Loader {
             .service
             .r#getUsage()
             .map_err(|s| from_status(s, "getUsage"))?;
-        Ok(Usage {
-            counters: vec![
-                ("uid", i64::from(u.r#uid)),
-                ("charged_bytes", u.r#chargedBytes),
-                ("cap_bytes", u.r#capBytes),
-                ("buffers", i64::from(u.r#buffers)),
-                ("loads_in_flight", i64::from(u.r#loadsInFlight)),
-                ("global_available_bytes", u.r#globalAvailableBytes),
-            ],
-        })
+        let mut counters = vec![
+            ("uid", i64::from(u.r#uid)),
+            ("charged_bytes", u.r#chargedBytes),
+            ("cap_bytes", u.r#capBytes),
+            ("buffers", i64::from(u.r#buffers)),
+            ("loads_in_flight", i64::from(u.r#loadsInFlight)),
+            ("global_available_bytes", u.r#globalAvailableBytes),
+        ];
+        if self.conn.version >= 2 {
+            counters.extend([
+                ("working_bytes", u.r#workingBytes),
+                ("reuse_hits", u.r#reuseHits),
+                ("reuse_misses", u.r#reuseMisses),
+                ("reuse_bytes_saved", u.r#reuseBytesSaved),
+                ("cached_buffers", i64::from(u.r#cachedBuffers)),
+                ("cached_bytes", u.r#cachedBytes),
+            ]);
+        }
+        Ok(Usage { counters })
     }
 
     /// The service's dump: the views `dumpsys` shows (`--help` lists them), through the
@@ -343,6 +352,15 @@ fn to_i64(value: u64, what: &str) -> Result<i64> {
 /// file once (`LoadRequest.files`) and segments name theirs by index; version 1 has one fd
 /// per segment, so it takes at most [`MAX_FILES`] segments (what every transport carries).
 fn to_wire(request: &LoadRequest, version: i32) -> Result<idl::LoadRequest::LoadRequest> {
+    if request.shareable() && version < 2 {
+        return Err(Error::os(
+            libc::EOPNOTSUPP,
+            format!(
+                "the service speaks version {version} of the interface, which cannot share \
+                 buffers: load without set_shareable, or update the service"
+            ),
+        ));
+    }
     let files = request.dup_files()?;
     let mut segments = Vec::with_capacity(request.segments().len());
     let mut table = None;
@@ -390,6 +408,7 @@ fn to_wire(request: &LoadRequest, version: i32) -> Result<idl::LoadRequest::Load
             ..Default::default()
         },
         r#files: table,
+        r#shareable: request.shareable(),
         ..Default::default()
     })
 }
@@ -457,6 +476,12 @@ fn from_wire_parts(
             fallbacks: s.r#fallbacks.clone(),
         },
         opened_direct,
+        reuse: match result.r#reuse {
+            idl::Reuse::Reuse::COALESCED => Reuse::Coalesced,
+            idl::Reuse::Reuse::SHARED => Reuse::Shared,
+            idl::Reuse::Reuse::CACHED => Reuse::Cached,
+            _ => Reuse::None,
+        },
     })
 }
 

@@ -114,6 +114,7 @@ pub struct LoadRequest {
     name: String,
     gather_size: u64,
     opened_direct: bool,
+    shareable: bool,
 }
 
 impl Default for LoadRequest {
@@ -132,6 +133,7 @@ impl LoadRequest {
             name: "dmaload".to_string(),
             gather_size: 0,
             opened_direct: true,
+            shareable: false,
         }
     }
 
@@ -256,6 +258,20 @@ impl LoadRequest {
 
     pub fn gather_size(&self) -> u64 {
         self.gather_size
+    }
+
+    /// Accepts a buffer shared with this uid's other shareable requests for the same content
+    /// (same files, unchanged, same segments, backend and digests): one already loaded, in
+    /// flight, or kept warm by the service ([`crate::LoadedBuffer::reuse`] says which). The
+    /// memory is then shared: do not write to it. Needs interface version 2 (the load fails
+    /// with `EOPNOTSUPP` against a version 1 service).
+    pub fn set_shareable(&mut self, shareable: bool) -> &mut Self {
+        self.shareable = shareable;
+        self
+    }
+
+    pub fn shareable(&self) -> bool {
+        self.shareable
     }
 
     pub fn segments(&self) -> &[Segment] {

@@ -1,7 +1,9 @@
 //! Buffers handed out and still charged, and the reaper that frees what dead callers held.
 //!
-//! The service keeps no reference to a buffer's memory (the fd left with the caller), only the
-//! engine's `Charge`. A charge ends on `releaseBuffer` or when the owner process dies: every
+//! For a buffer of its own the service keeps no reference to its memory (the fd left with the
+//! caller), only the engine's `Charge`; a holder of a shared buffer (warm reuse) holds its
+//! share of the entry that owns the charge and the service's fd (`reuse::Holder`). A charge
+//! or a share ends on `releaseBuffer` or when the owner process dies: every
 //! caller pid gets a pidfd, and the reaper thread sleeps in one `poll` over all of them and an
 //! eventfd that announces new ones; when a pidfd turns readable, that process's loads in flight
 //! are cancelled and its buffers' charges dropped. Nothing wakes the reaper but an exit or a
@@ -18,6 +20,8 @@ use std::time::{Duration, Instant};
 use dmaload_abi::event::{wait_readable, EventFd};
 use dmaload_abi::pidfd::Pidfd;
 use dmaload_engine::{CancelToken, Charge, ErrorCode, LoadError};
+
+use crate::reuse::Holder;
 
 /// Who called, as the binder stack reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,7 +40,34 @@ pub struct LiveBuffer {
     pub size: u64,
     pub backend: String,
     pub created: Instant,
-    charge: Charge,
+    hold: Hold,
+}
+
+/// What keeps a handed-out buffer charged.
+#[derive(Debug)]
+pub enum Hold {
+    /// A buffer of its own: its charge.
+    Own(Charge),
+    /// One holder of a shared buffer: the entry keeps the one charge while any holder (or
+    /// the cache) keeps it.
+    Shared(Holder),
+}
+
+impl Hold {
+    fn bytes(&self) -> u64 {
+        match self {
+            Hold::Own(charge) => charge.bytes(),
+            Hold::Shared(holder) => holder.bytes(),
+        }
+    }
+
+    /// The shared entry, for a holder of one.
+    pub fn entry(&self) -> Option<u64> {
+        match self {
+            Hold::Own(_) => None,
+            Hold::Shared(holder) => Some(holder.entry()),
+        }
+    }
 }
 
 /// What one live buffer looks like to the dump.
@@ -48,6 +79,8 @@ pub struct BufferView {
     pub size: u64,
     pub backend: String,
     pub age: Duration,
+    /// The shared entry this buffer is one holder of (warm reuse).
+    pub shared: Option<u64>,
 }
 
 /// A process the service has seen calling: its pidfd and its loads in flight.
@@ -122,14 +155,14 @@ impl LiveBuffers {
         }
     }
 
-    /// Keeps `charge` for a buffer handed to `owner`; returns the buffer id.
+    /// Keeps `hold` for a buffer handed to `owner`; returns the buffer id.
     pub fn insert(
         &self,
         owner: Caller,
         name: String,
         size: u64,
         backend: String,
-        charge: Charge,
+        hold: Hold,
     ) -> i64 {
         let mut ledger = self.lock();
         ledger.next_id += 1;
@@ -143,19 +176,22 @@ impl LiveBuffers {
             size,
             backend,
             created: Instant::now(),
-            charge,
+            hold,
         };
         ledger.buffers.insert(id, buffer);
         id
     }
 
-    /// Drops the charge of buffer `id`, which `uid` must own.
+    /// Drops the charge (or the share) of buffer `id`, which `uid` must own.
     pub fn release(&self, uid: u32, id: i64) -> Result<u64, LoadError> {
         let mut ledger = self.lock();
         match ledger.buffers.get(&id) {
             Some(b) if b.owner.uid == uid => {
-                let bytes = b.charge.bytes();
-                ledger.buffers.remove(&id);
+                let bytes = b.hold.bytes();
+                let released = ledger.buffers.remove(&id);
+                // A share's end may move its entry to the cache: outside this lock.
+                drop(ledger);
+                drop(released);
                 Ok(bytes)
             }
             _ => Err(LoadError::new(
@@ -178,7 +214,9 @@ impl LiveBuffers {
             .filter(|(_, w)| w.pidfd.has_exited())
             .map(|(pid, _)| *pid)
             .collect();
-        reap_pids(&mut ledger, &dead);
+        let released = reap_pids(&mut ledger, &dead);
+        drop(ledger);
+        drop(released);
         dead.len()
     }
 
@@ -223,7 +261,9 @@ impl LiveBuffers {
             })
             .map(|(pid, _)| *pid)
             .collect();
-        reap_pids(&mut ledger, &dead);
+        let released = reap_pids(&mut ledger, &dead);
+        drop(ledger);
+        drop(released);
     }
 
     pub fn views(&self) -> Vec<BufferView> {
@@ -237,17 +277,23 @@ impl LiveBuffers {
                 size: b.size,
                 backend: b.backend.clone(),
                 age: b.created.elapsed(),
+                shared: b.hold.entry(),
             })
             .collect()
     }
 
-    /// (buffers, bytes) still charged.
+    /// (buffers, bytes) still charged: a shared buffer's bytes count once, however many
+    /// hold it.
     pub fn outstanding(&self) -> (usize, u64) {
         let ledger = self.lock();
-        (
-            ledger.buffers.len(),
-            ledger.buffers.values().map(|b| b.charge.bytes()).sum(),
-        )
+        let mut entries = std::collections::HashSet::new();
+        let bytes = ledger
+            .buffers
+            .values()
+            .filter(|b| b.hold.entry().map_or(true, |e| entries.insert(e)))
+            .map(|b| b.hold.bytes())
+            .sum();
+        (ledger.buffers.len(), bytes)
     }
 
     /// Processes watched now, and processes reaped so far.
@@ -328,20 +374,28 @@ fn reaper(registry: &Weak<LiveBuffers>, wake: &EventFd) {
     }
 }
 
-/// Cancels the loads and drops the charges of the processes `dead`.
-fn reap_pids(ledger: &mut Ledger, dead: &[i32]) {
+/// Cancels the loads of the processes `dead` and takes their buffers out; the caller drops
+/// them (their charges and shares) once it let go of the ledger.
+fn reap_pids(ledger: &mut Ledger, dead: &[i32]) -> Vec<LiveBuffer> {
+    let mut released = Vec::new();
     for pid in dead {
         if let Some(w) = ledger.watched.remove(pid) {
             w.loads.values().for_each(CancelToken::cancel);
         }
-        let before = ledger.buffers.len();
-        ledger.buffers.retain(|_, b| b.owner.pid != *pid);
+        let ids: Vec<i64> = ledger
+            .buffers
+            .values()
+            .filter(|b| b.owner.pid == *pid)
+            .map(|b| b.id)
+            .collect();
         log::info!(
             "caller pid {pid} exited: cancelled its loads, released {} buffer charge(s)",
-            before - ledger.buffers.len()
+            ids.len()
         );
+        released.extend(ids.iter().filter_map(|id| ledger.buffers.remove(id)));
     }
     ledger.reaped_processes += dead.len() as u64;
+    released
 }
 
 #[cfg(test)]

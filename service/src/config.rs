@@ -2,11 +2,14 @@
 //!
 //! Defaults (documented in `dmaloadd --help` too):
 //! - caps: the engine's, derived from the device's memory (`EngineConfig::from_system`)
-//! - `threads` = engine `max_concurrent_loads` + 2, so short calls (getUsage, dump,
-//!   releaseBuffer) are served while every load slot is busy
+//! - `threads` = 2 × engine `max_concurrent_loads` + 2: every load slot busy and as many
+//!   requests waiting for identical loads in flight (warm reuse) still leave threads for short
+//!   calls (getUsage, dump, releaseBuffer)
 //! - `allowed_backends` = every backend present; `allowed_uids` = everyone the transport lets in
+//! - warm reuse's cache off (`cache_per_caller = 0`): see [`ReuseConfig`]
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 // Sizes (`64K`, `8M`, `2GiB`, `0x1000`) follow the one grammar of dmaload_abi::size.
@@ -23,8 +26,38 @@ pub struct Config {
     pub allowed_uids: Vec<u32>,
     /// RPC socket file mode (Linux): who may connect.
     pub socket_mode: u32,
+    /// Shareable requests and the cache of released shareable buffers.
+    pub reuse: ReuseConfig,
 }
 
+/// Warm reuse (service/src/reuse.rs): what the service keeps of released shareable buffers.
+///
+/// Off by default (`cache_bytes_per_caller = 0`): dma-buf memory is in no process's RSS, so
+/// the low-memory killer neither sees nor frees what the service keeps, and a cached buffer
+/// is memory no app holds. A device maker who knows its models and its memory opts in
+/// (`dmaloadd.rc` or the config file). Sharing live buffers and coalescing identical loads
+/// cost no memory and need no setting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReuseConfig {
+    /// Bytes of released shareable buffers kept per uid (0: none are kept).
+    pub cache_bytes_per_caller: u64,
+    /// How long a released buffer is kept.
+    pub cache_max_age: Duration,
+    /// Cached buffers are freed, oldest first, while MemAvailable is below this; `None`:
+    /// twice the engine's `min_available_after_bytes`, so the cache goes well before loads
+    /// are refused for memory.
+    pub cache_min_available_bytes: Option<u64>,
+}
+
+impl Default for ReuseConfig {
+    fn default() -> ReuseConfig {
+        ReuseConfig {
+            cache_bytes_per_caller: 0,
+            cache_max_age: Duration::from_secs(60),
+            cache_min_available_bytes: None,
+        }
+    }
+}
 impl Config {
     /// Defaults for this device.
     pub fn from_system() -> Config {
@@ -32,12 +65,13 @@ impl Config {
     }
 
     pub fn with_engine(engine: EngineConfig) -> Config {
-        let threads = engine.max_concurrent_loads + 2;
+        let threads = 2 * engine.max_concurrent_loads + 2;
         Config {
             engine,
             threads,
             allowed_uids: Vec::new(),
             socket_mode: 0o660,
+            reuse: ReuseConfig::default(),
         }
     }
 
@@ -93,6 +127,15 @@ impl Config {
                 }
             }
             "threads" => self.threads = parse_num(value)?,
+            "cache_per_caller" => self.reuse.cache_bytes_per_caller = parse_size(value)?,
+            "cache_max_age" => {
+                let seconds: u64 = parse_num(value.trim_end_matches('s'))
+                    .with_context(|| format!("cache_max_age {value:?}: expected seconds"))?;
+                self.reuse.cache_max_age = Duration::from_secs(seconds);
+            }
+            "cache_min_available" => {
+                self.reuse.cache_min_available_bytes = Some(parse_size(value)?)
+            }
             "allowed_uids" => {
                 self.allowed_uids = list(value).map(parse_num).collect::<anyhow::Result<_>>()?
             }
@@ -103,6 +146,13 @@ impl Config {
             other => bail!("unknown setting {other:?} (see dmaloadd --help)"),
         }
         Ok(())
+    }
+
+    /// Cached buffers are freed while MemAvailable is below this.
+    pub fn cache_min_available_bytes(&self) -> u64 {
+        self.reuse
+            .cache_min_available_bytes
+            .unwrap_or(self.engine.min_available_after_bytes.saturating_mul(2))
     }
 
     /// Whether `uid` may call.
@@ -135,7 +185,8 @@ impl Config {
              reader_threads = {}\nworker_threads = {}\nio_engine = {}\nhugetlb = {}\n\
              allowed_backends = {backends}\n\
              allowed_uids = {uids}\n\
-             threads = {}\nsocket_mode = {:o}\n",
+             threads = {}\nsocket_mode = {:o}\n\
+             cache_per_caller = {}\ncache_max_age = {}\ncache_min_available = {}\n",
             e.global_cap_bytes,
             e.per_owner_cap_bytes,
             e.max_buffer_bytes,
@@ -152,6 +203,9 @@ impl Config {
             e.hugetlb,
             self.threads,
             self.socket_mode,
+            self.reuse.cache_bytes_per_caller,
+            self.reuse.cache_max_age.as_secs(),
+            self.cache_min_available_bytes(),
         )
     }
 }
@@ -178,6 +232,26 @@ mod tests {
         assert_eq!(c.engine.per_owner_cap_bytes, 1 << 30);
         assert!(c.allows_uid(1000) && !c.allows_uid(5));
         assert!(c.set("nonsense", "1").is_err());
+    }
+
+    #[test]
+    fn the_cache_is_off_by_default_and_set_by_keys() {
+        let mut c = Config::from_system();
+        assert_eq!(c.reuse.cache_bytes_per_caller, 0);
+        assert_eq!(
+            c.cache_min_available_bytes(),
+            2 * c.engine.min_available_after_bytes
+        );
+        c.set("cache-per-caller", "2G").unwrap();
+        c.set("cache_max_age", "30s").unwrap();
+        c.set("cache_min_available", "512M").unwrap();
+        assert_eq!(c.reuse.cache_bytes_per_caller, 2 << 30);
+        assert_eq!(c.reuse.cache_max_age, Duration::from_secs(30));
+        assert_eq!(c.cache_min_available_bytes(), 512 << 20);
+        assert!(c.set("cache_max_age", "soon").is_err());
+        let text = c.describe();
+        assert!(text.contains("cache_per_caller = 2147483648\n"), "{text}");
+        assert!(text.contains("cache_max_age = 30\n"), "{text}");
     }
 
     #[test]

@@ -19,7 +19,11 @@ dmaloadd views (dumpsys vendor.dmaload.IDmaLoader/default [view...]):
              and their own buffers and usage)
   config     settings in force (caps, threads, allowed backends/uids)
   backends   heaps and other backends with their limits
-  buffers    live buffers: id, owner uid/pid, size, backend, age, name
+  buffers    live buffers: id, owner uid/pid, size, backend, age, the shared entry it
+             holds (warm reuse), name
+  cache      warm reuse: shared and cached entries (holders, age, hits), loads in flight
+             others wait for, per-uid hits, misses, bytes saved, cached buffers and bytes;
+             evictions by cause
   usage      per-uid usage (buffers charged, working memory of loads running) and the total
   stats      counters: loads, bytes, failures by code, latency percentiles
   state      open fds, outstanding buffer bytes, working memory, kept bounce blocks,
@@ -28,9 +32,11 @@ dmaloadd views (dumpsys vendor.dmaload.IDmaLoader/default [view...]):
 ";
 
 /// The views, in the order a dump without arguments shows them.
-const VIEWS: [&str; 6] = ["config", "backends", "buffers", "usage", "stats", "state"];
+const VIEWS: [&str; 7] = [
+    "config", "backends", "buffers", "cache", "usage", "stats", "state",
+];
 /// The views a caller without the full view may ask for.
-const OWN_VIEWS: [&str; 3] = ["backends", "buffers", "usage"];
+const OWN_VIEWS: [&str; 4] = ["backends", "buffers", "cache", "usage"];
 /// Most views one dump shows: each is a few KiB, and the reply must fit one transaction.
 const MAX_VIEWS: usize = 16;
 
@@ -105,6 +111,9 @@ pub fn render(
             "config" => service.config().describe(),
             "backends" => backends(service),
             "buffers" => buffers(service, viewer),
+            "cache" => service
+                .reuse()
+                .describe((!viewer.sees_everyone()).then_some(viewer.uid)),
             "usage" => usage(service, viewer),
             "stats" => service.counters().describe(),
             _ => state(service),
@@ -151,8 +160,9 @@ fn buffers(service: &DmaLoaderService, viewer: Viewer) -> String {
     views
         .iter()
         .map(|b| {
+            let shared = b.shared.map_or("-".to_string(), |e| format!("entry{e}"));
             format!(
-                "id={} uid={} pid={} size={} backend={} age={:.1}s name={}\n",
+                "id={} uid={} pid={} size={} backend={} age={:.1}s shared={shared} name={}\n",
                 b.id,
                 b.owner.uid,
                 b.owner.pid,
@@ -182,6 +192,8 @@ fn usage(service: &DmaLoaderService, viewer: Viewer) -> String {
         .iter()
         .map(|b| b.owner.uid)
         .collect();
+    // A uid whose only buffers are cached is charged too.
+    uids.extend(service.reuse().uids());
     uids.sort_unstable();
     uids.dedup();
     let mut out: String = uids.into_iter().map(line).collect();
@@ -205,8 +217,10 @@ fn state(service: &DmaLoaderService) -> String {
     let engine = service.engine();
     let (pooled, max_pooled) = engine.pooled_bytes();
     let (workers, max_workers) = engine.worker_threads();
+    let (cached, cached_bytes) = service.reuse().cached();
     format!(
         "open_fds = {}\nlive_buffers = {buffers}\noutstanding_buffer_bytes = {bytes}\n\
+         cached_buffers = {cached}\ncached_bytes = {cached_bytes}\n\
          working_bytes = {}\npooled_block_bytes = {pooled} (at most {max_pooled})\n\
          worker_threads = {workers} (at most {max_workers})\n\
          watched_processes = {watched}\nreaped_processes = {reaped}\n\

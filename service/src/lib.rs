@@ -18,6 +18,7 @@ pub mod counters;
 pub mod dump;
 pub mod panic_log;
 pub mod progress_relay;
+pub mod reuse;
 pub mod service;
 
 pub use config::Config;

@@ -9,16 +9,17 @@ use std::time::Instant;
 use dmaload_abi::text::MARKER_MAX_BYTES;
 use dmaload_abi::Untrusted;
 use dmaload_engine::{
-    BufferKind, CancelToken, Engine, ErrorCode, IoMode, LoadError, LoadRequest, LoadedBuffer,
-    Owner, Progress, Segment, Tunables,
+    BufferKind, CancelToken, Charge, Engine, ErrorCode, IoMode, LoadError, LoadRequest,
+    LoadedBuffer, Progress, Segment, Tunables,
 };
 
 use crate::binder_stack::{self as stack, idl, BinderResult, ParcelFileDescriptor, Strong};
-use crate::buffers::{Caller, LiveBuffers};
+use crate::buffers::{Caller, Hold, LiveBuffers};
 use crate::config::Config;
 use crate::counters::Counters;
 use crate::dump::Viewer;
 use crate::progress_relay::ProgressRelay;
+use crate::reuse::{Keeper, Reuse, Want};
 
 /// The service object behind `vendor.dmaload.IDmaLoader/default`.
 #[derive(Clone)]
@@ -31,6 +32,9 @@ struct Shared {
     config: Config,
     buffers: Arc<LiveBuffers>,
     counters: Counters,
+    /// Shareable buffers and their cache (warm reuse).
+    reuse: Arc<Reuse>,
+    _keeper: Keeper,
 }
 
 impl DmaLoaderService {
@@ -41,11 +45,24 @@ impl DmaLoaderService {
         buffers.spawn_reaper().map_err(|e| {
             LoadError::new(ErrorCode::Internal, format!("starting the reaper: {e}"))
         })?;
+        let reuse = Reuse::new(
+            config.reuse.clone(),
+            config.cache_min_available_bytes(),
+            config.engine.max_concurrent_loads as usize,
+        );
+        let keeper = reuse.spawn_keeper().map_err(|e| {
+            LoadError::new(
+                ErrorCode::Internal,
+                format!("starting the cache keeper: {e}"),
+            )
+        })?;
         let inner = Shared {
             engine,
             config,
             buffers,
             counters: Counters::default(),
+            reuse,
+            _keeper: keeper,
         };
         Ok(DmaLoaderService {
             inner: Arc::new(inner),
@@ -68,6 +85,9 @@ impl DmaLoaderService {
     }
     pub fn counters(&self) -> &Counters {
         &self.inner.counters
+    }
+    pub fn reuse(&self) -> &Arc<Reuse> {
+        &self.inner.reuse
     }
 
     /// The dump views in `args` as the caller `uid` may see them (`dumpsys` and `cmd`: the
@@ -105,37 +125,53 @@ impl DmaLoaderService {
         ))
     }
 
-    /// Runs one load for `caller` and registers the buffer; the fd leaves only from here.
+    /// Runs one load for `caller` and registers the buffer; the fd leaves only from here. A
+    /// shareable request (`share`) goes through warm reuse (`reuse.rs`).
     fn run_load(
         &self,
         caller: Caller,
         request: LoadRequest,
+        share: Option<Want>,
         cancel: &CancelToken,
         progress: &dyn Progress,
     ) -> Result<idl::LoadResult::LoadResult, LoadError> {
         let started = Instant::now();
         let _watch = self.inner.buffers.watch_load(caller, cancel);
+        match share {
+            Some(want) => self.run_shareable(caller, request, want, cancel, progress, started),
+            None => self.run_own(caller, request, cancel, progress, started),
+        }
+    }
+
+    /// A load whose buffer is the caller's own.
+    pub(crate) fn run_own(
+        &self,
+        caller: Caller,
+        request: LoadRequest,
+        cancel: &CancelToken,
+        progress: &dyn Progress,
+        started: Instant,
+    ) -> Result<idl::LoadResult::LoadResult, LoadError> {
         let name = request.name.clone();
-        let outcome = self
-            .inner
-            .engine
-            .load(Owner::new(caller.uid), request, cancel, progress);
-        match outcome {
+        match self.load_making_room(caller.uid, request, cancel, progress) {
             Ok(loaded) => {
                 self.inner.counters.loaded(loaded.size, started.elapsed());
                 Ok(self.hand_out(caller, name, loaded))
             }
-            Err(err) => {
-                self.inner.counters.failed(err.code);
-                log::info!(
-                    "load '{}' for uid {} pid {} failed: {err}",
-                    Untrusted::str(&name),
-                    caller.uid,
-                    caller.pid
-                );
-                Err(err)
-            }
+            Err(err) => Err(self.load_failed(caller, &name, err)),
         }
+    }
+
+    /// Counts and logs a failed request; returns its error.
+    pub(crate) fn load_failed(&self, caller: Caller, name: &str, err: LoadError) -> LoadError {
+        self.inner.counters.failed(err.code);
+        log::info!(
+            "load '{}' for uid {} pid {} failed: {err}",
+            Untrusted::str(name),
+            caller.uid,
+            caller.pid
+        );
+        err
     }
 
     fn hand_out(
@@ -144,6 +180,24 @@ impl DmaLoaderService {
         name: String,
         loaded: LoadedBuffer,
     ) -> idl::LoadResult::LoadResult {
+        let size = loaded.size;
+        let (mut result, charge) = self.loaded_result(name, loaded);
+        result.bufferId = self.inner.buffers.insert(
+            caller,
+            result.name.clone(),
+            size,
+            result.backend.clone(),
+            Hold::Own(charge),
+        );
+        result
+    }
+
+    /// The result of a load (its bufferId still 0) and the buffer's charge.
+    pub(crate) fn loaded_result(
+        &self,
+        name: String,
+        loaded: LoadedBuffer,
+    ) -> (idl::LoadResult::LoadResult, Charge) {
         let LoadedBuffer {
             fd,
             size,
@@ -152,14 +206,10 @@ impl DmaLoaderService {
             charge,
         } = loaded;
         let backend_name = backend.name();
-        let id =
-            self.inner
-                .buffers
-                .insert(caller, name.clone(), size, backend_name.clone(), charge);
-        idl::LoadResult::LoadResult {
+        let result = idl::LoadResult::LoadResult {
             buffer: Some(ParcelFileDescriptor::new(fd)),
             sizeBytes: clamp_i64(size),
-            bufferId: id,
+            bufferId: 0,
             backend: backend_name,
             isDmaBuf: backend.is_dma_buf(),
             name,
@@ -181,7 +231,8 @@ impl DmaLoaderService {
                 ..Default::default()
             },
             ..Default::default()
-        }
+        };
+        (result, charge)
     }
 
     fn check<T>(&self, r: Result<T, LoadError>) -> BinderResult<T> {
@@ -466,9 +517,11 @@ impl idl::IDmaLoader::IDmaLoader for DmaLoaderService {
     ) -> BinderResult<idl::LoadResult::LoadResult> {
         let result = self.admit().and_then(|caller| {
             let req = engine_request(caller, request, self.inner.config.engine.max_files)?;
+            let share = Want::of(caller, request, &req);
             self.run_load(
                 caller,
                 req,
+                share,
                 &CancelToken::new(),
                 &dmaload_engine::NoProgress,
             )
@@ -484,6 +537,7 @@ impl idl::IDmaLoader::IDmaLoader for DmaLoaderService {
         // Bad input fails here, synchronously; what happens during the load goes to onError.
         let started = self.admit().and_then(|caller| {
             let req = engine_request(caller, request, self.inner.config.engine.max_files)?;
+            let share = Want::of(caller, request, &req);
             let cancel = CancelToken::new();
             let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let (service, token, finished) = (self.clone(), cancel.clone(), done.clone());
@@ -509,7 +563,7 @@ impl idl::IDmaLoader::IDmaLoader for DmaLoaderService {
                             .name("dmaload-load".into())
                             .spawn_scoped(scope, || {
                                 let _end = relay.end_on_drop();
-                                service.run_load(caller, req, &token, &relay)
+                                service.run_load(caller, req, share, &token, &relay)
                             })
                             .map_err(|e| {
                                 LoadError::new(
@@ -598,6 +652,7 @@ impl idl::IDmaLoader::IDmaLoader for DmaLoaderService {
                 .iter()
                 .filter(|b| b.owner.uid == caller.uid)
                 .count();
+            let reuse = self.inner.reuse.of_uid(caller.uid);
             idl::CallerUsage::CallerUsage {
                 uid: i32::try_from(caller.uid).unwrap_or(i32::MAX),
                 chargedBytes: clamp_i64(u.charged_bytes),
@@ -609,7 +664,11 @@ impl idl::IDmaLoader::IDmaLoader for DmaLoaderService {
                         .saturating_sub(total.charged_bytes + total.working_bytes + pooled),
                 ),
                 workingBytes: clamp_i64(u.working_bytes),
-                ..Default::default()
+                reuseHits: clamp_i64(reuse.tally.hits),
+                reuseMisses: clamp_i64(reuse.tally.misses),
+                reuseBytesSaved: clamp_i64(reuse.tally.bytes_saved),
+                cachedBuffers: i32::try_from(reuse.cached_buffers).unwrap_or(i32::MAX),
+                cachedBytes: clamp_i64(reuse.cached_bytes),
             }
         });
         self.check(r)
@@ -626,13 +685,15 @@ impl idl::IDmaLoader::IDmaLoader for DmaLoaderService {
         let r = self.admit().and_then(service_wide_view).map(|_| {
             let (buffers, bytes) = self.inner.buffers.outstanding();
             let total = self.inner.engine.total_usage();
+            let (cached, cached_bytes) = self.inner.reuse.cached();
             idl::ServiceState::ServiceState {
                 openFds: i32::try_from(open_fd_count()).unwrap_or(i32::MAX),
                 outstandingBufferBytes: clamp_i64(bytes),
                 liveBuffers: i32::try_from(buffers).unwrap_or(i32::MAX),
                 loadsInFlight: i32::try_from(total.loads_in_flight).unwrap_or(i32::MAX),
                 workingBytes: clamp_i64(total.working_bytes),
-                ..Default::default()
+                cachedBuffers: i32::try_from(cached).unwrap_or(i32::MAX),
+                cachedBytes: clamp_i64(cached_bytes),
             }
         });
         self.check(r)

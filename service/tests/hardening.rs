@@ -487,7 +487,9 @@ fn unknown_dump_views_are_an_error_that_lists_the_views() {
     let (code, message) =
         service_error(&conn.loader.debugDump(&["nosuchview".into()]).unwrap_err());
     assert_eq!(code, E::INVALID_ARGUMENT.0, "{message}");
-    for view in ["config", "backends", "buffers", "usage", "stats", "state"] {
+    for view in [
+        "config", "backends", "buffers", "cache", "usage", "stats", "state",
+    ] {
         assert!(message.contains(view), "{message}");
     }
     let help = conn.loader.debugDump(&["--help".into()]).unwrap();

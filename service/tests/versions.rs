@@ -244,6 +244,23 @@ fn the_client_library_speaks_version_1_to_a_version_1_service() {
     assert_eq!(err.code(), Some(ErrorCode::TooManyFiles), "{err}");
     assert!(err.message().contains("version 1"), "{err}");
     assert_eq!(loads.load(Ordering::SeqCst), 1, "nothing was sent");
+
+    // Version 1 shares no buffers: a shareable request fails here, saying so.
+    let mut shareable = LoadRequest::new();
+    shareable.add_file(&path, 0, 0, 0).unwrap();
+    shareable.set_shareable(true);
+    let err = loader
+        .load(&shareable)
+        .expect_err("a shareable load from version 1");
+    assert_eq!(err.c_code(), -libc::EOPNOTSUPP, "{err}");
+    assert!(err.message().contains("version 1"), "{err}");
+    let events: Arc<dyn dmaload::LoadEvents> = Arc::new(dmaload::NoEvents);
+    let err = loader
+        .load_async(&shareable, events)
+        .err()
+        .expect("an asynchronous shareable load from version 1");
+    assert_eq!(err.c_code(), -libc::EOPNOTSUPP, "{err}");
+    assert_eq!(loads.load(Ordering::SeqCst), 1, "nothing was sent");
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -20,7 +20,11 @@ package vendor.dmaload;
 @VintfStability
 parcelable CallerUsage {
     int uid;
-    /** Bytes charged: loads in flight plus buffers handed out and not released. */
+    /**
+     * Bytes charged: loads in flight plus buffers handed out and not released; in version 2
+     * also the buffers kept warm for this uid (cachedBytes). A buffer shared by several
+     * holders (LoadRequest.shareable) is charged once.
+     */
     long chargedBytes;
     long capBytes;
     int buffers;

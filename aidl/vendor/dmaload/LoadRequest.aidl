@@ -62,6 +62,8 @@ parcelable LoadRequest {
      * uid for the same content (same file identity, ranges, backend and digests): a live
      * buffer, a load of it in flight, or one kept warm after its release. LoadResult.reuse
      * says which. The buffer is then the same memory for every holder: do not write to it.
+     * Each holder has its own bufferId to release; the memory is charged to the uid once,
+     * until the last holder released it or died and the service no longer keeps it warm.
      * Never shared across uids; a request without this flag always gets its own buffer.
      */
     boolean shareable;

@@ -21,7 +21,10 @@ package vendor.dmaload;
 parcelable ServiceState {
     /** File descriptors open in the service process. */
     int openFds;
-    /** Bytes of handed-out buffers still charged (not released, owner alive). */
+    /**
+     * Bytes of handed-out buffers still charged (not released, owner alive); a buffer shared
+     * by several holders counts once.
+     */
     long outstandingBufferBytes;
     /** Handed-out buffers still charged. */
     int liveBuffers;

@@ -218,6 +218,53 @@ static void test_load_file(ADmaLoader* loader, const char* path, uint64_t size) 
     CHECK_RC(ADmaLoader_releaseBuffer(loader, id), DMALOAD_E_NOT_FOUND, "releaseBuffer twice");
 }
 
+/* API version 2: two shareable requests of this uid for the same file get one buffer (the
+ * second without I/O); a request without the flag gets its own. */
+static void test_shareable(ADmaLoader* loader, const char* path, uint64_t size) {
+#if DMALOAD_API_VERSION < 2
+#error "dmaload.h lacks the version 2 functions"
+#endif
+    ADmaLoadRequest* req = NULL;
+    CHECK_RC(ADmaLoadRequest_create(&req), DMALOAD_OK, "create");
+    if (!req) return;
+    CHECK_RC(ADmaLoadRequest_addFile(req, path, 0, 0, 0, NULL), DMALOAD_OK, "addFile");
+    CHECK_RC(ADmaLoadRequest_setHeap(req, "memfd"), DMALOAD_OK, "setHeap");
+    CHECK_RC(ADmaLoadRequest_setShareable(NULL, true), -EINVAL, "setShareable(NULL)");
+    CHECK_RC(ADmaLoadRequest_setShareable(req, true), DMALOAD_OK, "setShareable");
+    ADmaLoadResult* first = NULL;
+    ADmaLoadResult* second = NULL;
+    CHECK_RC(ADmaLoader_load(loader, req, &first), DMALOAD_OK, "first shareable load");
+    CHECK_RC(ADmaLoader_load(loader, req, &second), DMALOAD_OK, "second shareable load");
+    if (first && second) {
+        CHECK(ADmaLoadResult_getReuse(first) == ADMALOAD_REUSE_NONE, "first: reuse %d",
+              (int)ADmaLoadResult_getReuse(first));
+        CHECK(ADmaLoadResult_getReuse(second) == ADMALOAD_REUSE_SHARED, "second: reuse %d",
+              (int)ADmaLoadResult_getReuse(second));
+        ADmaLoadStats stats;
+        ADmaLoadResult_getStats(second, &stats);
+        CHECK(stats.direct_bytes + stats.buffered_bytes == 0, "a shared buffer read %" PRIu64 " bytes",
+              stats.direct_bytes + stats.buffered_bytes);
+        CHECK(ADmaLoadResult_getBufferId(first) != ADmaLoadResult_getBufferId(second),
+              "every holder has its own buffer id");
+        CHECK(verify_bytes(ADmaLoadResult_getFd(second), 0, 0, size), "shared bytes differ from the file");
+    }
+    CHECK_RC(ADmaLoadRequest_setShareable(req, false), DMALOAD_OK, "setShareable(false)");
+    ADmaLoadResult* own = NULL;
+    CHECK_RC(ADmaLoader_load(loader, req, &own), DMALOAD_OK, "load without the flag");
+    if (own) {
+        CHECK(ADmaLoadResult_getReuse(own) == ADMALOAD_REUSE_NONE, "own: reuse %d",
+              (int)ADmaLoadResult_getReuse(own));
+    }
+    ADmaLoadResult* all[] = {first, second, own};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        if (!all[i]) continue;
+        CHECK_RC(ADmaLoader_releaseBuffer(loader, ADmaLoadResult_getBufferId(all[i])), DMALOAD_OK,
+                 "releaseBuffer");
+        ADmaLoadResult_release(all[i]);
+    }
+    ADmaLoadRequest_release(req);
+}
+
 /* Two segments of one file, swapped in the buffer, from fds the test opens itself. */
 static void test_segments(ADmaLoader* loader, const char* path) {
     const uint64_t a_off = 4096, a_len = 64 * 1024, b_off = 1 << 20, b_len = 128 * 1024 + 512;
@@ -649,6 +696,8 @@ int main(int argc, char** argv) {
         ADmaLoader_release(other);
         printf("segments:\n");
         test_segments(loader, big_path);
+        printf("shareable:\n");
+        test_shareable(loader, small_path, small);
         printf("async:\n");
         test_async(loader, big_path, big);
         printf("cancel:\n");

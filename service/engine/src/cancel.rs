@@ -5,8 +5,9 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-/// Something to wake when a token is cancelled (a running load).
-pub(crate) trait Wake: Send + Sync {
+/// Something to wake when a token is cancelled: a running load, or (in the service) a
+/// request waiting for an identical load in flight.
+pub trait Wake: Send + Sync {
     fn wake(&self);
 }
 
@@ -41,8 +42,9 @@ impl CancelToken {
         self.0.cancelled.load(Ordering::Acquire)
     }
 
-    /// Wakes `waker` when the token is cancelled, or now if it already is.
-    pub(crate) fn on_cancel(&self, waker: Weak<dyn Wake>) {
+    /// Wakes `waker` when the token is cancelled, or now if it already is. The token keeps
+    /// only the weak reference: a waker dropped before is not called.
+    pub fn on_cancel(&self, waker: Weak<dyn Wake>) {
         {
             let mut wakers = self.wakers();
             wakers.retain(|w| w.strong_count() > 0);

@@ -28,7 +28,7 @@ mod stats;
 #[cfg(feature = "io-uring")]
 pub mod uring;
 
-pub use cancel::CancelToken;
+pub use cancel::{CancelToken, Wake};
 pub use dmaload_abi::meminfo::MemInfo;
 pub use engine::{BackendInfo, Engine, LoadedBuffer};
 pub use error::{ErrorCode, LoadError};

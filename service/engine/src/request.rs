@@ -196,6 +196,24 @@ impl LoadRequest {
         }
     }
 
+    /// The same request with duplicates of its fds, for one more attempt: the engine takes
+    /// the request it loads, and a load refused for room can be retried once room was made.
+    pub fn try_clone(&self) -> std::io::Result<LoadRequest> {
+        let files = self
+            .files
+            .iter()
+            .map(OwnedFd::try_clone)
+            .collect::<std::io::Result<Vec<_>>>()?;
+        Ok(LoadRequest {
+            files,
+            segments: self.segments.clone(),
+            buffer: self.buffer.clone(),
+            io_mode: self.io_mode,
+            name: self.name.clone(),
+            tunables: self.tunables,
+        })
+    }
+
     pub fn with_buffer(mut self, buffer: BufferKind) -> LoadRequest {
         self.buffer = buffer;
         self

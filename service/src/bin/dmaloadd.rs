@@ -30,6 +30,12 @@ settings (defaults from the device's memory; see `--print-config`):
   --hugetlb true|false (default true: udmabuf memory from the hugetlb pool when it has room)
   --allowed-backends heap:system,udmabuf,memfd (default: all present)
   --allowed-uids 0,1000 (default: anyone the transport admits)   --socket-mode 660
+warm reuse (shareable requests; live buffers are shared whatever these say):
+  --cache-per-caller SIZE  released shareable buffers kept per uid (default 0: none; dma-buf
+                      memory is invisible to the low-memory killer, so a device opts in)
+  --cache-max-age SECONDS  how long one is kept (default 60)
+  --cache-min-available SIZE  kept ones are freed while MemAvailable is below this
+                      (default: twice the min_available_after setting)
 ";
 
 // Android serves through the service manager only: the paths go unread there.

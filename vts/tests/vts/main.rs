@@ -24,6 +24,7 @@ mod bad_input;
 mod function;
 mod libtest;
 mod parcel;
+mod reuse;
 mod service;
 mod stress;
 mod validation;
@@ -50,17 +51,18 @@ fn env_u64(name: &str, default: u64) -> u64 {
 }
 
 /// Every group, in the order they run: `faults` kills the service, so it runs last.
-const GROUPS: [&str; 7] = [
+const GROUPS: [&str; 8] = [
     "validation-model",
     "parcel-decoding",
     "function",
     "bad-input",
     "load",
     "caps",
+    "reuse",
     "faults",
 ];
 /// The groups that need the service, binder and dma-heaps.
-const DEVICE_GROUPS: [&str; 5] = ["function", "bad-input", "load", "caps", "faults"];
+const DEVICE_GROUPS: [&str; 6] = ["function", "bad-input", "load", "caps", "reuse", "faults"];
 
 fn main() {
     let argv: Vec<String> = std::env::args().collect();
@@ -170,6 +172,7 @@ fn run_device_groups(options: &Options, wanted: &[&str], suite: &mut Suite) {
             "bad-input" => bad_input::run(options, &svc),
             "load" => stress::run_load(options, &svc),
             "caps" => stress::run_caps(options, &svc),
+            "reuse" => reuse::run(options, &svc),
             "faults" => stress::run_faults(options, &mut svc),
             other => {
                 let mut g = Group::new(other);

@@ -272,7 +272,7 @@ pub fn run_load(o: &Options, svc: &Svc) -> Group {
 }
 
 /// A worker: `--worker mixed W COUNT DIR` (as uid 10000+W), `big`, `caller`, `hold-slow`,
-/// `hold-done`, `own-dump` (bad-input).
+/// `hold-done`, `own-dump` (bad-input), `reuse-load`, `reuse-hold` (reuse).
 pub fn worker(args: &[String]) -> i32 {
     WorkerLog::install();
     let mode = args.first().map(String::as_str).unwrap_or("");
@@ -285,6 +285,8 @@ pub fn worker(args: &[String]) -> i32 {
         "big" => worker_big(args),
         "caller" => worker_caller(args),
         "own-dump" => crate::bad_input::worker_own_dump(args),
+        "reuse-load" => crate::reuse::worker_load(args),
+        "reuse-hold" => crate::reuse::worker_hold(args),
         _ => Err(format!("unknown worker mode {mode:?}")),
     };
     match result {
