@@ -83,17 +83,57 @@ impl AsFd for Memfd {
 /// The hugetlb page size dmaload uses (PMD-sized on x86-64 and arm64 with 4 KiB pages).
 pub const HUGETLB_PAGE: u64 = 2 << 20;
 
+/// The 2 MiB hugetlb pages the kernel can give right now
+/// (`/sys/kernel/mm/hugepages/hugepages-2048kB`): pages a device reserved at boot
+/// (`vm.nr_hugepages`) and surplus pages allocated on demand up to `nr_overcommit_hugepages`
+/// (returned to the page allocator when freed: no memory is set aside for them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HugetlbPages {
+    /// Free pages of the pool (`free_hugepages`), some of them reserved by mappings.
+    pub free: u64,
+    /// Free pages promised to existing mappings (`resv_hugepages`).
+    pub reserved: u64,
+    /// Surplus pages in use now (`surplus_hugepages`).
+    pub surplus: u64,
+    /// Most surplus pages at once (`nr_overcommit_hugepages`; 0: none).
+    pub overcommit: u64,
+}
+
+impl HugetlbPages {
+    const DIR: &'static str = "/sys/kernel/mm/hugepages/hugepages-2048kB";
+
+    /// Reads the counters; all zero when the kernel has no 2 MiB hugetlb pages.
+    pub fn read() -> HugetlbPages {
+        let read = |name: &str| -> u64 {
+            std::fs::read_to_string(format!("{}/{name}", HugetlbPages::DIR))
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        HugetlbPages {
+            free: read("free_hugepages"),
+            reserved: read("resv_hugepages"),
+            surplus: read("surplus_hugepages"),
+            overcommit: read("nr_overcommit_hugepages"),
+        }
+    }
+
+    /// Pool pages no mapping has reserved: a mapping that reserves takes these at once.
+    pub fn pool_free(&self) -> u64 {
+        self.free.saturating_sub(self.reserved)
+    }
+
+    /// Surplus pages the kernel may still allocate on demand (if the page allocator finds
+    /// free 2 MiB blocks when they are faulted in).
+    pub fn surplus_room(&self) -> u64 {
+        self.overcommit.saturating_sub(self.surplus)
+    }
+}
+
 /// Free 2 MiB pages in the hugetlb pool that no mapping has reserved yet, or 0 when the
 /// kernel has no such pool. A device reserves the pool at boot (`vm.nr_hugepages`).
 pub fn hugetlb_pages_free() -> u64 {
-    let dir = "/sys/kernel/mm/hugepages/hugepages-2048kB";
-    let read = |name: &str| -> u64 {
-        std::fs::read_to_string(format!("{dir}/{name}"))
-            .ok()
-            .and_then(|t| t.trim().parse().ok())
-            .unwrap_or(0)
-    };
-    read("free_hugepages").saturating_sub(read("resv_hugepages"))
+    HugetlbPages::read().pool_free()
 }
 
 /// How shmem huge pages are configured (`/sys/kernel/mm/transparent_hugepage/shmem_enabled`).

@@ -30,13 +30,18 @@ unsafe impl Send for Raw {}
 unsafe impl Sync for Raw {}
 
 impl Raw {
-    fn map(fd: Option<BorrowedFd<'_>>, len: usize, prot: libc::c_int) -> io::Result<Raw> {
+    fn map(
+        fd: Option<BorrowedFd<'_>>,
+        len: usize,
+        prot: libc::c_int,
+        extra_flags: libc::c_int,
+    ) -> io::Result<Raw> {
         if len == 0 {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
         let (flags, raw_fd) = match fd {
-            Some(fd) => (libc::MAP_SHARED, fd.as_raw_fd()),
-            None => (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1),
+            Some(fd) => (libc::MAP_SHARED | extra_flags, fd.as_raw_fd()),
+            None => (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | extra_flags, -1),
         };
         // SAFETY: a new mapping at an address of the kernel's choice: it replaces nothing
         // and no Rust object aliases it.
@@ -114,13 +119,29 @@ pub struct Mapping {
 impl Mapping {
     /// Maps `len` bytes of `fd` from offset 0, shared and writable.
     pub fn map_shared(fd: BorrowedFd<'_>, len: usize) -> io::Result<Mapping> {
-        let raw = Raw::map(Some(fd), len, libc::PROT_READ | libc::PROT_WRITE)?;
+        let raw = Raw::map(Some(fd), len, libc::PROT_READ | libc::PROT_WRITE, 0)?;
+        Ok(Mapping::new(raw))
+    }
+
+    /// Like [`Mapping::map_shared`], without reserving memory for the mapping
+    /// (`MAP_NORESERVE`). For hugetlb files this is what lets pages come from surplus
+    /// allocations at fault time, on the faulting thread, instead of all at once in `mmap`;
+    /// a page the kernel cannot supply then fails the fault that needed it
+    /// ([`Mapping::populate_write`] reports `EFAULT`; a plain access would get `SIGBUS`, so
+    /// nothing may touch the memory before it was populated).
+    pub fn map_shared_noreserve(fd: BorrowedFd<'_>, len: usize) -> io::Result<Mapping> {
+        let raw = Raw::map(
+            Some(fd),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_NORESERVE,
+        )?;
         Ok(Mapping::new(raw))
     }
 
     /// `len` bytes of private anonymous memory (bounce buffers), page aligned and zeroed.
     pub fn anonymous(len: usize) -> io::Result<Mapping> {
-        let raw = Raw::map(None, len, libc::PROT_READ | libc::PROT_WRITE)?;
+        let raw = Raw::map(None, len, libc::PROT_READ | libc::PROT_WRITE, 0)?;
         Ok(Mapping::new(raw))
     }
 
@@ -267,7 +288,7 @@ impl ReadOnlyMapping {
     /// Maps `len` bytes of `fd` from offset 0 for reading.
     pub fn map(fd: BorrowedFd<'_>, len: usize) -> io::Result<ReadOnlyMapping> {
         Ok(ReadOnlyMapping {
-            raw: Raw::map(Some(fd), len, libc::PROT_READ)?,
+            raw: Raw::map(Some(fd), len, libc::PROT_READ, 0)?,
         })
     }
 

@@ -15,11 +15,10 @@ use dmaload_abi::file::pread;
 use dmaload_abi::memfd::{shmem_thp, Memfd, ShmemThp};
 use dmaload_abi::mmap::Mapping;
 use dmaload_abi::udmabuf::Udmabuf;
-use dmaload_engine::{
-    BufferKind, CancelToken, Engine, IoMode, LoadRequest, LoadStats, NoProgress, Owner,
-};
+use dmaload_engine::{BufferKind, CancelToken, Engine, IoMode, LoadRequest, NoProgress, Owner};
 
-use crate::service::ServiceBench;
+use crate::report;
+use crate::service::Service;
 
 const CHUNK: usize = 8 << 20;
 
@@ -51,14 +50,31 @@ impl Engines {
     }
 }
 
+/// Memory an allocation floor is measured on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FloorMemory {
+    /// A memfd populated with `MADV_POPULATE_WRITE` (huge folios where shmem THP allows).
+    Shmem,
+    /// A hugetlb memfd on pages of the pool reserved at boot (the reservation is not timed).
+    HugetlbPool,
+    /// A hugetlb memfd on surplus pages allocated as they are faulted in
+    /// (`nr_overcommit_hugepages`, no pool), mapped `MAP_NORESERVE`.
+    HugetlbSurplus,
+    /// One `DMA_HEAP_IOCTL_ALLOC` on this heap.
+    Heap(String),
+}
+
 /// One scheme as measured: a name from the JSON schema, a backend, an I/O mode.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Scheme {
-    /// Allocation alone: a dma-heap allocation or a memfd populated by one thread.
-    AllocFloor { heap: Option<String> },
-    /// Allocation alone from a reserved hugetlb pool: a hugetlb memfd populated by one
-    /// thread (the pool's reservation, done once at boot, is not timed).
-    AllocFloorHugetlb,
+    /// Allocation alone, by as many threads as dmaload populates with (one ioctl for a
+    /// heap, which no thread count changes).
+    AllocFloor { memory: FloorMemory, threads: usize },
+    /// The dma-heap backend's own floor: the allocation ioctl, then the copy of every byte
+    /// from a bounce block already filled into the mapping, by as many threads as dmaload
+    /// copies with (what dmaload's heap fill cannot avoid: O_DIRECT cannot target a heap
+    /// mapping, and nothing can be copied before the ioctl returns).
+    HeapFloor { heap: String, threads: usize },
     /// Raw O_DIRECT read of the file at dmaload's parallelism into reused buffers.
     DirectFloor { threads: usize },
     /// alloc + mmap + buffered read (a heap; a memfd where there is none).
@@ -71,23 +87,35 @@ pub enum Scheme {
     HeapBounce { heap: String },
     /// The engine with a buffer kind, O_DIRECT fd, in one of its configurations.
     Dmaload { kind: BufferKind, variant: Variant },
-    /// Through dmaloadd (RPC binder), a shareable load of a file version it has not seen.
-    DmaloadService,
-    /// Through dmaloadd, the reload of a version whose buffer it kept warm.
+    /// dmaloadd started by the bench, loading through binder (the client library's
+    /// `Loader::load`): what an app sees end to end.
+    DmaloadService { kind: BufferKind },
+    /// Through dmaloadd, the reload of a shareable file version whose buffer it kept warm
+    /// (warm reuse: a new fd to the same buffer, no I/O).
     DmaloadWarm,
+}
+
+fn kind_label(kind: &BufferKind) -> String {
+    match kind {
+        BufferKind::Auto => "auto".to_string(),
+        BufferKind::Heap(h) => format!("heap:{h}"),
+        BufferKind::Udmabuf => "udmabuf".to_string(),
+        BufferKind::Memfd => "memfd".to_string(),
+    }
 }
 
 impl Scheme {
     pub fn name(&self) -> &'static str {
         match self {
-            Scheme::AllocFloor { .. } | Scheme::AllocFloorHugetlb => "alloc_floor",
+            Scheme::AllocFloor { .. } => "alloc_floor",
+            Scheme::HeapFloor { .. } => "heap_floor",
             Scheme::DirectFloor { .. } => "direct_floor",
             Scheme::Normal { .. } => "normal",
             Scheme::UdmabufBuffered => "udmabuf_buffered",
             Scheme::UdmabufDirect => "udmabuf_direct",
             Scheme::HeapBounce { .. } => "heap_bounce",
             Scheme::Dmaload { .. } => "dmaload",
-            Scheme::DmaloadService => "dmaload_service",
+            Scheme::DmaloadService { .. } => "dmaload_service",
             Scheme::DmaloadWarm => "dmaload_warm",
         }
     }
@@ -98,34 +126,60 @@ impl Scheme {
             None => "memfd".to_string(),
         };
         match self {
-            Scheme::AllocFloor { heap } | Scheme::Normal { heap } => heap_or_memfd(heap),
-            Scheme::AllocFloorHugetlb => "memfd-hugetlb".to_string(),
+            Scheme::AllocFloor { memory, .. } => match memory {
+                FloorMemory::Shmem => "memfd".to_string(),
+                FloorMemory::HugetlbPool => "memfd-hugetlb".to_string(),
+                FloorMemory::HugetlbSurplus => "memfd-hugetlb-surplus".to_string(),
+                FloorMemory::Heap(h) => format!("heap:{h}"),
+            },
+            Scheme::HeapFloor { heap, .. } => format!("heap:{heap}"),
+            Scheme::Normal { heap } => heap_or_memfd(heap),
             Scheme::DirectFloor { threads } => format!("{threads} threads"),
             Scheme::UdmabufBuffered | Scheme::UdmabufDirect => "udmabuf".to_string(),
             Scheme::HeapBounce { heap } => format!("heap:{heap}"),
-            Scheme::DmaloadService | Scheme::DmaloadWarm => "auto".to_string(),
+            Scheme::DmaloadWarm => "auto".to_string(),
             Scheme::Dmaload { kind, variant } => {
-                let kind = match kind {
-                    BufferKind::Auto => "auto".to_string(),
-                    BufferKind::Heap(h) => format!("heap:{h}"),
-                    BufferKind::Udmabuf => "udmabuf".to_string(),
-                    BufferKind::Memfd => "memfd".to_string(),
-                };
+                let kind = kind_label(kind);
                 match variant {
                     Variant::Default => kind,
                     Variant::IoUring => format!("{kind}+io_uring"),
                     Variant::NoHugetlb => format!("{kind}+shmem"),
                 }
             }
+            Scheme::DmaloadService { kind } => kind_label(kind),
         }
     }
 
     pub fn io_mode(&self) -> &'static str {
         match self {
-            Scheme::AllocFloor { .. } | Scheme::AllocFloorHugetlb => "none",
+            Scheme::AllocFloor { .. } | Scheme::HeapFloor { .. } => "none",
             Scheme::Normal { .. } | Scheme::UdmabufBuffered => "buffered",
             _ => "direct",
         }
+    }
+
+    /// Threads the scheme works with, where the bench fixes them (floors, serial
+    /// baselines); 0 where the engine or the service decides.
+    pub fn threads(&self) -> usize {
+        match self {
+            Scheme::AllocFloor {
+                memory: FloorMemory::Heap(_),
+                ..
+            } => 1,
+            Scheme::AllocFloor { threads, .. }
+            | Scheme::HeapFloor { threads, .. }
+            | Scheme::DirectFloor { threads } => *threads,
+            Scheme::Normal { .. }
+            | Scheme::UdmabufBuffered
+            | Scheme::UdmabufDirect
+            | Scheme::HeapBounce { .. } => 1,
+            Scheme::Dmaload { .. } | Scheme::DmaloadService { .. } | Scheme::DmaloadWarm => 0,
+        }
+    }
+
+    /// Whether the scheme loads through dmaloadd.
+    pub fn needs_service(&self) -> bool {
+        matches!(self, Scheme::DmaloadService { .. } | Scheme::DmaloadWarm)
     }
 }
 
@@ -134,8 +188,8 @@ pub struct Bench<'a> {
     pub engines: &'a Engines,
     pub heap_dir: PathBuf,
     pub udmabuf: PathBuf,
-    /// dmaloadd, for the schemes through the service.
-    pub service: Option<&'a ServiceBench>,
+    /// dmaloadd as the bench started it, for the schemes that load through it.
+    pub service: Option<&'a Service>,
 }
 
 /// What one run produced besides its time.
@@ -144,13 +198,13 @@ pub struct RunOutput {
     pub elapsed: Duration,
     /// The buffer fd and size, kept until the caller measured and (maybe) verified it.
     pub buffer: Option<(OwnedFd, usize)>,
-    pub stats: Option<LoadStats>,
-    pub backend_used: Option<String>,
-    /// What to say about the run when there are no engine stats.
+    /// What the load reported about itself (a line for the human table).
     pub note: Option<String>,
+    /// The memory behind the buffer, as the engine reported it (`LoadStats::memory`).
+    pub memory: Option<String>,
 }
 
-fn open_direct(path: &Path) -> Result<OwnedFd> {
+pub(crate) fn open_direct(path: &Path) -> Result<OwnedFd> {
     Ok(OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECT)
@@ -193,21 +247,117 @@ fn read_into(map: &mut Mapping, fd: &OwnedFd, len: usize, step: usize) -> Result
     Ok(())
 }
 
-fn hugetlb_populated(size: u64) -> Result<(Memfd, Mapping)> {
-    let memfd = Memfd::create_hugetlb("bench-alloc", size)?;
-    let map = Mapping::map_shared(memfd.as_fd(), memfd.size() as usize)?;
-    map.populate_write(0, memfd.size() as usize)?;
+/// Populates `map` with `threads` threads at once, each a contiguous share in whole 2 MiB
+/// pages (as dmaload's populating threads split a gather).
+fn populate_by(map: &Mapping, threads: usize) -> Result<()> {
+    const HUGE: usize = 2 << 20;
+    let len = map.len();
+    let share = (len / threads.max(1)).div_ceil(HUGE).max(1) * HUGE;
+    if share >= len {
+        // One share: this thread, as dmaload fills small buffers on the load's own thread.
+        return map.populate_write(0, len).context("MADV_POPULATE_WRITE");
+    }
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..len.div_ceil(share))
+            .map(|i| {
+                let (at, end) = (i * share, ((i + 1) * share).min(len));
+                s.spawn(move || map.populate_write(at, end - at))
+            })
+            .collect();
+        for w in workers {
+            w.join()
+                .map_err(|_| anyhow::anyhow!("populating thread panicked"))?
+                .context("MADV_POPULATE_WRITE")?;
+        }
+        Ok(())
+    })
+}
+
+/// An allocation floor's memory, populated by `threads` threads.
+fn floor_memory(memory: &FloorMemory, size: u64, threads: usize) -> Result<(Memfd, Mapping)> {
+    let (memfd, map) = match memory {
+        FloorMemory::HugetlbPool => {
+            let memfd = Memfd::create_hugetlb("bench-alloc", size)?;
+            let map = Mapping::map_shared(memfd.as_fd(), memfd.size() as usize)?;
+            (memfd, map)
+        }
+        FloorMemory::HugetlbSurplus => {
+            let memfd = Memfd::create_hugetlb("bench-alloc", size)?;
+            let map = Mapping::map_shared_noreserve(memfd.as_fd(), memfd.size() as usize)?;
+            (memfd, map)
+        }
+        FloorMemory::Shmem => {
+            let memfd = Memfd::create("bench-alloc", size)?;
+            let map = Mapping::map_shared(memfd.as_fd(), size as usize)?;
+            if matches!(shmem_thp(), ShmemThp::Available(_)) {
+                map.advise_huge()?;
+            }
+            (memfd, map)
+        }
+        FloorMemory::Heap(_) => bail!("a heap floor is one ioctl, not populated memory"),
+    };
+    populate_by(&map, threads)?;
     Ok((memfd, map))
 }
 
-fn memfd_populated(size: u64) -> Result<(Memfd, Mapping)> {
-    let memfd = Memfd::create("bench-alloc", size)?;
-    let map = Mapping::map_shared(memfd.as_fd(), size as usize)?;
-    if matches!(shmem_thp(), ShmemThp::Available(_)) {
-        map.advise_huge()?;
+/// Reads the first `size` bytes of `fd` (O_DIRECT) with `threads` threads in 8 MiB requests
+/// into reused buffers: the storage's limit at dmaload's parallelism.
+pub(crate) fn read_direct(fd: &OwnedFd, size: u64, threads: usize) -> Result<()> {
+    let next = AtomicU64::new(0);
+    // No more readers than requests, no bigger buffers than a request: a small file is one
+    // read on this thread, as dmaload reads it.
+    let requests = size.div_ceil(CHUNK as u64).max(1) as usize;
+    let block_len = page_round(size.min(CHUNK as u64)).max(4096) as usize;
+    let read = || -> Result<()> {
+        let mut block = Mapping::anonymous(block_len)?;
+        loop {
+            let off = next.fetch_add(CHUNK as u64, Ordering::Relaxed);
+            if off >= size {
+                return Ok(());
+            }
+            let len = page_round((size - off).min(CHUNK as u64)) as usize;
+            pread(fd.as_fd(), &mut block.as_mut_slice()[..len], off, 0)?;
+        }
+    };
+    let threads = threads.clamp(1, requests);
+    if threads == 1 {
+        return read();
     }
-    map.populate_write(0, size as usize)?;
-    Ok((memfd, map))
+    std::thread::scope(|s| -> Result<()> {
+        let workers: Vec<_> = (0..threads).map(|_| s.spawn(read)).collect();
+        for w in workers {
+            w.join().map_err(|_| anyhow::anyhow!("reader panicked"))??;
+        }
+        Ok(())
+    })
+}
+
+/// Copies `src` over the whole of `map` with `threads` threads, chunk by chunk.
+fn copy_by(map: &Mapping, src: &[u8], threads: usize) -> Result<()> {
+    let len = map.len();
+    let next = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads.max(1))
+            .map(|_| {
+                s.spawn(|| -> Result<()> {
+                    loop {
+                        let at = next.fetch_add(src.len() as u64, Ordering::Relaxed) as usize;
+                        if at >= len {
+                            return Ok(());
+                        }
+                        let n = src.len().min(len - at);
+                        let mut region = map.claim(at, n)?;
+                        region.copy_from_slice(&src[..n]);
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join()
+                .map_err(|_| anyhow::anyhow!("copying thread panicked"))??;
+        }
+        Ok(())
+    })
 }
 
 impl Bench<'_> {
@@ -216,50 +366,41 @@ impl Bench<'_> {
         let buf_size = page_round(size);
         let mut out = RunOutput::default();
         match scheme {
-            Scheme::AllocFloor { heap: Some(heap) } => {
+            Scheme::AllocFloor {
+                memory: FloorMemory::Heap(heap),
+                ..
+            } => {
                 let heap = DmaHeap::open(&self.heap_dir, heap)?;
                 let start = Instant::now();
                 let fd = heap.allocate(buf_size)?;
                 out.elapsed = start.elapsed();
                 drop(fd);
             }
-            Scheme::AllocFloorHugetlb => {
+            Scheme::AllocFloor { memory, threads } => {
                 let start = Instant::now();
-                let (memfd, map) = hugetlb_populated(buf_size)?;
+                let (memfd, map) = floor_memory(memory, buf_size, *threads)?;
                 out.elapsed = start.elapsed();
                 drop((map, memfd));
             }
-            Scheme::AllocFloor { heap: None } => {
+            Scheme::HeapFloor { heap, threads } => {
+                let heap = DmaHeap::open(&self.heap_dir, heap)?;
+                // The bounce block is written before the clock starts: its pages exist, as
+                // the kept blocks of dmaload's ring do.
+                let mut block = Mapping::anonymous(CHUNK)?;
+                block.as_mut_slice().fill(0x5a);
                 let start = Instant::now();
-                let (memfd, map) = memfd_populated(buf_size)?;
+                let fd = heap.allocate(buf_size)?;
+                let map = Mapping::map_shared(fd.as_fd(), buf_size as usize)?;
+                let bracket = CpuAccess::begin(fd.as_fd(), Access::Write)?;
+                copy_by(&map, block.as_slice(), *threads)?;
+                bracket.finish()?;
                 out.elapsed = start.elapsed();
-                drop((map, memfd));
+                drop((map, fd));
             }
             Scheme::DirectFloor { threads } => {
                 let fd = open_direct(path)?;
-                let next = AtomicU64::new(0);
                 let start = Instant::now();
-                std::thread::scope(|s| -> Result<()> {
-                    let workers: Vec<_> = (0..*threads)
-                        .map(|_| {
-                            s.spawn(|| -> Result<()> {
-                                let mut block = Mapping::anonymous(CHUNK)?;
-                                loop {
-                                    let off = next.fetch_add(CHUNK as u64, Ordering::Relaxed);
-                                    if off >= size {
-                                        return Ok(());
-                                    }
-                                    let len = page_round((size - off).min(CHUNK as u64)) as usize;
-                                    pread(fd.as_fd(), &mut block.as_mut_slice()[..len], off, 0)?;
-                                }
-                            })
-                        })
-                        .collect();
-                    for w in workers {
-                        w.join().map_err(|_| anyhow::anyhow!("reader panicked"))??;
-                    }
-                    Ok(())
-                })?;
+                read_direct(&fd, size, *threads)?;
                 out.elapsed = start.elapsed();
             }
             Scheme::Normal { heap } => {
@@ -333,31 +474,31 @@ impl Bench<'_> {
                     .load(Owner::new(0), req, &CancelToken::new(), &NoProgress)
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
                 out.elapsed = start.elapsed();
-                out.backend_used = Some(loaded.backend.name());
-                out.stats = Some(loaded.stats.clone());
+                out.note = Some(report::describe_stats(
+                    &loaded.backend.name(),
+                    &loaded.stats,
+                ));
+                out.memory = Some(loaded.stats.memory.to_string());
                 out.buffer = Some((loaded.fd, size as usize));
             }
-            Scheme::DmaloadService | Scheme::DmaloadWarm => {
+            Scheme::DmaloadService { kind } => {
                 let service = self
                     .service
-                    .context("no dmaloadd to run the service schemes (--dmaloadd)")?;
-                let (elapsed, mut buffer) = if *scheme == Scheme::DmaloadWarm {
-                    service.warm(path)?
-                } else {
-                    service.cold(path)?
-                };
-                out.elapsed = elapsed;
-                out.backend_used = Some(buffer.backend().to_string());
-                let s = buffer.stats();
-                out.note = Some(format!(
-                    "{}, reuse {}, {} B direct + {} B buffered read",
-                    buffer.backend(),
-                    buffer.reuse().name(),
-                    s.direct_bytes,
-                    s.buffered_bytes
-                ));
-                let fd = buffer.take_fd().context("the result has no fd")?;
-                out.buffer = Some((fd, size as usize));
+                    .context("dmaloadd is not running (the bench starts it for these rows)")?;
+                let fd = open_direct(path)?;
+                let loaded = service.load_timed(&fd, kind)?;
+                out.elapsed = loaded.elapsed;
+                out.note = Some(loaded.note);
+                out.buffer = Some((loaded.fd, size as usize));
+            }
+            Scheme::DmaloadWarm => {
+                let service = self
+                    .service
+                    .context("dmaloadd is not running (the bench starts it for these rows)")?;
+                let loaded = service.warm(path)?;
+                out.elapsed = loaded.elapsed;
+                out.note = Some(loaded.note);
+                out.buffer = Some((loaded.fd, size as usize));
             }
         }
         Ok(out)

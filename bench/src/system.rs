@@ -19,12 +19,22 @@ pub fn cached_bytes(fd: BorrowedFd<'_>, len: u64) -> u64 {
 
 /// Resets the process's peak RSS (VmHWM) to its current RSS (Linux 4.0+).
 pub fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5\n");
+    reset_peak_rss_of("/proc/self");
 }
 
 /// The process's peak RSS (VmHWM) in bytes.
 pub fn peak_rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    peak_rss_of("/proc/self")
+}
+
+/// Resets the peak RSS of the process at `proc_dir` (`/proc/<pid>`; a child of ours).
+pub fn reset_peak_rss_of(proc_dir: &str) {
+    let _ = std::fs::write(format!("{proc_dir}/clear_refs"), "5\n");
+}
+
+/// The peak RSS of the process at `proc_dir`, in bytes (0 when unknown).
+pub fn peak_rss_of(proc_dir: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("{proc_dir}/status")).unwrap_or_default();
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))

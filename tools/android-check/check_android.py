@@ -458,6 +458,14 @@ class Checker:
         if engine_uses_thp:
             self.check(re.search(r"write /sys/kernel/mm/transparent_hugepage/shmem_enabled advise", rc),
                        "rc: the engine uses shmem THP; the .rc sets shmem_enabled=advise")
+        engine_uses_surplus = any("surplus_room" in open(p).read()
+                                  for p in glob.glob(self.path("service/engine/src/**/*.rs"), recursive=True))
+        if engine_uses_surplus:
+            m = re.search(r"^\s*write /proc/sys/vm/nr_overcommit_hugepages (\d+)\s*$", rc, re.M)
+            self.check(bool(m) and int(m.group(1)) > 0,
+                       "rc: the engine takes surplus hugetlb pages; the .rc allows some (nr_overcommit_hugepages)")
+            self.check(not re.search(r"^\s*write /proc/sys/vm/nr_hugepages", rc, re.M),
+                       "rc: no hugetlb pool reserved at boot by default (memory a device never gets back)")
 
         # VINTF: the manifest fragment names the version of the AIDL the service links.
         linked = sorted(int(m.group(1)) for dep in props.get("rustlibs", [])

@@ -388,7 +388,7 @@ fn udmabuf_memory_comes_from_the_hugetlb_pool_when_it_has_room() {
         buf.stats
             .fallbacks
             .iter()
-            .any(|f| f.kind == FallbackKind::SmallPages && f.reason.contains("hugetlb pool")),
+            .any(|f| f.kind == FallbackKind::SmallPages && f.reason.contains("hugetlb pages")),
         "{:?}",
         buf.stats.fallbacks
     );
@@ -409,6 +409,136 @@ fn udmabuf_memory_comes_from_the_hugetlb_pool_when_it_has_room() {
     assert_shmem(&buf);
     drop(buf);
     assert_eq!(read_pool("free_hugepages"), total);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// Sets how many surplus 2 MiB hugetlb pages the kernel may allocate on demand
+/// (`nr_overcommit_hugepages`) for a test and restores it afterwards.
+struct Overcommit {
+    before: u64,
+}
+
+const NR_OVERCOMMIT: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_overcommit_hugepages";
+
+impl Overcommit {
+    fn set(pages: u64) -> Overcommit {
+        let guard = Overcommit {
+            before: read_pool("nr_overcommit_hugepages"),
+        };
+        std::fs::write(NR_OVERCOMMIT, pages.to_string()).expect("set nr_overcommit_hugepages");
+        guard
+    }
+}
+
+impl Drop for Overcommit {
+    fn drop(&mut self) {
+        let _ = std::fs::write(NR_OVERCOMMIT, self.before.to_string());
+    }
+}
+
+/// Progress that, at the first report, takes surplus hugetlb pages (another user of hugetlb
+/// memory arriving in the middle of a load) as long as the kernel gives them, and checks
+/// that counts only grow.
+struct SurplusHog {
+    taken: Mutex<Option<(u64, dmaload_abi::memfd::Memfd, dmaload_abi::mmap::Mapping)>>,
+    counts: Mutex<Vec<u64>>,
+}
+
+impl Progress for SurplusHog {
+    fn progress(&self, done: u64, _total: u64) {
+        self.counts.lock().unwrap().push(done);
+        let mut taken = self.taken.lock().unwrap();
+        if taken.is_some() {
+            return;
+        }
+        const PAGE: usize = 2 << 20;
+        let most = 64;
+        let memfd = dmaload_abi::memfd::Memfd::create_hugetlb("hog", most * PAGE as u64)
+            .expect("hugetlb memfd");
+        let map =
+            dmaload_abi::mmap::Mapping::map_shared_noreserve(memfd.as_fd(), most as usize * PAGE)
+                .expect("map");
+        // Page by page, until the kernel has no more (the load's populating threads race
+        // for the same pages).
+        let got = (0..most as usize)
+            .take_while(|i| map.populate_write(i * PAGE, PAGE).is_ok())
+            .count() as u64;
+        *taken = Some((got, memfd, map));
+    }
+}
+
+#[test]
+#[ignore = "needs /dev/udmabuf and hugetlb pages: runs in the virtual device"]
+fn udmabuf_memory_comes_from_surplus_hugetlb_pages_without_a_pool() {
+    let dir = dio_dir();
+    let len = (64 << 20) + 5;
+    let pages = (len as u64).div_ceil(2 << 20);
+    let data = pattern(len, 77);
+    let path = write_file(&dir, "surplus", &data);
+    let req = || {
+        request(
+            vec![FdSegment::whole_file(open_direct(&path))],
+            BufferKind::Udmabuf,
+            IoMode::Direct,
+        )
+    };
+    let engine = engine();
+    let (_pool, got) = HugetlbPool::set(0);
+    assert_eq!(got, 0);
+    // Surplus pages allowed, none reserved: the buffer's pages are allocated as they are
+    // populated and go back to the page allocator when it is freed.
+    let _allowed = Overcommit::set(2 * pages);
+    let buf = load(&engine, req()).expect("udmabuf load");
+    assert_eq!(buf.stats.memory, "hugetlb-surplus", "{:?}", buf.stats);
+    assert!(contents(&buf)[..len] == data[..], "content differs");
+    assert_eq!(read_pool("surplus_hugepages"), pages);
+    drop(buf);
+    assert_eq!(read_pool("surplus_hugepages"), 0, "surplus pages freed");
+    // Too few allowed for the buffer: shmem, and the load says why.
+    let _few = Overcommit::set(pages / 2);
+    let buf = load(&engine, req()).expect("udmabuf load");
+    assert_shmem(&buf);
+    assert!(
+        buf.stats
+            .fallbacks
+            .iter()
+            .any(|f| f.kind == FallbackKind::SmallPages && f.reason.contains("hugetlb pages")),
+        "{:?}",
+        buf.stats.fallbacks
+    );
+    drop(buf);
+    // Someone takes surplus pages while the load runs (exactly the buffer's are allowed): the
+    // engine fills the buffer again with shmem memory, byte-exact, and says so; progress
+    // never goes back.
+    let _exact = Overcommit::set(pages);
+    let hog = SurplusHog {
+        taken: Mutex::new(None),
+        counts: Mutex::new(Vec::new()),
+    };
+    let buf = engine
+        .load(Owner::new(0), req(), &CancelToken::new(), &hog)
+        .expect("refilled with shmem");
+    let hogged = hog.taken.lock().unwrap().as_ref().map(|t| t.0);
+    assert!(hogged.unwrap_or(0) > 0, "the hog took no page: {hogged:?}");
+    assert_shmem(&buf);
+    assert!(
+        buf.stats
+            .fallbacks
+            .iter()
+            .any(|f| f.reason.contains("surplus hugetlb pages ran out")),
+        "{:?}",
+        buf.stats.fallbacks
+    );
+    assert!(
+        contents(&buf)[..len] == data[..],
+        "content differs after the refill"
+    );
+    let counts = hog.counts.lock().unwrap().clone();
+    assert!(counts.windows(2).all(|w| w[0] < w[1]), "{counts:?}");
+    assert_eq!(counts.last(), Some(&(len as u64)));
+    drop(buf);
+    drop(hog);
+    assert_eq!(read_pool("surplus_hugepages"), 0, "everything freed");
     std::fs::remove_dir_all(dir).ok();
 }
 

@@ -7,7 +7,7 @@ use crate::limits::EngineConfig;
 use crate::request::BufferKind;
 use crate::stats::{Backend, FallbackKind, LoadStats};
 use dmaload_abi::dma_heap::list_heaps;
-use dmaload_abi::memfd::{hugetlb_pages_free, shmem_thp, ShmemThp};
+use dmaload_abi::memfd::{shmem_thp, HugetlbPages, ShmemThp};
 use dmaload_abi::udmabuf;
 use dmaload_abi::Untrusted;
 
@@ -36,9 +36,13 @@ pub(crate) fn discover_backends(config: &EngineConfig) -> Vec<BackendInfo> {
             ShmemThp::Available(mode) => format!("huge folios ({mode})"),
             ShmemThp::Unavailable(_) => "4 KiB pages (shmem THP off)".to_string(),
         };
-        let pool = hugetlb_pages_free();
-        let thp = if config.hugetlb && pool > 0 {
-            format!("hugetlb pool: {pool} free 2 MiB pages, else {thp}")
+        let pages = HugetlbPages::read();
+        let thp = if config.hugetlb && (pages.pool_free() > 0 || pages.surplus_room() > 0) {
+            format!(
+                "hugetlb: {} free 2 MiB pages in the pool, {} more on demand; else {thp}",
+                pages.pool_free(),
+                pages.surplus_room()
+            )
         } else {
             thp
         };
