@@ -21,7 +21,7 @@ dmaloadd views (dumpsys vendor.dmaload.IDmaLoader/default [view...]):
   backends   heaps and other backends with their limits
   buffers    live buffers: id, owner uid/pid, size, backend, age, name
   usage      per-uid usage (buffers charged, working memory of loads running) and the total
-  stats      counters: loads, bytes, failures by code, latency percentiles
+  stats      counters: loads, bytes, digests, failures by code, latency percentiles
   state      open fds, outstanding buffer bytes, working memory, kept bounce blocks,
              worker threads, watched processes
   --help     this list
