@@ -14,58 +14,13 @@ mod common;
 
 use std::io::Write;
 use std::path::Path;
-use std::process::Command;
 
 use common::*;
-use dmaload_abi::digest::{parse_hex, to_hex, DIGEST_BYTES};
+use dmaload_abi::digest::to_hex;
 use dmaload_engine::digest::{fsverity, sha256};
 use dmaload_engine::{
-    BufferKind, Digest, DigestAlgorithm, Engine, ErrorCode, FdSegment, IoMode, LoadRequest,
-    LoadedBuffer,
+    BufferKind, DigestAlgorithm, Engine, ErrorCode, FdSegment, IoMode, LoadRequest,
 };
-
-const BOTH: [DigestAlgorithm; 2] = [DigestAlgorithm::Sha256, DigestAlgorithm::FsVerity];
-
-/// Runs `tool args... path` and returns the first 64-hex-digit word of its output.
-fn tool_digest(tool: &str, args: &[&str], path: &Path) -> [u8; DIGEST_BYTES] {
-    let out = Command::new(tool)
-        .args(args)
-        .arg(path)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("running {tool} failed ({e}): install it (apt-get install coreutils fsverity)")
-        });
-    assert!(out.status.success(), "{tool}: {:?}", out);
-    let text = String::from_utf8_lossy(&out.stdout);
-    let word = text.split_whitespace().next().unwrap_or_default();
-    let hex = word.rsplit(':').next().unwrap_or_default();
-    parse_hex(hex).unwrap_or_else(|| panic!("{tool} printed {text:?}"))
-}
-
-/// What `sha256sum` and `fsverity digest` say of the file at `path`.
-fn tools(path: &Path) -> [(DigestAlgorithm, [u8; DIGEST_BYTES]); 2] {
-    [
-        (DigestAlgorithm::Sha256, tool_digest("sha256sum", &[], path)),
-        (
-            DigestAlgorithm::FsVerity,
-            tool_digest("fsverity", &["digest"], path),
-        ),
-    ]
-}
-
-fn with_digests(mut req: LoadRequest, algorithms: &[DigestAlgorithm]) -> LoadRequest {
-    for &a in algorithms {
-        req = req.with_digest(a);
-    }
-    req
-}
-
-fn digest_of(buf: &LoadedBuffer, segment: usize, algorithm: DigestAlgorithm) -> Digest {
-    *buf.digests
-        .iter()
-        .find(|d| d.segment == segment && d.algorithm == algorithm)
-        .unwrap_or_else(|| panic!("no {algorithm} digest of segment {segment}"))
-}
 
 fn mode(direct: bool) -> IoMode {
     if direct {
