@@ -23,7 +23,9 @@ use clap::Parser;
 use dmaload_abi::memfd::{hugetlb_pages_free, HUGETLB_PAGE};
 use dmaload_abi::meminfo::MemInfo;
 use dmaload_abi::system::cpu_count;
-use dmaload_engine::{Backend, BufferKind, Engine, EngineConfig, IoEngine, Tunables};
+use dmaload_engine::{
+    Backend, BufferKind, DigestAlgorithm, Engine, EngineConfig, IoEngine, Tunables,
+};
 
 pub use report::Row;
 use schemes::{Bench, Engines, Scheme, Variant};
@@ -159,6 +161,12 @@ fn schemes_for(engine: &Engine, size: u64, args: &Args) -> Vec<Scheme> {
             kind: kind.clone(),
             variant: Variant::IoUring,
         });
+        for algorithm in DigestAlgorithm::ALL {
+            list.push(Scheme::Dmaload {
+                kind: kind.clone(),
+                variant: Variant::Digest(algorithm),
+            });
+        }
         if hugetlb_fits && matches!(kind, BufferKind::Udmabuf | BufferKind::Auto) {
             list.push(Scheme::Dmaload {
                 kind,
@@ -256,7 +264,13 @@ pub fn run(args: &Args) -> Result<()> {
         let mut peak = vec![0u64; schemes.len()];
         let mut notes = vec![String::new(); schemes.len()];
         let mut failed = vec![false; schemes.len()];
+        // With digest rows: one core's SHA-256 over `size` bytes, each run (the sha256 bound).
+        let digests = schemes.iter().any(|s| s.digest() != "none");
+        let mut sha256_samples = Vec::new();
         for run in 0..args.runs {
+            if digests {
+                sha256_samples.push(schemes::sha256_one_core(size));
+            }
             for (i, scheme) in schemes.iter().enumerate() {
                 if failed[i] {
                     continue;
@@ -311,6 +325,11 @@ pub fn run(args: &Args) -> Result<()> {
             writeln!(out, "  {}{note}", row.line())?;
             rows.push(row);
         }
+        if !sha256_samples.is_empty() {
+            let row = Row::sha256_floor(size, &sha256_samples);
+            writeln!(out, "  {}", row.line())?;
+            rows.push(row);
+        }
         if !args.keep_files {
             std::fs::remove_file(&path).ok();
         }
@@ -322,6 +341,7 @@ pub fn run(args: &Args) -> Result<()> {
         )?;
     }
     report::print_tables(&mut out, &rows)?;
+    report::print_digest_costs(&mut out, &rows)?;
     if let Some(plot) = &args.plot {
         plot::write(&rows, plot)?;
         writeln!(out, "wrote {}", plot.display())?;

@@ -34,10 +34,9 @@ pub fn write(rows: &[Row], out: &Path) -> Result<()> {
     sizes.sort_unstable();
     sizes.dedup();
     let mut labels: Vec<String> = Vec::new();
-    for r in rows
-        .iter()
-        .filter(|r| r.scheme != "alloc_floor" && r.scheme != "direct_floor")
-    {
+    for r in rows.iter().filter(|r| {
+        r.scheme != "alloc_floor" && r.scheme != "direct_floor" && r.scheme != "sha256_floor"
+    }) {
         if !labels.contains(&r.label()) {
             labels.push(r.label());
         }

@@ -23,6 +23,8 @@ pub struct Row {
     pub max_ns: u64,
     pub page_cache_growth_bytes: u64,
     pub peak_rss_bytes: u64,
+    /// The digest computed while loading: `none`, `sha256` or `fsverity`.
+    pub digest: String,
 }
 
 fn median(sorted: &[u64]) -> u64 {
@@ -55,6 +57,27 @@ impl Row {
             max_ns: ns[ns.len() - 1],
             page_cache_growth_bytes: growth,
             peak_rss_bytes: peak,
+            digest: scheme.digest().to_string(),
+        }
+    }
+
+    /// The `sha256_floor` row: one core hashing `size` bytes in memory
+    /// ([`crate::schemes::sha256_one_core`]), the bound a load computing SHA-256 is held to.
+    pub(crate) fn sha256_floor(size: u64, samples: &[Duration]) -> Row {
+        let mut ns: Vec<u64> = samples.iter().map(|d| d.as_nanos() as u64).collect();
+        ns.sort_unstable();
+        Row {
+            scheme: "sha256_floor".to_string(),
+            backend: "1 thread".to_string(),
+            io_mode: "none".to_string(),
+            size_bytes: size,
+            runs: ns.len(),
+            median_ns: median(&ns),
+            min_ns: ns[0],
+            max_ns: ns[ns.len() - 1],
+            page_cache_growth_bytes: 0,
+            peak_rss_bytes: 0,
+            digest: "sha256".to_string(),
         }
     }
 
@@ -79,7 +102,7 @@ impl Row {
             "size_bytes": self.size_bytes, "runs": self.runs, "median_ns": self.median_ns,
             "min_ns": self.min_ns, "max_ns": self.max_ns,
             "page_cache_growth_bytes": self.page_cache_growth_bytes,
-            "peak_rss_bytes": self.peak_rss_bytes,
+            "peak_rss_bytes": self.peak_rss_bytes, "digest": self.digest,
         })
     }
 
@@ -95,6 +118,7 @@ impl Row {
             max_ns: v["max_ns"].as_u64()?,
             page_cache_growth_bytes: v["page_cache_growth_bytes"].as_u64()?,
             peak_rss_bytes: v["peak_rss_bytes"].as_u64()?,
+            digest: v["digest"].as_str().unwrap_or("none").to_string(),
         })
     }
 
@@ -150,7 +174,7 @@ pub fn size_label(bytes: u64) -> String {
 
 pub(crate) fn describe_stats(backend: Option<&str>, s: &LoadStats) -> String {
     let mut text = format!(
-        "{}{}: alloc {}, first gather {}, io {}, copy {}; direct {} MiB, buffered {} MiB, bounced {} MiB",
+        "{}{}: alloc {}, first gather {}, io {}, copy {}, digest {}; direct {} MiB, buffered {} MiB, bounced {} MiB",
         backend.unwrap_or("?"),
         if s.memory.is_empty() {
             String::new()
@@ -161,6 +185,7 @@ pub(crate) fn describe_stats(backend: Option<&str>, s: &LoadStats) -> String {
         ms(s.first_gather.as_nanos() as u64),
         ms(s.io.as_nanos() as u64),
         ms(s.copy.as_nanos() as u64),
+        ms(s.digest.as_nanos() as u64),
         s.bytes_direct >> 20,
         s.bytes_buffered >> 20,
         s.bytes_bounced >> 20
@@ -252,6 +277,79 @@ pub fn print_tables(out: &mut dyn Write, rows: &[Row]) -> Result<()> {
                 r.peak_rss_bytes as f64 / (1u64 << 20) as f64,
             )?;
         }
+    }
+    Ok(())
+}
+
+/// What computing a digest while loading costs, per size and dmaload backend: each digest
+/// row against the same backend without one (`none`) and, for SHA-256, against
+/// max(none, `sha256_floor`): one core cannot hash faster, and the hash is sequential.
+pub fn print_digest_costs(out: &mut dyn Write, rows: &[Row]) -> Result<()> {
+    let digest_rows: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.scheme == "dmaload" && r.digest != "none")
+        .collect();
+    if digest_rows.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "\nDigests during the load (bound: none for fsverity, max(none, sha256_floor) for sha256; cost = digest ÷ bound):\n"
+    )?;
+    writeln!(
+        out,
+        "| size | backend | digest | none | sha256_floor | with digest | ÷ none | ÷ bound |"
+    )?;
+    writeln!(out, "|---|---|---|---:|---:|---:|---:|---:|")?;
+    for r in digest_rows {
+        let base = r
+            .backend
+            .strip_suffix(&format!("+{}", r.digest))
+            .unwrap_or(&r.backend);
+        let find = |scheme: &str, backend: &str| {
+            rows.iter()
+                .find(|x| {
+                    x.size_bytes == r.size_bytes
+                        && x.scheme == scheme
+                        && x.backend == backend
+                        && (x.digest == "none" || scheme == "sha256_floor")
+                })
+                .map(|x| x.median_ns)
+        };
+        let none = find("dmaload", base);
+        let floor = find("sha256_floor", "1 thread");
+        let bound = match r.digest.as_str() {
+            "sha256" => none.zip(floor).map(|(n, f)| n.max(f)),
+            _ => none,
+        };
+        let ratio = |x: Option<u64>| {
+            x.map(|x| format!("{:.3}", r.median_ns as f64 / x as f64))
+                .unwrap_or_else(|| "—".into())
+        };
+        let time = |x: Option<u64>| x.map(ms).unwrap_or_else(|| "—".into());
+        writeln!(
+            out,
+            "| {} | {base} | {} | {} | {} | {} | {} | {} |",
+            size_label(r.size_bytes),
+            r.digest,
+            time(none),
+            time(floor),
+            ms(r.median_ns),
+            ratio(none),
+            ratio(bound),
+        )?;
+    }
+    let largest = rows
+        .iter()
+        .filter(|r| r.scheme == "sha256_floor")
+        .max_by_key(|r| r.size_bytes);
+    if let Some(floor) = largest {
+        writeln!(
+            out,
+            "\none core's SHA-256: {:.0} MiB/s (sha256_floor, {})",
+            floor.size_bytes as f64 / (1u64 << 20) as f64 / (floor.median_ns as f64 / 1e9),
+            size_label(floor.size_bytes)
+        )?;
     }
     Ok(())
 }
