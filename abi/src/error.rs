@@ -46,11 +46,14 @@ pub enum ErrorCode {
     /// More distinct files in one request than the interface carries (`IDmaLoader.MAX_FILES`),
     /// or, one fd per segment, more segment fds than the service takes.
     TooManyFiles = 18,
+    /// A digest the request expected differs from the one the load computed (or the kernel's
+    /// fs-verity measurement): nothing was handed out.
+    DigestMismatch = 19,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::InvalidArgument,
         ErrorCode::BadFd,
         ErrorCode::Range,
@@ -69,6 +72,7 @@ impl ErrorCode {
         ErrorCode::NotFound,
         ErrorCode::Internal,
         ErrorCode::TooManyFiles,
+        ErrorCode::DigestMismatch,
     ];
 
     /// The stable number (AIDL / C API value).
@@ -102,6 +106,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "NOT_FOUND",
             ErrorCode::Internal => "INTERNAL",
             ErrorCode::TooManyFiles => "TOO_MANY_FILES",
+            ErrorCode::DigestMismatch => "DIGEST_MISMATCH",
         }
     }
 
@@ -143,6 +148,9 @@ impl ErrorCode {
             ErrorCode::TooManyFiles => {
                 "too many files: the request names more distinct files than one request carries (64); put several segments of one file behind one file, or split the load"
             }
+            ErrorCode::DigestMismatch => {
+                "digest mismatch: the loaded bytes do not have the digest the request expected; nothing was handed out: check that the file is the one expected"
+            }
         }
     }
 }
@@ -165,7 +173,8 @@ mod tests {
         }
         assert_eq!(ErrorCode::from_code(0), None);
         assert_eq!(ErrorCode::from_code(18), Some(ErrorCode::TooManyFiles));
-        assert_eq!(ErrorCode::from_code(19), None);
+        assert_eq!(ErrorCode::from_code(19), Some(ErrorCode::DigestMismatch));
+        assert_eq!(ErrorCode::from_code(20), None);
         assert_eq!(ErrorCode::FileChanged.code(), 13);
         assert_eq!(ErrorCode::Internal.name(), "INTERNAL");
     }

@@ -1,7 +1,8 @@
 //! The interfaces every dmaload crate shares, each defined once: the kernel's (dma-heap,
-//! dma-buf, udmabuf, memfd, memory mappings, file reads, statx, pidfd, eventfd and poll) as
-//! small typed wrappers, and dmaload's own stable ones (the error-code table, the service
-//! instance name, the size grammar of flags and config files, the escaping of caller text).
+//! dma-buf, udmabuf, memfd, memory mappings, file reads, statx, fs-verity, pidfd, eventfd and
+//! poll) as small typed wrappers, and dmaload's own stable ones (the error-code table, the
+//! digest algorithms, the service instance name, the size grammar of flags and config files,
+//! the escaping of caller text).
 //!
 //! It holds no binder and no server code: the client library that apps load links it, and so
 //! do the engine, the service, the CLI, the benchmark and the tests. It depends on `libc`
@@ -16,6 +17,7 @@
     clippy::multiple_unsafe_ops_per_block
 )]
 
+pub mod digest;
 pub mod dma_buf;
 pub mod dma_heap;
 pub mod error;
@@ -33,10 +35,12 @@ mod syscall;
 pub mod system;
 pub mod text;
 pub mod udmabuf;
+pub mod verity;
 
 #[cfg(all(test, not(target_os = "android")))]
 mod uapi_tests;
 
+pub use digest::{Digest, DigestAlgorithm};
 pub use error::ErrorCode;
 pub use size::{parse_size, SizeError};
 pub use text::Untrusted;

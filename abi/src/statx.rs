@@ -19,7 +19,14 @@ pub struct FileFacts {
     /// fds exactly when they open the same file.
     pub dev: u64,
     pub ino: u64,
+    /// fs-verity is on (`STATX_ATTR_VERITY`): the file is read-only and the kernel checks
+    /// every page read against its Merkle tree.
+    pub verity: bool,
 }
+
+/// `STATX_ATTR_VERITY` (<linux/stat.h>, Linux 5.5+); the `libc` versions AOSP carries may
+/// lack it.
+pub const STATX_ATTR_VERITY: u64 = 0x0010_0000;
 
 impl FileFacts {
     pub fn is_regular(&self) -> bool {
@@ -53,6 +60,7 @@ pub fn file_facts(fd: BorrowedFd<'_>) -> io::Result<FileFacts> {
         dio_offset_align: dio.then_some(stx.stx_dio_offset_align),
         dev: u64::from(stx.stx_dev_major) << 32 | u64::from(stx.stx_dev_minor),
         ino: stx.stx_ino,
+        verity: stx.stx_attributes_mask & stx.stx_attributes & STATX_ATTR_VERITY != 0,
     })
 }
 
@@ -160,6 +168,7 @@ mod tests {
         assert_eq!(fa1.ino, a1.metadata().expect("fstat").ino());
         assert_eq!(fa1.size, 5);
         assert!(fa1.is_regular());
+        assert!(!fa1.verity);
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 

@@ -8,13 +8,14 @@ use std::mem::{offset_of, size_of};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use crate::{dma_buf, dma_heap, file, udmabuf};
+use crate::{dma_buf, dma_heap, file, statx, udmabuf, verity};
 
-const HEADERS: [&str; 8] = [
+const HEADERS: [&str; 9] = [
     "linux/dma-buf.h",
     "linux/dma-heap.h",
     "linux/fcntl.h",
     "linux/fs.h",
+    "linux/fsverity.h",
     "linux/memfd.h",
     "linux/mman.h",
     "linux/stat.h",
@@ -29,6 +30,7 @@ fn pinned() -> Vec<(&'static str, u64)> {
     let size = |n: usize| n as u64;
     use dma_heap::AllocationData as Alloc;
     use udmabuf::CreateArgs as Create;
+    use verity::{EnableArgs, ReadMetadataArgs};
     vec![
         (
             "DMA_HEAP_IOCTL_ALLOC",
@@ -119,6 +121,71 @@ fn pinned() -> Vec<(&'static str, u64)> {
         (
             "offsetof(struct statx, stx_dio_offset_align)",
             size(offset_of!(libc::statx, stx_dio_offset_align)),
+        ),
+        (
+            "offsetof(struct statx, stx_attributes)",
+            size(offset_of!(libc::statx, stx_attributes)),
+        ),
+        (
+            "offsetof(struct statx, stx_attributes_mask)",
+            size(offset_of!(libc::statx, stx_attributes_mask)),
+        ),
+        ("STATX_ATTR_VERITY", statx::STATX_ATTR_VERITY),
+        (
+            "FS_IOC_ENABLE_VERITY",
+            request(verity::FS_IOC_ENABLE_VERITY),
+        ),
+        (
+            "FS_IOC_MEASURE_VERITY",
+            request(verity::FS_IOC_MEASURE_VERITY),
+        ),
+        (
+            "FS_IOC_READ_VERITY_METADATA",
+            request(verity::FS_IOC_READ_VERITY_METADATA),
+        ),
+        (
+            "FS_VERITY_HASH_ALG_SHA256",
+            u64::from(verity::HASH_ALG_SHA256),
+        ),
+        (
+            "FS_VERITY_METADATA_TYPE_DESCRIPTOR",
+            verity::METADATA_TYPE_DESCRIPTOR,
+        ),
+        (
+            "sizeof(struct fsverity_digest)",
+            size(size_of::<verity::DigestHeader>()),
+        ),
+        (
+            "sizeof(struct fsverity_enable_arg)",
+            size(size_of::<EnableArgs>()),
+        ),
+        (
+            "offsetof(struct fsverity_enable_arg, salt_ptr)",
+            size(offset_of!(EnableArgs, salt_ptr)),
+        ),
+        (
+            "offsetof(struct fsverity_enable_arg, sig_ptr)",
+            size(offset_of!(EnableArgs, sig_ptr)),
+        ),
+        (
+            "sizeof(struct fsverity_read_metadata_arg)",
+            size(size_of::<ReadMetadataArgs>()),
+        ),
+        (
+            "offsetof(struct fsverity_read_metadata_arg, buf_ptr)",
+            size(offset_of!(ReadMetadataArgs, buf_ptr)),
+        ),
+        (
+            "sizeof(struct fsverity_descriptor)",
+            size(verity::DESCRIPTOR_BYTES),
+        ),
+        (
+            "offsetof(struct fsverity_descriptor, data_size)",
+            size(verity::DESCRIPTOR_DATA_SIZE_AT),
+        ),
+        (
+            "offsetof(struct fsverity_descriptor, root_hash)",
+            size(verity::DESCRIPTOR_ROOT_HASH_AT),
         ),
         // Headers before Linux 6.14 lack it (the program then prints nothing for it; the
         // file module's test pins it against the libc crate as well).
@@ -219,4 +286,5 @@ fn a_wrong_number_would_be_caught() {
     assert_eq!(headers.get("DMA_HEAP_IOCTL_ALLOC"), Some(&0xc018_4800));
     assert_eq!(headers.get("DMA_BUF_IOCTL_SYNC"), Some(&0x4008_6200));
     assert_eq!(headers.get("UDMABUF_CREATE"), Some(&0x4018_7542));
+    assert_eq!(headers.get("FS_IOC_MEASURE_VERITY"), Some(&0xc004_6686));
 }

@@ -26,7 +26,7 @@ use clap::Parser;
 use dmaload_abi::memfd::{HugetlbPages, HUGETLB_PAGE};
 use dmaload_abi::meminfo::MemInfo;
 use dmaload_abi::system::cpu_count;
-use dmaload_engine::{Backend, BufferKind, Engine, EngineConfig, IoEngine};
+use dmaload_engine::{Backend, BufferKind, DigestAlgorithm, Engine, EngineConfig, IoEngine};
 
 use concurrent::Concurrent;
 pub use report::Row;
@@ -219,6 +219,12 @@ fn schemes_for(engine: &Engine, size: u64, args: &Args) -> Vec<Scheme> {
             kind: kind.clone(),
             variant: Variant::IoUring,
         });
+        for algorithm in DigestAlgorithm::ALL {
+            list.push(Scheme::Dmaload {
+                kind: kind.clone(),
+                variant: Variant::Digest(algorithm),
+            });
+        }
         if (pool_fits || surplus_fits) && matches!(kind, BufferKind::Udmabuf | BufferKind::Auto) {
             list.push(Scheme::Dmaload {
                 kind: kind.clone(),
@@ -366,7 +372,13 @@ pub fn run(args: &Args) -> Result<()> {
         let mut notes = vec![String::new(); schemes.len()];
         let mut memory = vec![String::new(); schemes.len()];
         let mut failed = vec![false; schemes.len()];
+        // With digest rows: one core's SHA-256 over `size` bytes, each run (the sha256 bound).
+        let digests = schemes.iter().any(|s| s.digest() != "none");
+        let mut sha256_samples = Vec::new();
         for run in 0..args.runs {
+            if digests {
+                sha256_samples.push(schemes::sha256_one_core(size));
+            }
             for (i, scheme) in schemes.iter().enumerate() {
                 if failed[i] {
                     continue;
@@ -427,6 +439,11 @@ pub fn run(args: &Args) -> Result<()> {
             writeln!(out, "  {}{note}", row.line())?;
             rows.push(row);
         }
+        if !sha256_samples.is_empty() {
+            let row = Row::sha256_floor(size, &sha256_samples);
+            writeln!(out, "  {}", row.line())?;
+            rows.push(row);
+        }
         if !args.keep_files {
             std::fs::remove_file(&path).ok();
         }
@@ -443,6 +460,7 @@ pub fn run(args: &Args) -> Result<()> {
         )?;
     }
     report::print_tables(&mut out, &rows)?;
+    report::print_digest_costs(&mut out, &rows)?;
     if let Some(plot) = &args.plot {
         plot::write(&rows, plot)?;
         writeln!(out, "wrote {}", plot.display())?;

@@ -38,6 +38,8 @@ pub struct Row {
     /// time; `None` for single loads.
     pub client_fastest_ns: Option<u64>,
     pub client_slowest_ns: Option<u64>,
+    /// The digest computed while loading: `none`, `sha256` or `fsverity`.
+    pub digest: String,
 }
 
 fn median(sorted: &[u64]) -> u64 {
@@ -84,6 +86,7 @@ impl Row {
             memory: memory.to_string(),
             client_fastest_ns: None,
             client_slowest_ns: None,
+            digest: scheme.digest().to_string(),
         }
     }
 
@@ -119,6 +122,32 @@ impl Row {
             memory: String::new(),
             client_fastest_ns: Some(per_client(Round::fastest)),
             client_slowest_ns: Some(per_client(Round::slowest)),
+            digest: "none".to_string(),
+        }
+    }
+
+    /// The `sha256_floor` row: one core hashing `size` bytes in memory
+    /// ([`crate::schemes::sha256_one_core`]), the bound a load computing SHA-256 is held to.
+    pub(crate) fn sha256_floor(size: u64, samples: &[Duration]) -> Row {
+        let mut ns: Vec<u64> = samples.iter().map(|d| d.as_nanos() as u64).collect();
+        ns.sort_unstable();
+        Row {
+            scheme: "sha256_floor".to_string(),
+            backend: "1 thread".to_string(),
+            io_mode: "none".to_string(),
+            size_bytes: size,
+            runs: ns.len(),
+            median_ns: median(&ns),
+            min_ns: ns[0],
+            max_ns: ns[ns.len() - 1],
+            page_cache_growth_bytes: 0,
+            peak_rss_bytes: 0,
+            threads: 1,
+            clients: 1,
+            memory: String::new(),
+            client_fastest_ns: None,
+            client_slowest_ns: None,
+            digest: "sha256".to_string(),
         }
     }
 
@@ -162,6 +191,7 @@ impl Row {
             "threads": self.threads, "clients": self.clients, "memory": self.memory,
             "client_fastest_ns": self.client_fastest_ns,
             "client_slowest_ns": self.client_slowest_ns,
+            "digest": self.digest,
         })
     }
 
@@ -183,6 +213,7 @@ impl Row {
             memory: v["memory"].as_str().unwrap_or_default().to_string(),
             client_fastest_ns: v["client_fastest_ns"].as_u64(),
             client_slowest_ns: v["client_slowest_ns"].as_u64(),
+            digest: v["digest"].as_str().unwrap_or("none").to_string(),
         })
     }
 
@@ -256,7 +287,7 @@ pub fn size_label(bytes: u64) -> String {
 
 pub(crate) fn describe_stats(backend: &str, s: &LoadStats) -> String {
     let mut text = format!(
-        "{}{}: alloc {}, first gather {}, io {}, copy {}; direct {} MiB, buffered {} MiB, bounced {} MiB",
+        "{}{}: alloc {}, first gather {}, io {}, copy {}, digest {}; direct {} MiB, buffered {} MiB, bounced {} MiB",
         backend,
         if s.memory.is_empty() {
             String::new()
@@ -267,6 +298,7 @@ pub(crate) fn describe_stats(backend: &str, s: &LoadStats) -> String {
         ms(s.first_gather.as_nanos() as u64),
         ms(s.io.as_nanos() as u64),
         ms(s.copy.as_nanos() as u64),
+        ms(s.digest.as_nanos() as u64),
         s.bytes_direct >> 20,
         s.bytes_buffered >> 20,
         s.bytes_bounced >> 20
@@ -523,6 +555,79 @@ pub fn print_tables(out: &mut dyn Write, rows: &[Row]) -> Result<()> {
     Ok(())
 }
 
+/// What computing a digest while loading costs, per size and dmaload backend: each digest
+/// row against the same backend without one (`none`) and, for SHA-256, against
+/// max(none, `sha256_floor`): one core cannot hash faster, and the hash is sequential.
+pub fn print_digest_costs(out: &mut dyn Write, rows: &[Row]) -> Result<()> {
+    let digest_rows: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.scheme == "dmaload" && r.digest != "none")
+        .collect();
+    if digest_rows.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "\nDigests during the load (bound: none for fsverity, max(none, sha256_floor) for sha256; cost = digest ÷ bound):\n"
+    )?;
+    writeln!(
+        out,
+        "| size | backend | digest | none | sha256_floor | with digest | ÷ none | ÷ bound |"
+    )?;
+    writeln!(out, "|---|---|---|---:|---:|---:|---:|---:|")?;
+    for r in digest_rows {
+        let base = r
+            .backend
+            .strip_suffix(&format!("+{}", r.digest))
+            .unwrap_or(&r.backend);
+        let find = |scheme: &str, backend: &str| {
+            rows.iter()
+                .find(|x| {
+                    x.size_bytes == r.size_bytes
+                        && x.scheme == scheme
+                        && x.backend == backend
+                        && (x.digest == "none" || scheme == "sha256_floor")
+                })
+                .map(|x| x.median_ns)
+        };
+        let none = find("dmaload", base);
+        let floor = find("sha256_floor", "1 thread");
+        let bound = match r.digest.as_str() {
+            "sha256" => none.zip(floor).map(|(n, f)| n.max(f)),
+            _ => none,
+        };
+        let ratio = |x: Option<u64>| {
+            x.map(|x| format!("{:.3}", r.median_ns as f64 / x as f64))
+                .unwrap_or_else(|| "—".into())
+        };
+        let time = |x: Option<u64>| x.map(ms).unwrap_or_else(|| "—".into());
+        writeln!(
+            out,
+            "| {} | {base} | {} | {} | {} | {} | {} | {} |",
+            size_label(r.size_bytes),
+            r.digest,
+            time(none),
+            time(floor),
+            ms(r.median_ns),
+            ratio(none),
+            ratio(bound),
+        )?;
+    }
+    let largest = rows
+        .iter()
+        .filter(|r| r.scheme == "sha256_floor")
+        .max_by_key(|r| r.size_bytes);
+    if let Some(floor) = largest {
+        writeln!(
+            out,
+            "\none core's SHA-256: {:.0} MiB/s (sha256_floor, {})",
+            floor.size_bytes as f64 / (1u64 << 20) as f64 / (floor.median_ns as f64 / 1e9),
+            size_label(floor.size_bytes)
+        )?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -544,6 +649,7 @@ mod tests {
             memory: memory.into(),
             client_fastest_ns: None,
             client_slowest_ns: None,
+            digest: "none".into(),
         }
     }
 

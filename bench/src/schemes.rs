@@ -15,7 +15,9 @@ use dmaload_abi::file::pread;
 use dmaload_abi::memfd::{shmem_thp, Memfd, ShmemThp};
 use dmaload_abi::mmap::Mapping;
 use dmaload_abi::udmabuf::Udmabuf;
-use dmaload_engine::{BufferKind, CancelToken, Engine, IoMode, LoadRequest, NoProgress, Owner};
+use dmaload_engine::{
+    BufferKind, CancelToken, DigestAlgorithm, Engine, IoMode, LoadRequest, NoProgress, Owner,
+};
 
 use crate::report;
 use crate::service::Service;
@@ -31,6 +33,8 @@ pub enum Variant {
     IoUring,
     /// hugetlb off: shmem memory (huge folios where shmem THP allows).
     NoHugetlb,
+    /// The defaults, computing a digest of the file while it loads.
+    Digest(DigestAlgorithm),
 }
 
 /// The engines of every [`Variant`].
@@ -43,7 +47,7 @@ pub struct Engines {
 impl Engines {
     pub fn get(&self, variant: Variant) -> &Engine {
         match variant {
-            Variant::Default => &self.default,
+            Variant::Default | Variant::Digest(_) => &self.default,
             Variant::IoUring => &self.io_uring,
             Variant::NoHugetlb => &self.no_hugetlb,
         }
@@ -144,9 +148,21 @@ impl Scheme {
                     Variant::Default => kind,
                     Variant::IoUring => format!("{kind}+io_uring"),
                     Variant::NoHugetlb => format!("{kind}+shmem"),
+                    Variant::Digest(algorithm) => format!("{kind}+{algorithm}"),
                 }
             }
             Scheme::DmaloadService { kind } => kind_label(kind),
+        }
+    }
+
+    /// The digest the load computes: `none`, `sha256` or `fsverity` (the JSON's `digest`).
+    pub fn digest(&self) -> &'static str {
+        match self {
+            Scheme::Dmaload {
+                variant: Variant::Digest(algorithm),
+                ..
+            } => algorithm.name(),
+            _ => "none",
         }
     }
 
@@ -467,6 +483,10 @@ impl Bench<'_> {
                 let req = LoadRequest::whole_file(fd, "dmaload-bench")
                     .with_buffer(kind.clone())
                     .with_io_mode(IoMode::Direct);
+                let req = match variant {
+                    Variant::Digest(algorithm) => req.with_digest(*algorithm),
+                    _ => req,
+                };
                 let start = Instant::now();
                 let loaded = self
                     .engines
@@ -503,6 +523,25 @@ impl Bench<'_> {
         }
         Ok(out)
     }
+}
+
+/// One core hashing `size` bytes with SHA-256 (the engine's code), as the floor of a load
+/// computing it: the bytes are a 64 MiB buffer in memory hashed over and over (larger than
+/// the caches, like a buffer being loaded; allocated and filled before the clock starts).
+pub fn sha256_one_core(size: u64) -> Duration {
+    let block: Vec<u8> = (0..64usize << 20)
+        .map(|i| (i * 7 + i / 4096) as u8)
+        .collect();
+    let start = Instant::now();
+    let mut left = size as usize;
+    while left > 0 {
+        let n = left.min(block.len());
+        std::hint::black_box(dmaload_engine::digest::sha256(std::hint::black_box(
+            &block[..n],
+        )));
+        left -= n;
+    }
+    start.elapsed()
 }
 
 /// Compares a buffer with the file, 8 MiB at a time through O_DIRECT (no page cache).

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use dmaload_abi::digest::{parse_tagged, DigestAlgorithm, DIGEST_BYTES};
 // Sizes and offsets (`4096`, `0x1000`, `64K`, `128M`, `2GiB`) follow dmaload_abi::size.
 use dmaload_abi::parse_size;
 
@@ -92,6 +93,15 @@ pub struct LoadArgs {
     /// (already loaded, in flight, or kept warm by the service); the output says which.
     #[arg(long)]
     pub share: bool,
+    /// Have the service digest every segment while it loads it: sha256 (what sha256sum
+    /// prints) or fsverity (what `fsverity digest` prints). Repeatable.
+    #[arg(long = "digest", value_name = "ALGORITHM", value_parser = parse_algorithm)]
+    pub digests: Vec<DigestAlgorithm>,
+    /// Refuse the buffer unless a segment has this digest (DIGEST_MISMATCH): sha256:HEX or
+    /// fsverity:HEX for the only segment, N=sha256:HEX for segment N (from 0, in the order
+    /// given). Repeatable.
+    #[arg(long = "expect", value_name = "[N=]ALGORITHM:HEX", value_parser = ExpectArg::parse)]
+    pub expect: Vec<ExpectArg>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -110,6 +120,39 @@ pub struct BenchArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+fn parse_algorithm(text: &str) -> Result<DigestAlgorithm, String> {
+    DigestAlgorithm::parse(text).ok_or_else(|| format!("{text:?}: use sha256 or fsverity"))
+}
+
+/// An `--expect [N=]ALGORITHM:HEX` argument.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpectArg {
+    /// The segment; `None`: the only one.
+    pub segment: Option<usize>,
+    pub algorithm: DigestAlgorithm,
+    pub value: [u8; DIGEST_BYTES],
+}
+
+impl ExpectArg {
+    pub fn parse(text: &str) -> Result<ExpectArg, String> {
+        let (segment, digest) = match text.split_once('=') {
+            Some((n, digest)) => {
+                let n = n
+                    .parse()
+                    .map_err(|_| format!("{n:?} is not a segment number (0, 1, ...)"))?;
+                (Some(n), digest)
+            }
+            None => (None, text),
+        };
+        let (algorithm, value) = parse_tagged(digest)?;
+        Ok(ExpectArg {
+            segment,
+            algorithm,
+            value,
+        })
+    }
 }
 
 /// A `FILE[:OFFSET:LEN]` argument.
@@ -213,6 +256,41 @@ mod tests {
             .expect("parse")
             .json());
         assert!(Cli::try_parse_from(["dmaload", "load", "f", "--mode", "fast"]).is_err());
+        let hex = "ab".repeat(32);
+        let cli = Cli::try_parse_from([
+            "dmaload",
+            "load",
+            "f",
+            "--digest",
+            "sha256",
+            "--digest",
+            "fsverity",
+            "--expect",
+            &format!("sha256:{hex}"),
+            "--expect",
+            &format!("2=fsverity:{hex}"),
+        ])
+        .expect("parse");
+        let Command::Load(load) = cli.command else {
+            panic!("not load")
+        };
+        assert_eq!(
+            load.digests,
+            [DigestAlgorithm::Sha256, DigestAlgorithm::FsVerity]
+        );
+        assert_eq!(load.expect[0].segment, None);
+        assert_eq!(load.expect[1].segment, Some(2));
+        assert_eq!(load.expect[1].algorithm, DigestAlgorithm::FsVerity);
+        assert_eq!(load.expect[1].value, [0xab; 32]);
+        for bad in [
+            vec!["--digest", "md5"],
+            vec!["--expect", "sha256:abc"],
+            vec!["--expect", "x=sha256:00"],
+        ] {
+            let mut line = vec!["dmaload", "load", "f"];
+            line.extend(bad.iter().copied());
+            assert!(Cli::try_parse_from(&line).is_err(), "{bad:?}");
+        }
         assert!(Cli::try_parse_from(["dmaload", "load"]).is_err());
     }
 }

@@ -61,6 +61,39 @@ pub fn run(loader: &Loader, args: &LoadArgs) -> anyhow::Result<()> {
     if let Some(gather) = args.gather {
         request.set_gather_size(gather);
     }
+    for &algorithm in &args.digests {
+        request.add_digest(algorithm);
+    }
+    for e in &args.expect {
+        let segment = match e.segment {
+            Some(n) if n < segments.len() => n,
+            Some(n) => {
+                return Err(dmaload::Error::os(
+                    libc::EINVAL,
+                    format!(
+                        "--expect {n}=...: there are {} segments (0 to {})",
+                        segments.len(),
+                        segments.len() - 1
+                    ),
+                )
+                .into())
+            }
+            None if segments.len() == 1 => 0,
+            None => {
+                return Err(dmaload::Error::os(
+                    libc::EINVAL,
+                    format!(
+                        "--expect {}:...: {} segments are loaded; name one: --expect N={}:HEX",
+                        e.algorithm,
+                        segments.len(),
+                        e.algorithm
+                    ),
+                )
+                .into())
+            }
+        };
+        request.expect_digest(segment, e.algorithm, &e.value)?;
+    }
 
     let started = Instant::now();
     let buffer = if args.quiet || args.json || data_len < PROGRESS_BAR_MIN_BYTES {
@@ -142,10 +175,25 @@ fn summary(
             "direct_bytes": s.direct_bytes,
             "buffered_bytes": s.buffered_bytes,
             "bounced_bytes": s.bounced_bytes,
+            "digest_ns": s.digest_ns,
         },
         "fallbacks": s.fallbacks,
         "segments": segments,
     });
+    if !buffer.digests().is_empty() {
+        report["digests"] = buffer
+            .digests()
+            .iter()
+            .map(|d| {
+                json!({
+                    "segment": d.segment,
+                    "algorithm": d.algorithm.name(),
+                    "value": d.hex(),
+                    "from_kernel": d.from_kernel,
+                })
+            })
+            .collect();
+    }
     if let Some(sum) = sha256 {
         report["sha256"] = json!(sum);
     }
@@ -202,6 +250,19 @@ fn print_summary(r: &serde_json::Value) {
     }
     if let Some(sum) = r["sha256"].as_str() {
         println!("  sha256 {sum}");
+    }
+    for d in r["digests"].as_array().into_iter().flatten() {
+        let kernel = if d["from_kernel"].as_bool().unwrap_or(false) {
+            " (the kernel's fs-verity measurement)"
+        } else {
+            ""
+        };
+        println!(
+            "  digest: segment {} {}:{}{kernel}",
+            d["segment"],
+            d["algorithm"].as_str().unwrap_or("?"),
+            d["value"].as_str().unwrap_or("?")
+        );
     }
 }
 

@@ -138,7 +138,8 @@ extern "C" {
 
 /**
  * Version of this header's API; grows when functions are added. 2: the functions marked
- * "API version 2" (they need the service's interface version 2).
+ * "API version 2", which need the service's interface version 2 (against a version 1
+ * service they fail with -EOPNOTSUPP).
  */
 #define DMALOAD_API_VERSION 2
 
@@ -188,6 +189,13 @@ enum {
      * share its fd), or split the load.
      */
     DMALOAD_E_TOO_MANY_FILES = 18,
+    /**
+     * API version 2: a digest the request expected (ADmaLoadRequest_expectDigest) differs from
+     * the one the service computed while loading (or the kernel's fs-verity measurement).
+     * Nothing was handed out and every byte was freed: the file is not the one expected.
+     * ADmaLoad_lastErrorMessage() names the segment, the algorithm and both values.
+     */
+    DMALOAD_E_DIGEST_MISMATCH = 19,
 };
 
 /**
@@ -580,6 +588,80 @@ int ADmaLoadRequest_setShareable(ADmaLoadRequest* _Nonnull request, bool shareab
 
 /** API version 2. Where the buffer came from: an ADmaLoadReuse value. */
 ADmaLoadReuse ADmaLoadResult_getReuse(const ADmaLoadResult* _Nonnull result);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Digests (API version 2)                                                                   */
+/* ---------------------------------------------------------------------------------------- */
+
+/*
+ * The service can digest every segment while it loads it, from the bytes it just read (never
+ * in a second pass over the buffer), and refuse to hand out a buffer whose segment does not
+ * have the digest you expect: a corrupted or swapped model file never reaches the
+ * accelerator. A segment is named by its index: the order in which ADmaLoadRequest_addSegment
+ * / ADmaLoadRequest_addFile added it, from 0. Its digest is over its own bytes, as if they
+ * were a file of their own. These functions need the service's interface version 2: against
+ * a version 1 service a load that uses them fails with -EOPNOTSUPP before anything is sent.
+ */
+
+/** How a segment's bytes are digested (the AIDL DigestAlgorithm's values). */
+typedef enum ADmaLoadDigestAlgorithm {
+    /** SHA-256 of the segment's bytes: what `sha256sum` prints for a whole file. */
+    ADMALOAD_DIGEST_SHA256 = 1,
+    /**
+     * The fs-verity file digest of the segment's bytes (SHA-256 Merkle tree over 4 KiB
+     * blocks, no salt): what `fsverity digest` prints for a whole file. For a segment that is
+     * a whole file with fs-verity enabled, the service reports the kernel's measurement
+     * (ADmaLoadResult_getDigest's outFromKernel), which the kernel checked every page against.
+     */
+    ADMALOAD_DIGEST_FSVERITY_SHA256 = 2,
+} ADmaLoadDigestAlgorithm;
+
+/** Bytes of every digest. */
+#define DMALOAD_DIGEST_BYTES 32
+
+/**
+ * API version 2. Has the service compute `algorithm` for every segment while loading;
+ * the result carries them (ADmaLoadResult_getDigest). Asking twice asks once.
+ * @return 0; -EINVAL for a value not in ADmaLoadDigestAlgorithm.
+ */
+int ADmaLoadRequest_addDigest(ADmaLoadRequest* _Nonnull request, ADmaLoadDigestAlgorithm algorithm);
+
+/**
+ * API version 2. Requires segment `segmentIndex` to have `digest` (`digestLength` bytes,
+ * DMALOAD_DIGEST_BYTES) as its `algorithm` digest: the service computes it while loading and
+ * fails the load with DMALOAD_E_DIGEST_MISMATCH, handing nothing out, when it differs. The
+ * result carries the digest (it matched). A later call for the same segment and algorithm
+ * replaces the earlier value. A segment the request does not have fails the load with
+ * DMALOAD_E_INVALID_ARGUMENT.
+ * @return 0; -EINVAL for a NULL `digest`, a length other than DMALOAD_DIGEST_BYTES or an
+ *         unknown algorithm.
+ */
+int ADmaLoadRequest_expectDigest(ADmaLoadRequest* _Nonnull request, size_t segmentIndex,
+                                 ADmaLoadDigestAlgorithm algorithm,
+                                 const uint8_t* _Nonnull digest, size_t digestLength);
+
+/** API version 2. Number of digests in the result (by segment, then algorithm). */
+size_t ADmaLoadResult_getDigestCount(const ADmaLoadResult* _Nonnull result);
+
+/**
+ * API version 2. Digest `index`: its DMALOAD_DIGEST_BYTES bytes, valid as long as the result;
+ * NULL if `index` is out of range.
+ * @param outSegmentIndex if not NULL, receives the segment it covers.
+ * @param outAlgorithm if not NULL, receives its algorithm.
+ * @param outFromKernel if not NULL, receives true when it is the kernel's fs-verity
+ *        measurement of the segment's file, false when the service computed it.
+ */
+const uint8_t* _Nullable ADmaLoadResult_getDigest(const ADmaLoadResult* _Nonnull result,
+                                                  size_t index,
+                                                  size_t* _Nullable outSegmentIndex,
+                                                  ADmaLoadDigestAlgorithm* _Nullable outAlgorithm,
+                                                  bool* _Nullable outFromKernel);
+
+/**
+ * API version 2. Time the service spent computing digests, in nanoseconds summed over its
+ * threads (it overlaps the reads, so it is not added to total_ns); 0 without digests.
+ */
+uint64_t ADmaLoadResult_getDigestTimeNs(const ADmaLoadResult* _Nonnull result);
 
 #ifdef __cplusplus
 }

@@ -5,6 +5,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use crate::dmabuf::MappedBuffer;
 use crate::error::{Error, Result};
 use crate::request::IoMode;
+use dmaload_abi::digest::{Digest, DigestAlgorithm};
 
 /// Timings (nanoseconds) and byte counts of one load, as the service measured them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -17,6 +18,9 @@ pub struct LoadStats {
     pub direct_bytes: u64,
     pub buffered_bytes: u64,
     pub bounced_bytes: u64,
+    /// Time the service spent computing digests, summed over its threads (overlapping the
+    /// reads); 0 without digests.
+    pub digest_ns: u64,
     /// Every fallback as `"<kind>: <reason>"`.
     pub fallbacks: Vec<String>,
 }
@@ -78,6 +82,7 @@ pub struct LoadedBuffer {
     pub(crate) stats: LoadStats,
     pub(crate) opened_direct: bool,
     pub(crate) reuse: Reuse,
+    pub(crate) digests: Vec<Digest>,
 }
 
 impl LoadedBuffer {
@@ -121,6 +126,19 @@ impl LoadedBuffer {
     /// Whether the buffer was loaded for this request or reused (shareable requests).
     pub fn reuse(&self) -> Reuse {
         self.reuse
+    }
+
+    /// The digests the request asked for (and expected: those matched), by segment and
+    /// algorithm.
+    pub fn digests(&self) -> &[Digest] {
+        &self.digests
+    }
+
+    /// Segment `segment`'s `algorithm` digest, if the request asked for it.
+    pub fn digest(&self, segment: usize, algorithm: DigestAlgorithm) -> Option<&Digest> {
+        self.digests
+            .iter()
+            .find(|d| d.segment == segment && d.algorithm == algorithm)
     }
 
     /// False when a path-based segment had to be opened without O_DIRECT.

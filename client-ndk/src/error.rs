@@ -113,6 +113,7 @@ mod tests {
             (Aidl::NOT_FOUND, "NOT_FOUND"),
             (Aidl::INTERNAL, "INTERNAL"),
             (Aidl::TOO_MANY_FILES, "TOO_MANY_FILES"),
+            (Aidl::DIGEST_MISMATCH, "DIGEST_MISMATCH"),
         ];
         assert_eq!(aidl.len(), ErrorCode::ALL.len());
         for (wire, name) in aidl {

@@ -19,6 +19,7 @@ use crate::error::{describe_code, Error, Result};
 use crate::loader::Loader;
 use crate::request::{IoMode, LoadRequest, MAX_NAME_BYTES};
 use crate::task::{LoadEvents, PendingLoad};
+use dmaload_abi::digest::{DigestAlgorithm, DIGEST_BYTES};
 
 thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
@@ -945,5 +946,117 @@ pub unsafe extern "C" fn ADmaLoadResult_getReuse(result: *const ADmaLoadResult) 
     getter(0, || {
         // SAFETY: `result` is null or live (dmaload.h contract).
         unsafe { handle(result, "result") }.map_or(0, |r| r.buffer.reuse().to_c())
+    })
+}
+
+// ----------------------------------------------------------------------------------------
+// Digests (API version 2)
+// ----------------------------------------------------------------------------------------
+
+fn algorithm_from_c(value: c_int) -> Result<DigestAlgorithm> {
+    DigestAlgorithm::from_code(value)
+        .ok_or_else(|| invalid(&format!("{value} is not an ADmaLoadDigestAlgorithm")))
+}
+
+/// # Safety
+/// `request` is a live request not used by another thread.
+#[no_mangle]
+pub unsafe extern "C" fn ADmaLoadRequest_addDigest(
+    request: *mut ADmaLoadRequest,
+    algorithm: c_int,
+) -> c_int {
+    status(|| {
+        // SAFETY: `request` is null or a live handle used by this call alone (dmaload.h contract).
+        let request = unsafe { handle_mut(request, "request") }?;
+        request.request.add_digest(algorithm_from_c(algorithm)?);
+        Ok(())
+    })
+}
+
+/// # Safety
+/// `request` is a live request not used by another thread; `digest` points to
+/// `digest_length` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn ADmaLoadRequest_expectDigest(
+    request: *mut ADmaLoadRequest,
+    segment_index: usize,
+    algorithm: c_int,
+    digest: *const u8,
+    digest_length: usize,
+) -> c_int {
+    status(|| {
+        // SAFETY: `request` is null or a live handle used by this call alone (dmaload.h contract).
+        let request = unsafe { handle_mut(request, "request") }?;
+        let algorithm = algorithm_from_c(algorithm)?;
+        if digest.is_null() {
+            return Err(invalid("digest is NULL"));
+        }
+        if digest_length != DIGEST_BYTES {
+            return Err(invalid(&format!(
+                "digestLength is {digest_length}; a digest is {DIGEST_BYTES} bytes"
+            )));
+        }
+        // SAFETY: checked non-null; the caller provides `digest_length` readable bytes
+        // (dmaload.h contract), which the request copies before this call returns.
+        let value = unsafe { std::slice::from_raw_parts(digest, digest_length) };
+        request
+            .request
+            .expect_digest(segment_index, algorithm, value)
+            .map(|_| ())
+    })
+}
+
+/// # Safety
+/// `result` is a live result.
+#[no_mangle]
+pub unsafe extern "C" fn ADmaLoadResult_getDigestCount(result: *const ADmaLoadResult) -> usize {
+    getter(0, || {
+        // SAFETY: `result` is null or live (dmaload.h contract).
+        unsafe { handle(result, "result") }.map_or(0, |r| r.buffer.digests().len())
+    })
+}
+
+/// # Safety
+/// `result` is a live result; each out-parameter is null or valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn ADmaLoadResult_getDigest(
+    result: *const ADmaLoadResult,
+    index: usize,
+    out_segment_index: *mut usize,
+    out_algorithm: *mut c_int,
+    out_from_kernel: *mut bool,
+) -> *const u8 {
+    getter(std::ptr::null(), || {
+        // SAFETY: `result` is null or a live handle (dmaload.h contract).
+        let Some(d) = (unsafe { handle(result, "result") })
+            .ok()
+            .and_then(|r| r.buffer.digests().get(index))
+        else {
+            return std::ptr::null();
+        };
+        if !out_segment_index.is_null() {
+            // SAFETY: checked non-null; valid for a write per the header.
+            unsafe { out_segment_index.write(d.segment) };
+        }
+        if !out_algorithm.is_null() {
+            // SAFETY: checked non-null; valid for a write per the header.
+            unsafe { out_algorithm.write(d.algorithm.code()) };
+        }
+        if !out_from_kernel.is_null() {
+            // SAFETY: checked non-null; valid for a write per the header.
+            unsafe { out_from_kernel.write(d.from_kernel) };
+        }
+        // The value lives in the result, which the caller keeps while it uses the pointer.
+        d.value.as_ptr()
+    })
+}
+
+/// # Safety
+/// `result` is a live result.
+#[no_mangle]
+pub unsafe extern "C" fn ADmaLoadResult_getDigestTimeNs(result: *const ADmaLoadResult) -> u64 {
+    getter(0, || {
+        // SAFETY: `result` is null or live (dmaload.h contract).
+        unsafe { handle(result, "result") }.map_or(0, |r| r.buffer.stats().digest_ns)
     })
 }

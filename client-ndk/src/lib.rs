@@ -39,6 +39,7 @@ pub mod request;
 pub mod task;
 
 pub use buffer::{HeapInfo, LoadStats, LoadedBuffer, Reuse};
+pub use dmaload_abi::digest::{Digest, DigestAlgorithm, DIGEST_BYTES};
 pub use endpoint::Endpoint;
 pub use error::{Error, ErrorCode, Result};
 pub use loader::{Loader, Usage};

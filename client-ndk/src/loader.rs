@@ -15,6 +15,7 @@ use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorCode, Result};
 use crate::request::{IoMode, LoadRequest, Segment, MAX_FILES};
 use crate::task::{LoadEvents, PendingLoad, TaskShared};
+use dmaload_abi::digest::{Digest, DigestAlgorithm, DIGEST_BYTES};
 use dmaload_abi::{Untrusted, SERVICE_INSTANCE};
 
 use idl::IDmaLoader::IDmaLoader;
@@ -361,6 +362,15 @@ fn to_wire(request: &LoadRequest, version: i32) -> Result<idl::LoadRequest::Load
             ),
         ));
     }
+    if version < 2 && request.uses_digests() {
+        return Err(Error::os(
+            libc::EOPNOTSUPP,
+            format!(
+                "the service speaks version {version} of the interface, which computes no \
+                 digests: load without them, or update the service"
+            ),
+        ));
+    }
     let files = request.dup_files()?;
     let mut segments = Vec::with_capacity(request.segments().len());
     let mut table = None;
@@ -409,8 +419,67 @@ fn to_wire(request: &LoadRequest, version: i32) -> Result<idl::LoadRequest::Load
         },
         r#files: table,
         r#shareable: request.shareable(),
-        ..Default::default()
+        r#digests: request
+            .digests()
+            .iter()
+            .map(|&a| algorithm_to_wire(a))
+            .collect(),
+        r#expectedDigests: (!request.expected_digests().is_empty()).then(|| {
+            request
+                .expected_digests()
+                .iter()
+                .map(|d| {
+                    Some(idl::Digest::Digest {
+                        r#segment: i32::try_from(d.segment).unwrap_or(i32::MAX),
+                        r#algorithm: algorithm_to_wire(d.algorithm),
+                        r#value: d.value.to_vec(),
+                        r#fromKernel: false,
+                    })
+                })
+                .collect()
+        }),
     })
+}
+
+fn algorithm_to_wire(algorithm: DigestAlgorithm) -> idl::DigestAlgorithm::DigestAlgorithm {
+    match algorithm {
+        DigestAlgorithm::Sha256 => idl::DigestAlgorithm::DigestAlgorithm::SHA256,
+        DigestAlgorithm::FsVerity => idl::DigestAlgorithm::DigestAlgorithm::FSVERITY_SHA256,
+    }
+}
+
+/// The digests of a result; a malformed one is the service's bug.
+fn digests_from_wire(wire: Option<&[Option<idl::Digest::Digest>]>) -> Result<Vec<Digest>> {
+    let bad = |why: String| {
+        Error::service(
+            ErrorCode::Internal,
+            format!("the service returned a malformed digest: {why}"),
+        )
+    };
+    let mut digests = Vec::new();
+    for d in wire.unwrap_or_default() {
+        let Some(d) = d else {
+            return Err(bad("a null entry".to_string()));
+        };
+        let algorithm = match d.r#algorithm {
+            idl::DigestAlgorithm::DigestAlgorithm::SHA256 => DigestAlgorithm::Sha256,
+            idl::DigestAlgorithm::DigestAlgorithm::FSVERITY_SHA256 => DigestAlgorithm::FsVerity,
+            other => return Err(bad(format!("algorithm {}", other.0))),
+        };
+        let value: [u8; DIGEST_BYTES] = d
+            .r#value
+            .as_slice()
+            .try_into()
+            .map_err(|_| bad(format!("{} bytes", d.r#value.len())))?;
+        digests.push(Digest {
+            segment: usize::try_from(d.r#segment)
+                .map_err(|_| bad(format!("segment {}", d.r#segment)))?,
+            algorithm,
+            value,
+            from_kernel: d.r#fromKernel,
+        });
+    }
+    Ok(digests)
 }
 
 /// One wire segment: its own `fd` and `file_index` -1 (version 1), or no fd and its file's
@@ -473,6 +542,7 @@ fn from_wire_parts(
             direct_bytes: to_u64(s.r#bytesDirect),
             buffered_bytes: to_u64(s.r#bytesBuffered),
             bounced_bytes: to_u64(s.r#bytesBounced),
+            digest_ns: to_u64(s.r#digestNs),
             fallbacks: s.r#fallbacks.clone(),
         },
         opened_direct,
@@ -482,6 +552,7 @@ fn from_wire_parts(
             idl::Reuse::Reuse::CACHED => Reuse::Cached,
             _ => Reuse::None,
         },
+        digests: digests_from_wire(result.r#digests.as_deref())?,
     })
 }
 

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use crate::error::{Error, ErrorCode, Result};
 use crate::file::open_for_load;
+use dmaload_abi::digest::{Digest, DigestAlgorithm, DIGEST_BYTES};
 use dmaload_abi::file::OpenFlags;
 use dmaload_abi::statx::file_facts;
 
@@ -115,6 +116,8 @@ pub struct LoadRequest {
     gather_size: u64,
     opened_direct: bool,
     shareable: bool,
+    digests: Vec<DigestAlgorithm>,
+    expected: Vec<Digest>,
 }
 
 impl Default for LoadRequest {
@@ -134,6 +137,8 @@ impl LoadRequest {
             gather_size: 0,
             opened_direct: true,
             shareable: false,
+            digests: Vec::new(),
+            expected: Vec::new(),
         }
     }
 
@@ -274,6 +279,63 @@ impl LoadRequest {
         self.shareable
     }
 
+    /// Has the service compute `algorithm` for every segment while it loads (interface
+    /// version 2): [`crate::LoadedBuffer::digests`].
+    pub fn add_digest(&mut self, algorithm: DigestAlgorithm) -> &mut Self {
+        if !self.digests.contains(&algorithm) {
+            self.digests.push(algorithm);
+        }
+        self
+    }
+
+    /// Requires segment `segment` (in the order segments were added) to have `value` as its
+    /// `algorithm` digest (interface version 2): the service computes it while loading (or
+    /// takes the kernel's fs-verity measurement) and fails the load with `DIGEST_MISMATCH`,
+    /// handing nothing out, when it differs. A later expectation for the same segment and
+    /// algorithm replaces the earlier one. `EINVAL` for a value that is not
+    /// [`DIGEST_BYTES`] long; a segment the request does not have fails the load
+    /// (`INVALID_ARGUMENT`).
+    pub fn expect_digest(
+        &mut self,
+        segment: usize,
+        algorithm: DigestAlgorithm,
+        value: &[u8],
+    ) -> Result<&mut Self> {
+        let value: [u8; DIGEST_BYTES] = value.try_into().map_err(|_| {
+            Error::os(
+                libc::EINVAL,
+                format!(
+                    "an expected {algorithm} digest is {DIGEST_BYTES} bytes, not {}",
+                    value.len()
+                ),
+            )
+        })?;
+        self.expected
+            .retain(|e| (e.segment, e.algorithm) != (segment, algorithm));
+        self.expected.push(Digest {
+            segment,
+            algorithm,
+            value,
+            from_kernel: false,
+        });
+        Ok(self)
+    }
+
+    /// The digests computed for every segment.
+    pub fn digests(&self) -> &[DigestAlgorithm] {
+        &self.digests
+    }
+
+    /// The digests segments must have.
+    pub fn expected_digests(&self) -> &[Digest] {
+        &self.expected
+    }
+
+    /// Whether the request asks for digests (which interface version 1 does not have).
+    pub fn uses_digests(&self) -> bool {
+        !self.digests.is_empty() || !self.expected.is_empty()
+    }
+
     pub fn segments(&self) -> &[Segment] {
         &self.segments
     }
@@ -407,6 +469,38 @@ mod tests {
         assert_eq!(request.set_heap(Some("")).heap(), None);
         assert_eq!(IoMode::parse("direct"), Some(IoMode::Direct));
         assert_eq!(IoMode::from_c(3), None);
+    }
+
+    #[test]
+    fn digests_are_asked_once_and_expected_values_checked() {
+        let mut request = LoadRequest::new();
+        assert!(!request.uses_digests());
+        request
+            .add_digest(DigestAlgorithm::Sha256)
+            .add_digest(DigestAlgorithm::Sha256);
+        assert_eq!(request.digests(), [DigestAlgorithm::Sha256]);
+        let err = request
+            .expect_digest(0, DigestAlgorithm::FsVerity, &[0; 31])
+            .unwrap_err();
+        assert_eq!(err.c_code(), -libc::EINVAL, "{err}");
+        request
+            .expect_digest(0, DigestAlgorithm::FsVerity, &[1; 32])
+            .unwrap()
+            .expect_digest(0, DigestAlgorithm::FsVerity, &[2; 32])
+            .unwrap()
+            .expect_digest(1, DigestAlgorithm::FsVerity, &[3; 32])
+            .unwrap();
+        let values: Vec<_> = request
+            .expected_digests()
+            .iter()
+            .map(|d| (d.segment, d.value[0]))
+            .collect();
+        assert_eq!(
+            values,
+            [(0, 2), (1, 3)],
+            "the later expectation replaced the first"
+        );
+        assert!(request.uses_digests());
     }
 
     #[test]

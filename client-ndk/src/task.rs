@@ -28,7 +28,8 @@ enum State {
     Running,
     Done {
         status: Result<()>,
-        buffer: Option<LoadedBuffer>,
+        /// Boxed: a buffer's description is large next to `Running`.
+        buffer: Option<Box<LoadedBuffer>>,
     },
 }
 
@@ -128,7 +129,10 @@ impl TaskShared {
         }
         let status = outcome.as_ref().map(|_| ()).map_err(Error::clone);
         let buffer = self.deliver(|| self.events.finished(outcome));
-        *lock(&self.state) = State::Done { status, buffer };
+        *lock(&self.state) = State::Done {
+            status,
+            buffer: buffer.map(Box::new),
+        };
         self.done.notify_all();
     }
 
@@ -158,7 +162,7 @@ impl TaskShared {
 
     pub(crate) fn take_buffer(&self) -> Option<LoadedBuffer> {
         match &mut *lock(&self.state) {
-            State::Done { buffer, .. } => buffer.take(),
+            State::Done { buffer, .. } => buffer.take().map(|b| *b),
             State::Running => None,
         }
     }

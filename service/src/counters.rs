@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use dmaload_engine::ErrorCode;
+use dmaload_engine::{Digest, DigestAlgorithm, ErrorCode};
 
 /// Latencies kept for the percentiles (the most recent loads).
 const LATENCY_WINDOW: usize = 1024;
@@ -16,6 +16,10 @@ struct Tally {
     failures: [u64; 32],
     refused_callers: u64,
     latencies: VecDeque<Duration>,
+    /// Digests handed out, by algorithm (`DigestAlgorithm::code`).
+    digests: [u64; 3],
+    /// fs-verity digests that were the kernel's measurement.
+    digests_from_kernel: u64,
 }
 
 #[derive(Default)]
@@ -36,6 +40,17 @@ impl Counters {
             t.latencies.pop_front();
         }
         t.latencies.push_back(latency);
+    }
+
+    /// A load handed out these digests.
+    pub fn digested(&self, digests: &[Digest]) {
+        let mut t = self.lock();
+        for d in digests {
+            if let Some(n) = t.digests.get_mut(d.algorithm.code() as usize) {
+                *n += 1;
+            }
+            t.digests_from_kernel += u64::from(d.from_kernel);
+        }
     }
 
     pub fn failed(&self, code: ErrorCode) {
@@ -62,6 +77,18 @@ impl Counters {
                 .map_or("-".into(), |d| format!("{:.3} ms", d.as_secs_f64() * 1e3));
             out += &format!("latency_{label} = {v}\n");
         }
+        let digests = |a: DigestAlgorithm| t.digests.get(a.code() as usize).copied().unwrap_or(0);
+        out += &format!(
+            "digests_sha256 = {}\ndigests_fsverity = {} ({} from the kernel)\n\
+             digest_mismatches = {}\n",
+            digests(DigestAlgorithm::Sha256),
+            digests(DigestAlgorithm::FsVerity),
+            t.digests_from_kernel,
+            t.failures
+                .get(ErrorCode::DigestMismatch.code() as usize)
+                .copied()
+                .unwrap_or(0)
+        );
         out += &format!("refused_callers = {}\nfailures:\n", t.refused_callers);
         for code in ErrorCode::ALL {
             let n = t.failures.get(code.code() as usize).copied().unwrap_or(0);
@@ -70,6 +97,17 @@ impl Counters {
             }
         }
         out
+    }
+
+    /// Digests handed out of `algorithm`, and fs-verity ones the kernel measured (tests).
+    pub fn digests(&self, algorithm: DigestAlgorithm) -> (u64, u64) {
+        let t = self.lock();
+        let n = t
+            .digests
+            .get(algorithm.code() as usize)
+            .copied()
+            .unwrap_or(0);
+        (n, t.digests_from_kernel)
     }
 
     /// Failures counted for `code` (tests).

@@ -25,7 +25,7 @@ dmaloadd views (dumpsys vendor.dmaload.IDmaLoader/default [view...]):
              others wait for, per-uid hits, misses, bytes saved, cached buffers and bytes;
              evictions by cause
   usage      per-uid usage (buffers charged, working memory of loads running) and the total
-  stats      counters: loads, bytes, failures by code, latency percentiles
+  stats      counters: loads, bytes, digests, failures by code, latency percentiles
   state      open fds, outstanding buffer bytes, working memory, kept bounce blocks,
              worker threads, watched processes
   --help     this list

@@ -6,11 +6,12 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Instant;
 
+use dmaload_abi::digest::DIGEST_BYTES;
 use dmaload_abi::text::MARKER_MAX_BYTES;
 use dmaload_abi::Untrusted;
 use dmaload_engine::{
-    BufferKind, CancelToken, Charge, Engine, ErrorCode, IoMode, LoadError, LoadRequest,
-    LoadedBuffer, Progress, Segment, Tunables,
+    BufferKind, CancelToken, Charge, Digest, DigestAlgorithm, Engine, ErrorCode, IoMode, LoadError,
+    LoadRequest, LoadedBuffer, Progress, Segment, Tunables,
 };
 
 use crate::binder_stack::{self as stack, idl, BinderResult, ParcelFileDescriptor, Strong};
@@ -156,6 +157,7 @@ impl DmaLoaderService {
         match self.load_making_room(caller.uid, request, cancel, progress) {
             Ok(loaded) => {
                 self.inner.counters.loaded(loaded.size, started.elapsed());
+                self.inner.counters.digested(&loaded.digests);
                 Ok(self.hand_out(caller, name, loaded))
             }
             Err(err) => Err(self.load_failed(caller, &name, err)),
@@ -204,6 +206,7 @@ impl DmaLoaderService {
             backend,
             stats,
             charge,
+            digests,
         } = loaded;
         let backend_name = backend.name();
         let result = idl::LoadResult::LoadResult {
@@ -223,13 +226,14 @@ impl DmaLoaderService {
                 bytesBuffered: clamp_i64(stats.bytes_buffered),
                 bytesBounced: clamp_i64(stats.bytes_bounced),
                 workingBytes: clamp_i64(stats.working_bytes),
+                digestNs: nanos(stats.digest),
                 fallbacks: stats
                     .fallbacks
                     .iter()
                     .map(|f| format!("{:?}: {}", f.kind, f.reason))
                     .collect(),
-                ..Default::default()
             },
+            digests: digests_to_wire(&digests),
             ..Default::default()
         };
         (result, charge)
@@ -291,6 +295,7 @@ pub fn engine_request(
         populate_threads: tunable32(t.populateThreads, "populateThreads")?,
         bounce_buffers: tunable32(t.bounceBuffers, "bounceBuffers")?,
     };
+    let (digests, expected) = digests_from_wire(wire)?;
     Ok(LoadRequest {
         files,
         segments,
@@ -298,7 +303,92 @@ pub fn engine_request(
         io_mode,
         name,
         tunables,
+        digests,
+        expected,
     })
+}
+
+/// What a request digests (`digests`, for every segment) and expects (`expectedDigests`);
+/// the engine checks the segments they name.
+fn digests_from_wire(
+    wire: &idl::LoadRequest::LoadRequest,
+) -> Result<(Vec<DigestAlgorithm>, Vec<Digest>), LoadError> {
+    let mut digests = Vec::new();
+    for (i, &a) in wire.digests.iter().enumerate() {
+        let a = algorithm_from_wire(a, format_args!("digests[{i}]"))?;
+        if !digests.contains(&a) {
+            digests.push(a);
+        }
+    }
+    let wanted = wire.expectedDigests.as_deref().unwrap_or_default();
+    let mut expected = Vec::with_capacity(wanted.len().min(2 * wire.segments.len()));
+    for (i, d) in wanted.iter().enumerate() {
+        let invalid = |why: String| {
+            LoadError::new(
+                ErrorCode::InvalidArgument,
+                format!("expectedDigests[{i}] {why}"),
+            )
+        };
+        let Some(d) = d else {
+            return Err(invalid("is null; leave it out instead".into()));
+        };
+        let segment = usize::try_from(d.segment)
+            .map_err(|_| invalid(format!("names segment {}", d.segment)))?;
+        let value: [u8; DIGEST_BYTES] = d.value.as_slice().try_into().map_err(|_| {
+            invalid(format!(
+                "is {} bytes long; a digest is {DIGEST_BYTES}",
+                d.value.len()
+            ))
+        })?;
+        expected.push(Digest {
+            segment,
+            algorithm: algorithm_from_wire(d.algorithm, format_args!("expectedDigests[{i}]"))?,
+            value,
+            from_kernel: false,
+        });
+    }
+    Ok((digests, expected))
+}
+
+fn algorithm_from_wire(
+    a: idl::DigestAlgorithm::DigestAlgorithm,
+    what: std::fmt::Arguments<'_>,
+) -> Result<DigestAlgorithm, LoadError> {
+    match a {
+        idl::DigestAlgorithm::DigestAlgorithm::SHA256 => Ok(DigestAlgorithm::Sha256),
+        idl::DigestAlgorithm::DigestAlgorithm::FSVERITY_SHA256 => Ok(DigestAlgorithm::FsVerity),
+        other => Err(LoadError::new(
+            ErrorCode::InvalidArgument,
+            format!(
+                "{what}: digest algorithm {} is not SHA256(1) or FSVERITY_SHA256(2)",
+                other.0
+            ),
+        )),
+    }
+}
+
+/// The digests a load computed, for `LoadResult.digests` (null when none was asked for).
+fn digests_to_wire(digests: &[Digest]) -> Option<Vec<Option<idl::Digest::Digest>>> {
+    if digests.is_empty() {
+        return None;
+    }
+    let wire = digests
+        .iter()
+        .map(|d| {
+            Some(idl::Digest::Digest {
+                segment: i32::try_from(d.segment).unwrap_or(i32::MAX),
+                algorithm: match d.algorithm {
+                    DigestAlgorithm::Sha256 => idl::DigestAlgorithm::DigestAlgorithm::SHA256,
+                    DigestAlgorithm::FsVerity => {
+                        idl::DigestAlgorithm::DigestAlgorithm::FSVERITY_SHA256
+                    }
+                },
+                value: d.value.to_vec(),
+                fromKernel: d.from_kernel,
+            })
+        })
+        .collect();
+    Some(wire)
 }
 
 /// The name the buffer carries (dma-buf and memfd names, the dump, the result): the owner's

@@ -16,7 +16,7 @@ use std::sync::Arc;
 #[path = "common/rpc.rs"]
 mod rpc;
 
-use dmaload::{Endpoint, ErrorCode, LoadRequest, Loader};
+use dmaload::{DigestAlgorithm, Endpoint, ErrorCode, LoadRequest, Loader};
 use dmaload_abi::SERVICE_INSTANCE as SERVICE_NAME;
 use dmaload_aidl::v1::aidl as v1;
 use dmaload_engine::{
@@ -264,6 +264,22 @@ fn the_client_library_speaks_version_1_to_a_version_1_service() {
         .err()
         .expect("an asynchronous shareable load from version 1");
     assert_eq!(err.c_code(), -libc::EOPNOTSUPP, "{err}");
+    // Digests are version 2's: refused here with EOPNOTSUPP, before anything is sent.
+    let mut digested = LoadRequest::new();
+    digested.add_file(&path, 0, 0, 0).unwrap();
+    digested.add_digest(DigestAlgorithm::Sha256);
+    let mut expecting = LoadRequest::new();
+    expecting.add_file(&path, 0, 0, 0).unwrap();
+    expecting
+        .expect_digest(0, DigestAlgorithm::FsVerity, &[0; 32])
+        .unwrap();
+    for request in [&digested, &expecting] {
+        let err = loader
+            .load(request)
+            .expect_err("digests from a version 1 service");
+        assert_eq!(err.c_code(), -libc::EOPNOTSUPP, "{err}");
+        assert!(err.message().contains("version 1"), "{err}");
+    }
     assert_eq!(loads.load(Ordering::SeqCst), 1, "nothing was sent");
     std::fs::remove_dir_all(&dir).ok();
 }

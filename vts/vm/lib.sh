@@ -60,6 +60,36 @@ ensure_host_tools() {
     ensure_pkgs qemu-system-x86 busybox-static cpio kmod xz-utils e2fsprogs
 }
 
+# The fs-verity tool in the guest, the tests' reference for `fsverity enable` and `fsverity
+# digest`: Debian's `fsverity` (fsverity-utils) with the shared libraries it links and the
+# dynamic loader, started by a wrapper on the guest's $PATH ($DMALOAD_GUEST_BIN_DIR/fsverity;
+# the initramfs has no libc). Copied again when the host's binary changes.
+ensure_guest_fsverity() {
+    ensure_pkgs fsverity
+    local tool dir key
+    tool=$(command -v fsverity) || vm_die "fsverity is installed but not on \$PATH"
+    dir=$guest_bin_dir/fsverity-tool
+    key=$(sha256sum "$tool" | cut -c1-16)
+    [ -f "$dir/built-$key" ] && [ -x "$guest_bin_dir/fsverity" ] && return 0
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    cp "$tool" "$dir/fsverity"
+    # ldd: "libx.so => /path (addr)" for libraries, "/path/ld-linux... (addr)" for the loader.
+    ldd "$tool" | awk '$2 == "=>" && $3 ~ /^\// { print "lib " $3 } $1 ~ /^\// { print "ld " $1 }' |
+        while read -r kind path; do
+            if [ "$kind" = ld ]; then cp -L "$path" "$dir/ld.so"; else cp -L "$path" "$dir/"; fi
+        done
+    [ -x "$dir/ld.so" ] || vm_die "no dynamic loader found for $tool"
+    cat >"$guest_bin_dir/fsverity" <<'WRAPPER'
+#!/bin/sh
+# Debian's fsverity with its own libraries and loader (vts/vm/lib.sh: ensure_guest_fsverity).
+dir=$(dirname "$0")/fsverity-tool
+exec "$dir/ld.so" --library-path "$dir" "$dir/fsverity" "$@"
+WRAPPER
+    chmod 755 "$guest_bin_dir/fsverity"
+    touch "$dir/built-$key"
+}
+
 # The versioned kernel package the meta package points at today.
 resolve_kernel_pkg() {
     apt-cache depends "$kernel_meta_pkg" 2>/dev/null |

@@ -651,6 +651,107 @@ static void test_fifo(ADmaLoader* loader) {
     free(fifo);
 }
 
+/*
+ * The digest `tool` prints for `path` ("HEX  path" as sha256sum, "sha256:HEX path" as
+ * `fsverity digest`), into `out`. 0 when the tool is missing or prints something else.
+ */
+static int tool_digest(const char* tool, const char* path, uint8_t out[DMALOAD_DIGEST_BYTES]) {
+    char* command = NULL;
+    if (asprintf(&command, "%s '%s' 2>&1", tool, path) < 0) abort();
+    FILE* p = popen(command, "r");
+    free(command);
+    if (!p) return 0;
+    char line[512] = "";
+    char* got = fgets(line, sizeof line, p);
+    int status = pclose(p);
+    if (!got || status != 0) {
+        fprintf(stderr, "%s %s: %s", tool, path, line);
+        return 0;
+    }
+    const char* hex = strncmp(line, "sha256:", 7) == 0 ? line + 7 : line;
+    for (int i = 0; i < DMALOAD_DIGEST_BYTES; i++) {
+        unsigned byte;
+        if (sscanf(hex + 2 * i, "%2x", &byte) != 1) return 0;
+        out[i] = (uint8_t)byte;
+    }
+    return 1;
+}
+
+static void print_hex(const char* label, const uint8_t* bytes) {
+    printf("  %-34s ", label);
+    for (int i = 0; i < DMALOAD_DIGEST_BYTES; i++) printf("%02x", bytes[i]);
+    printf("\n");
+}
+
+/* Digests computed by the service while it loads, and a load refused for a wrong one. */
+static void test_digests(ADmaLoader* loader, const char* path) {
+    uint8_t sha[DMALOAD_DIGEST_BYTES], verity[DMALOAD_DIGEST_BYTES];
+    CHECK(tool_digest("sha256sum", path, sha), "sha256sum %s", path);
+    CHECK(tool_digest("fsverity digest", path, verity),
+          "fsverity digest %s (apt-get install fsverity)", path);
+    ADmaLoadRequest* req = NULL;
+    ADmaLoadResult* result = NULL;
+    ADmaLoadRequest_create(&req);
+    ADmaLoadRequest_addFile(req, path, 0, 0, 0, NULL);
+    CHECK_RC(ADmaLoadRequest_addDigest(req, ADMALOAD_DIGEST_SHA256), DMALOAD_OK, "addDigest(sha256)");
+    CHECK_RC(ADmaLoadRequest_addDigest(req, ADMALOAD_DIGEST_FSVERITY_SHA256), DMALOAD_OK,
+             "addDigest(fsverity)");
+    CHECK_RC(ADmaLoadRequest_addDigest(req, ADMALOAD_DIGEST_SHA256), DMALOAD_OK, "addDigest twice");
+    CHECK_RC(ADmaLoadRequest_addDigest(req, (ADmaLoadDigestAlgorithm)7), -EINVAL, "addDigest(7)");
+    int rc = ADmaLoader_load(loader, req, &result);
+    CHECK_RC(rc, DMALOAD_OK, "load with digests");
+    if (rc == DMALOAD_OK) {
+        CHECK(ADmaLoadResult_getDigestCount(result) == 2, "%zu digests",
+              ADmaLoadResult_getDigestCount(result));
+        for (size_t i = 0; i < ADmaLoadResult_getDigestCount(result); i++) {
+            size_t segment = 99;
+            ADmaLoadDigestAlgorithm algorithm = 0;
+            bool from_kernel = true;
+            const uint8_t* value =
+                ADmaLoadResult_getDigest(result, i, &segment, &algorithm, &from_kernel);
+            CHECK(value != NULL && segment == 0 && !from_kernel, "digest %zu", i);
+            const uint8_t* want = algorithm == ADMALOAD_DIGEST_SHA256 ? sha : verity;
+            CHECK(value && memcmp(value, want, DMALOAD_DIGEST_BYTES) == 0,
+                  "digest %zu (algorithm %d) differs from the tool's", i, (int)algorithm);
+            if (value) print_hex(algorithm == ADMALOAD_DIGEST_SHA256 ? "sha256" : "fsverity", value);
+        }
+        CHECK(ADmaLoadResult_getDigest(result, 2, NULL, NULL, NULL) == NULL, "out of range");
+        CHECK(ADmaLoadResult_getDigestTimeNs(result) > 0, "digest time");
+        ADmaLoader_releaseBuffer(loader, ADmaLoadResult_getBufferId(result));
+        ADmaLoadResult_release(result);
+        result = NULL;
+    }
+    ADmaLoadRequest_release(req);
+
+    /* Expected digests: the right ones pass, a wrong one hands nothing out. */
+    ADmaLoadRequest_create(&req);
+    ADmaLoadRequest_addFile(req, path, 0, 0, 0, NULL);
+    CHECK_RC(ADmaLoadRequest_expectDigest(req, 0, ADMALOAD_DIGEST_SHA256, NULL, 32), -EINVAL,
+             "expectDigest(NULL)");
+    CHECK_RC(ADmaLoadRequest_expectDigest(req, 0, ADMALOAD_DIGEST_SHA256, sha, 31), -EINVAL,
+             "expectDigest(31 bytes)");
+    CHECK_RC(ADmaLoadRequest_expectDigest(req, 0, ADMALOAD_DIGEST_SHA256, sha, sizeof sha), DMALOAD_OK,
+             "expectDigest(sha256)");
+    CHECK_RC(ADmaLoadRequest_expectDigest(req, 0, ADMALOAD_DIGEST_FSVERITY_SHA256, verity, sizeof verity),
+             DMALOAD_OK, "expectDigest(fsverity)");
+    load_expect(loader, req, DMALOAD_OK, "the expected digests");
+    uint8_t wrong[DMALOAD_DIGEST_BYTES];
+    memcpy(wrong, verity, sizeof wrong);
+    wrong[7] ^= 0x10;
+    ADmaLoadRequest_expectDigest(req, 0, ADMALOAD_DIGEST_FSVERITY_SHA256, wrong, sizeof wrong);
+    int fds = count_open_fds();
+    load_expect(loader, req, DMALOAD_E_DIGEST_MISMATCH, "a wrong fs-verity digest");
+    CHECK(strstr(ADmaLoad_lastErrorMessage(), "segment 0") != NULL, "message names the segment");
+    CHECK(count_open_fds() == fds, "fds after the mismatch: %d, before %d", count_open_fds(), fds);
+    ADmaLoadRequest_release(req);
+
+    ADmaLoadRequest_create(&req);
+    ADmaLoadRequest_addFile(req, path, 0, 0, 0, NULL);
+    ADmaLoadRequest_expectDigest(req, 1, ADMALOAD_DIGEST_SHA256, sha, sizeof sha);
+    load_expect(loader, req, DMALOAD_E_INVALID_ARGUMENT, "a digest of a segment it lacks");
+    ADmaLoadRequest_release(req);
+}
+
 static void test_names(void) {
     ADmaLoadRequest* req = NULL;
     ADmaLoadRequest_create(&req);
@@ -710,6 +811,8 @@ int main(int argc, char** argv) {
         test_too_many_files(loader);
         printf("FIFO:\n");
         test_fifo(loader);
+        printf("digests:\n");
+        test_digests(loader, small_path);
         test_names();
         ADmaLoader_release(loader);
     }

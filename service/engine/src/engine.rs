@@ -9,6 +9,7 @@ use crate::limits::{Accounting, Charge, EngineConfig, Usage};
 use crate::pipeline::{BlockPool, Devices, Measurements, WorkerPool};
 use crate::request::{LoadRequest, Owner, Progress};
 use crate::stats::{Backend, LoadStats};
+use dmaload_abi::digest::Digest;
 use dmaload_abi::system::cpu_count;
 
 /// A backend this device offers, with its limits.
@@ -36,6 +37,9 @@ pub struct LoadedBuffer {
     pub stats: LoadStats,
     /// The owner's charge for this buffer; released when dropped.
     pub charge: Charge,
+    /// The digests the request asked for, by segment and algorithm (expected ones included:
+    /// they matched).
+    pub digests: Vec<Digest>,
 }
 
 /// One per process; `Sync`, so binder threads share it.

@@ -2,8 +2,9 @@
 //! dma-buf where the kernel has them) holding exactly those bytes, as fast as the storage
 //! allows. No binder in here: the service, the CLI and the benchmark all call [`Engine`].
 //!
-//! Pipeline: plan → admit (caps, working memory) → allocate ⇉ read ⇉ copy → hand out, as
-//! steps that the load's own thread and the engine's worker threads run.
+//! Pipeline: plan → admit (caps, working memory) → allocate ⇉ read ⇉ copy (⇉ digest) →
+//! check the digests → hand out, as steps that the load's own thread and the engine's worker
+//! threads run.
 //! * udmabuf / memfd: a sealed memfd is populated gather by gather (huge folios where the
 //!   kernel allows) while each populated gather is read straight into it.
 //! * dma-heap: direct reads fill a ring of aligned bounce blocks while the allocation runs;
@@ -19,6 +20,7 @@
 )]
 
 mod cancel;
+pub mod digest;
 mod engine;
 mod error;
 mod limits;
@@ -29,6 +31,7 @@ mod stats;
 pub mod uring;
 
 pub use cancel::{CancelToken, Wake};
+pub use dmaload_abi::digest::{Digest, DigestAlgorithm};
 pub use dmaload_abi::meminfo::MemInfo;
 pub use engine::{BackendInfo, Engine, LoadedBuffer};
 pub use error::{ErrorCode, LoadError};

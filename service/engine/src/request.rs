@@ -2,6 +2,8 @@
 
 use std::os::fd::OwnedFd;
 
+use dmaload_abi::digest::{Digest, DigestAlgorithm};
+
 /// Who a load is charged to (the service passes the binder caller's uid).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Owner {
@@ -162,6 +164,12 @@ pub struct LoadRequest {
     /// Debug name given to the dma-buf (`DMA_BUF_SET_NAME`) / memfd.
     pub name: String,
     pub tunables: Tunables,
+    /// Digests to compute for every segment while loading ([`crate::LoadedBuffer::digests`]).
+    pub digests: Vec<DigestAlgorithm>,
+    /// Digests segments must have: the load computes each (or takes the kernel's fs-verity
+    /// measurement) and fails with `DIGEST_MISMATCH` when one differs, handing nothing out.
+    /// `from_kernel` is ignored. At most one per segment and algorithm.
+    pub expected: Vec<Digest>,
 }
 
 impl LoadRequest {
@@ -193,6 +201,8 @@ impl LoadRequest {
             io_mode: IoMode::Auto,
             name: name.into(),
             tunables: Tunables::default(),
+            digests: Vec::new(),
+            expected: Vec::new(),
         }
     }
 
@@ -211,6 +221,8 @@ impl LoadRequest {
             io_mode: self.io_mode,
             name: self.name.clone(),
             tunables: self.tunables,
+            digests: self.digests.clone(),
+            expected: self.expected.clone(),
         })
     }
 
@@ -226,6 +238,30 @@ impl LoadRequest {
 
     pub fn with_tunables(mut self, tunables: Tunables) -> LoadRequest {
         self.tunables = tunables;
+        self
+    }
+
+    /// Computes `algorithm` for every segment.
+    pub fn with_digest(mut self, algorithm: DigestAlgorithm) -> LoadRequest {
+        if !self.digests.contains(&algorithm) {
+            self.digests.push(algorithm);
+        }
+        self
+    }
+
+    /// Requires segment `segment` to have `value` as its `algorithm` digest.
+    pub fn expecting(
+        mut self,
+        segment: usize,
+        algorithm: DigestAlgorithm,
+        value: [u8; dmaload_abi::digest::DIGEST_BYTES],
+    ) -> LoadRequest {
+        self.expected.push(Digest {
+            segment,
+            algorithm,
+            value,
+            from_kernel: false,
+        });
         self
     }
 }

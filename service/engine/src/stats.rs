@@ -52,6 +52,9 @@ pub enum FallbackKind {
     /// The working memory the tunables asked for did not fit the load's limits (per load,
     /// the caller's cap, the global cap, available memory): fewer readers and bounce blocks.
     WorkingMemory,
+    /// The file has fs-verity on, but its measurement could not stand for the segment's
+    /// fs-verity digest (other tree parameters, an older kernel): the digest was computed.
+    Digest,
 }
 
 /// One fallback and why it happened.
@@ -82,9 +85,11 @@ pub struct LoadStats {
     pub bytes_buffered: u64,
     /// File bytes that went through a bounce buffer (copied once more).
     pub bytes_bounced: u64,
-    /// Working memory (bounce blocks) reserved and charged to the caller while the load ran,
-    /// besides the buffer.
+    /// Working memory (bounce blocks, digest state) reserved and charged to the caller while
+    /// the load ran, besides the buffer.
     pub working_bytes: u64,
+    /// Time spent computing digests, summed over the threads (it overlaps the reads).
+    pub digest: Duration,
     /// Every fallback, in the order they happened (deduplicated by kind and reason).
     pub fallbacks: Vec<Fallback>,
     /// What memory backs a memfd/udmabuf buffer: `hugetlb`, `shmem-thp` (huge folios) or

@@ -16,8 +16,8 @@ use std::sync::Mutex;
 
 use common::*;
 use dmaload_engine::{
-    Backend, BufferKind, CancelToken, Engine, EngineConfig, ErrorCode, FallbackKind, FdSegment,
-    IoMode, Owner, Progress, Tunables,
+    Backend, BufferKind, CancelToken, DigestAlgorithm, Engine, EngineConfig, ErrorCode,
+    FallbackKind, FdSegment, IoMode, Owner, Progress, Tunables,
 };
 
 const SIZES: [usize; 7] = [
@@ -594,5 +594,191 @@ fn auto_takes_the_backend_measured_fastest_here() {
         .iter()
         .filter(|b| candidates.contains(&b.backend))
         .all(|b| b.detail.contains("measured")));
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+#[ignore = "needs dma-heap and udmabuf: runs in the virtual device"]
+fn digests_in_dma_bufs_equal_the_tools() {
+    let dir = dio_dir();
+    let engine = engine();
+    for len in [1, 4097, 512 * 1024 + 123, (2 << 20) + 4096 * 3 + 1, 9 << 20] {
+        let data = pattern(len, len as u64 + 1);
+        let path = write_file(&dir, &format!("d{len}"), &data);
+        let want = tools(&path);
+        for kind in [system_heap(), BufferKind::Udmabuf] {
+            for direct in [true, false] {
+                let req = with_digests(
+                    request(
+                        vec![FdSegment::whole_file(open(&path, direct))],
+                        kind.clone(),
+                        IoMode::Auto,
+                    ),
+                    &BOTH,
+                );
+                let buf = load(&engine, req)
+                    .unwrap_or_else(|e| panic!("{kind:?} {len} direct {direct}: {e}"));
+                assert!(contents(&buf)[..len] == data[..]);
+                for (algorithm, value) in want {
+                    let d = digest_of(&buf, 0, algorithm);
+                    assert_eq!(
+                        d.value, value,
+                        "{kind:?} {len} bytes direct {direct}: {algorithm}"
+                    );
+                    assert!(!d.from_kernel);
+                }
+            }
+        }
+    }
+    // Segments at odd offsets, each digested on its own bytes, in both dma-buf backends.
+    let data = pattern((3 << 20) + 11, 77);
+    let path = write_file(&dir, "dsegs", &data);
+    let layout: [(u64, u64, u64); 3] = [
+        (4097, 100_000, 3),
+        (1 << 20, (1 << 20) + 1, 200_001),
+        (3 * 4096 + 5, 0, (2 << 20) + 3),
+    ];
+    let pieces: Vec<_> = layout
+        .iter()
+        .enumerate()
+        .map(|(i, &(fo, len, _))| {
+            let end = if len == 0 {
+                data.len()
+            } else {
+                (fo + len) as usize
+            };
+            tools(&write_file(&dir, &format!("p{i}"), &data[fo as usize..end]))
+        })
+        .collect();
+    for kind in [system_heap(), BufferKind::Udmabuf] {
+        for direct in [true, false] {
+            let segments = layout
+                .iter()
+                .map(|&(file_offset, length, buffer_offset)| FdSegment {
+                    fd: open(&path, direct),
+                    file_offset,
+                    length,
+                    buffer_offset,
+                })
+                .collect();
+            let req = with_digests(request(segments, kind.clone(), IoMode::Auto), &BOTH);
+            let buf = load(&engine, req).unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+            for (i, want) in pieces.iter().enumerate() {
+                for &(algorithm, value) in want {
+                    assert_eq!(
+                        digest_of(&buf, i, algorithm).value,
+                        value,
+                        "{kind:?} direct {direct} segment {i} {algorithm}"
+                    );
+                }
+            }
+        }
+    }
+    assert_eq!(engine.total_usage(), dmaload_engine::Usage::default());
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// Runs `fsverity enable [args] path` (Debian's tool, on the guest's $PATH).
+fn enable_verity(path: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("fsverity")
+        .arg("enable")
+        .args(args)
+        .arg(path)
+        .output()
+        .expect("run fsverity");
+    assert!(out.status.success(), "fsverity enable: {out:?}");
+}
+
+#[test]
+#[ignore = "needs ext4 with fs-verity and dma-buf backends: runs in the virtual device"]
+fn a_verity_file_is_measured_by_the_kernel() {
+    let dir = dio_dir();
+    let engine = engine();
+    let len = (5 << 20) + 4097;
+    let data = pattern(len, 31);
+    let path = write_file(&dir, "verity", &data);
+    enable_verity(&path, &[]);
+    let facts = dmaload_abi::statx::file_facts(open_buffered(&path).as_fd()).expect("statx");
+    assert!(facts.verity, "statx reports fs-verity on");
+    let [(_, sha), (_, verity)] = tools(&path);
+    for kind in [system_heap(), BufferKind::Udmabuf, BufferKind::Memfd] {
+        // The whole file: the kernel's measurement, which `fsverity digest` equals.
+        let req = with_digests(
+            request(
+                vec![FdSegment::whole_file(open_direct(&path))],
+                kind.clone(),
+                IoMode::Auto,
+            ),
+            &BOTH,
+        );
+        let buf = load(&engine, req).unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+        assert!(contents(&buf)[..len] == data[..]);
+        let d = digest_of(&buf, 0, DigestAlgorithm::FsVerity);
+        assert!(d.from_kernel, "{kind:?}: the kernel measured it");
+        assert_eq!(
+            d.value, verity,
+            "{kind:?}: the measurement is `fsverity digest`"
+        );
+        assert_eq!(digest_of(&buf, 0, DigestAlgorithm::Sha256).value, sha);
+        // A wrong expected value fails against the kernel's measurement too.
+        let mut wrong = verity;
+        wrong[3] ^= 4;
+        let req = request(
+            vec![FdSegment::whole_file(open_buffered(&path))],
+            kind.clone(),
+            IoMode::Auto,
+        )
+        .expecting(0, DigestAlgorithm::FsVerity, wrong);
+        let err = load(&engine, req).expect_err("a wrong digest");
+        assert_eq!(err.code, ErrorCode::DigestMismatch, "{err}");
+        assert!(err.message.contains("the kernel measured"), "{err}");
+    }
+    // A part of the file is no file the kernel measured: computed from its bytes.
+    let piece = write_file(&dir, "verity-piece", &data[4096..4096 + 100_000]);
+    let req = with_digests(
+        request(
+            vec![FdSegment {
+                fd: open_buffered(&path),
+                file_offset: 4096,
+                length: 100_000,
+                buffer_offset: 0,
+            }],
+            system_heap(),
+            IoMode::Auto,
+        ),
+        &[DigestAlgorithm::FsVerity],
+    );
+    let buf = load(&engine, req).expect("a segment of a verity file");
+    let d = digest_of(&buf, 0, DigestAlgorithm::FsVerity);
+    assert!(!d.from_kernel);
+    assert_eq!(d.value, tool_digest("fsverity", &["digest"], &piece));
+    drop(buf);
+    // A tree with a salt measures to another digest than dmaload's (no salt): computed, and
+    // the fallback says why.
+    let salted = write_file(&dir, "salted", &data[..1 << 20]);
+    let plain = tool_digest("fsverity", &["digest"], &salted);
+    enable_verity(&salted, &["--salt=00ff"]);
+    let req = with_digests(
+        request(
+            vec![FdSegment::whole_file(open_buffered(&salted))],
+            BufferKind::Udmabuf,
+            IoMode::Auto,
+        ),
+        &[DigestAlgorithm::FsVerity],
+    );
+    let buf = load(&engine, req).expect("a salted verity file");
+    let d = digest_of(&buf, 0, DigestAlgorithm::FsVerity);
+    assert!(!d.from_kernel);
+    assert_eq!(d.value, plain);
+    assert!(
+        buf.stats
+            .fallbacks
+            .iter()
+            .any(|f| f.kind == FallbackKind::Digest && f.reason.contains("salt")),
+        "{:?}",
+        buf.stats.fallbacks
+    );
+    drop(buf);
+    assert_eq!(engine.total_usage(), dmaload_engine::Usage::default());
     std::fs::remove_dir_all(dir).ok();
 }

@@ -3,8 +3,9 @@
 //! service's fds, its outstanding buffer bytes, this caller's charge and the system's
 //! dma-bufs are back to their baseline after each case). Besides the malformed requests: the
 //! file table's limits and 10,000 segments of one file, what the client library refuses
-//! before sending (a FIFO path), names with terminal controls in dumps, and another uid's
-//! view of the dump.
+//! before sending (a FIFO path), names with terminal controls in dumps, another uid's view of
+//! the dump, and digests: a wrong expected digest on every backend (`DIGEST_MISMATCH`, the
+//! buffer freed) and malformed ones.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
@@ -292,6 +293,7 @@ pub fn run(o: &Options, svc: &Svc) -> Group {
     }
     file_table_cases(&mut g, svc, &small);
     client_library_cases(&mut g, svc, &dir, &small);
+    digest_cases(&mut g, svc, &small);
     g.case(
         "a name with terminal controls shows escaped in the result, debugDump and dumpsys",
         || escaped_name(svc, &small),
@@ -334,6 +336,99 @@ pub fn run(o: &Options, svc: &Svc) -> Group {
         || cancel_after_completion(svc, &small),
     );
     g
+}
+
+/// Expected digests: wrong ones on every backend (nothing handed out, every byte freed: the
+/// baseline includes the system's dma-bufs), malformed ones, and right ones.
+fn digest_cases(g: &mut Group, svc: &Svc, small: &PatternFile) {
+    use crate::digests::{digest_of, reference, ALGORITHMS};
+    use crate::service::idl::Digest::Digest;
+    let [sha, verity] = match reference(small, 0, small.size) {
+        Ok(r) => r,
+        Err(e) => {
+            g.case("digest references", || Err(e));
+            return;
+        }
+    };
+    let digest = |segment: i32, algorithm: i32, value: &[u8]| {
+        Some(Digest {
+            r#segment,
+            r#algorithm: s::idl::DigestAlgorithm::DigestAlgorithm(algorithm),
+            r#value: value.to_vec(),
+            r#fromKernel: false,
+        })
+    };
+    let expecting = |backend: &str, expected: Vec<Option<Digest>>| {
+        let mut r = one(small.open(false).ok(), 0, 0, 0);
+        r.r#backend = backend.to_string();
+        r.r#expectedDigests = Some(expected);
+        r
+    };
+    let mut wrong = sha;
+    wrong[0] ^= 1;
+    let backends = crate::function::backends(svc).unwrap_or_default();
+    for (backend, _, _) in &backends {
+        g.case(
+            &format!("{backend}: a wrong expected sha256 → DIGEST_MISMATCH, nothing handed out"),
+            || {
+                let req = expecting(backend, vec![digest(0, 1, &wrong)]);
+                refused_saying(svc, &req, E::DIGEST_MISMATCH, "segment 0", small)
+            },
+        );
+        g.case(
+            &format!("{backend}: a wrong expected fs-verity digest → DIGEST_MISMATCH"),
+            || {
+                let req = expecting(backend, vec![digest(0, 1, &sha), digest(0, 2, &sha)]);
+                refused_saying(svc, &req, E::DIGEST_MISMATCH, "fsverity", small)
+            },
+        );
+    }
+    let malformed: Vec<(&str, LoadRequest)> = vec![
+        (
+            "expected digest of a segment the request lacks → INVALID_ARGUMENT",
+            expecting("auto", vec![digest(1, 1, &sha)]),
+        ),
+        (
+            "expected digest of 31 bytes → INVALID_ARGUMENT",
+            expecting("auto", vec![digest(0, 1, &sha[..31])]),
+        ),
+        (
+            "expected digest of algorithm 9 → INVALID_ARGUMENT",
+            expecting("auto", vec![digest(0, 9, &sha)]),
+        ),
+        (
+            "a null expected digest → INVALID_ARGUMENT",
+            expecting("auto", vec![None]),
+        ),
+        (
+            "two expected sha256 digests of one segment → INVALID_ARGUMENT",
+            expecting("auto", vec![digest(0, 1, &sha), digest(0, 1, &sha)]),
+        ),
+        ("digest algorithm 0 to compute → INVALID_ARGUMENT", {
+            let mut r = one(small.open(false).ok(), 0, 0, 0);
+            r.r#digests = vec![s::idl::DigestAlgorithm::DigestAlgorithm(0)];
+            r
+        }),
+    ];
+    for (name, req) in &malformed {
+        g.case(name, || refused(svc, req, E::INVALID_ARGUMENT, small));
+    }
+    g.case(
+        "the right expected digests load, and the result carries them",
+        || {
+            let base = s::baseline(svc)?;
+            let req = expecting("auto", vec![digest(0, 1, &sha), digest(0, 2, &verity)]);
+            let result = s::load(svc, &req).map_err(|e| e.to_string())?;
+            for ((algorithm, name), value) in ALGORITHMS.iter().zip([sha, verity]) {
+                let (got, _) = digest_of(&result, 0, *algorithm)?;
+                ensure!(got == value, "{name} differs");
+            }
+            svc.r#releaseBuffer(result.r#bufferId)
+                .map_err(|e| Failure::from_status(e).to_string())?;
+            drop(result);
+            s::back_to_baseline(svc, &base, Duration::from_secs(2)).map(|_| ())
+        },
+    );
 }
 
 fn o_path(svc: &Svc, fd: OwnedFd, small: &PatternFile) -> CaseResult {

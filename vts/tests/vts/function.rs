@@ -1,7 +1,8 @@
 //! Group `function`: every backend the device offers × every I/O mode × sizes from 1 byte
 //! up, checked byte for byte through a mapping of the returned fd (DMA_BUF_IOCTL_SYNC for
-//! dma-bufs); several segments at buffer offsets; a ≥ 1 GiB load; backends vs /dev/dma_heap;
-//! stats; buffer names; sync and async loads with monotonic progress; a version 1 client.
+//! dma-bufs); several segments at buffer offsets; digests (`digests.rs`); a ≥ 1 GiB load;
+//! backends vs /dev/dma_heap; stats; buffer names; sync and async loads with monotonic
+//! progress; a version 1 client.
 
 use std::time::{Duration, Instant};
 
@@ -240,6 +241,7 @@ pub fn run(o: &Options, svc: &Svc) -> Group {
             },
         );
     }
+    crate::digests::cases(&mut g, svc, &dir, &files, &backends);
     for (backend, dma_buf, _) in &backends {
         g.case(
             &format!("{backend}: async load, monotonic progress ending at the total"),

@@ -21,6 +21,7 @@
 )]
 
 mod bad_input;
+mod digests;
 mod function;
 mod libtest;
 mod parcel;

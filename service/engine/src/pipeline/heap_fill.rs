@@ -3,16 +3,19 @@
 //! and copied into the mapping once it exists, between `DMA_BUF_IOCTL_SYNC` start and end.
 //!
 //! Steps: allocate (the dma-buf, named, mapped, CPU access begun) ⇉ read (a direct chunk into
-//! a free block; a buffered chunk straight into the mapping once it exists) ⇉ copy (a filled
-//! block into the mapping), run by [`Job`] on the load's thread and the engine's workers.
+//! a free block; a buffered chunk straight into the mapping once it exists; fs-verity groups
+//! hashed by the reader) ⇉ copy (a filled block into the mapping) ⇉ hash (SHA-256, chunk
+//! after chunk in file order: from its block, which is kept until then, or from the
+//! mapping), run by [`Job`] on the load's thread and the engine's workers.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::blocks::{Block, BlockPool};
 use super::devices::Devices;
+use super::digests::{Digesting, HashStep, Sequence};
 use super::job::{Job, Steps};
 use super::plan::Plan;
 use super::read::{claim, read_buffered, read_into_block};
@@ -40,6 +43,12 @@ enum Step {
         block: Block,
         start: usize,
     },
+    /// Feed a chunk to its segment's SHA-256: from its block (from `start`) when it was read
+    /// into one, else from the mapping.
+    Hash {
+        step: HashStep,
+        block: Option<(Block, usize)>,
+    },
 }
 
 /// What the steps read, and what the allocation publishes.
@@ -59,6 +68,7 @@ struct HeapSteps {
     mapping: OnceLock<Mapping>,
     /// The dma-buf, with CPU access begun; the load's thread takes it at the end.
     fd: Mutex<Option<OwnedFd>>,
+    digesting: Arc<Digesting>,
 }
 
 /// What the steps share under the job's lock.
@@ -75,6 +85,11 @@ struct State {
     chunks_done: usize,
     first_gather_left: usize,
     first_gather_at: Option<Instant>,
+    /// Chunks copied from their blocks and waiting for the hash step: (block, offset).
+    copied: BTreeMap<usize, (Block, usize)>,
+    /// Chunks read into the mapping and waiting for the hash step.
+    in_mapping: BTreeSet<usize>,
+    hash: Sequence,
 }
 
 /// Allocates the dma-buf, names it (best effort: naming is for debugging only), maps it and
@@ -167,6 +182,14 @@ impl Steps for HeapSteps {
             s.allocating = true;
             return Ok(Some(Step::Allocate));
         }
+        // The hash step first: it is one at a time, so it must not wait behind the others.
+        let (copied, in_mapping) = (&mut s.copied, &s.in_mapping);
+        let ready = |index: usize| copied.contains_key(&index) || in_mapping.contains(&index);
+        if let Some(step) = s.hash.take(ready) {
+            let block = copied.remove(&step.index);
+            s.in_mapping.remove(&step.index);
+            return Ok(Some(Step::Hash { step, block }));
+        }
         if s.allocated.is_some() && s.copying < self.copiers {
             if let Some((block, index, start)) = s.filled.pop_front() {
                 s.copying += 1;
@@ -200,6 +223,10 @@ impl Steps for HeapSteps {
             } => {
                 let chunk = &self.plan.chunks[*index];
                 *start = read_into_block(tally, &self.plan.sources[chunk.source], chunk, block)?;
+                if self.digesting.verity_of(chunk) {
+                    let bytes = &block.as_slice()[*start..*start + chunk.len as usize];
+                    self.digesting.after_read(chunk, bytes)?;
+                }
                 Ok(())
             }
             Step::Read {
@@ -207,7 +234,12 @@ impl Steps for HeapSteps {
             } => {
                 let chunk = &self.plan.chunks[*index];
                 let src = &self.plan.sources[chunk.source];
-                read_buffered(tally, src, chunk, self.mapping()?)
+                read_buffered(tally, src, chunk, self.mapping()?)?;
+                if self.digesting.verity_of(chunk) {
+                    let region = claim(self.mapping()?, chunk)?;
+                    self.digesting.after_read(chunk, &region)?;
+                }
+                Ok(())
             }
             Step::Copy {
                 index,
@@ -219,6 +251,19 @@ impl Steps for HeapSteps {
                 let len = region.len();
                 region.copy_from_slice(&block.as_slice()[*start..*start + len]);
                 tally.note_copy(copy_start);
+                Ok(())
+            }
+            Step::Hash {
+                step,
+                block: Some((block, start)),
+            } => {
+                let len = self.plan.chunks[step.index].len as usize;
+                step.run(&block.as_slice()[*start..*start + len], &self.digesting);
+                Ok(())
+            }
+            Step::Hash { step, block: None } => {
+                let region = claim(self.mapping()?, &self.plan.chunks[step.index])?;
+                step.run(&region, &self.digesting);
                 Ok(())
             }
         }
@@ -243,18 +288,36 @@ impl Steps for HeapSteps {
                 index, block: None, ..
             } => {
                 s.reading -= 1;
+                if self.digesting.sha256_of(&self.plan.chunks[index]) {
+                    s.in_mapping.insert(index);
+                }
                 self.chunk_done(index, s)
             }
-            Step::Copy { index, block, .. } => {
+            Step::Copy {
+                index,
+                block,
+                start,
+            } => {
                 s.copying -= 1;
-                s.free.push(block);
+                if self.digesting.sha256_of(&self.plan.chunks[index]) {
+                    // Kept until hashed: the readers wait for a free block at most as long
+                    // as the ring lets them run ahead of the hash step.
+                    s.copied.insert(index, (block, start));
+                } else {
+                    s.free.push(block);
+                }
                 self.chunk_done(index, s)
+            }
+            Step::Hash { step, block } => {
+                s.free.extend(block.map(|(block, _)| block));
+                s.hash.done(step, &self.plan.chunks, &self.digesting);
+                0
             }
         }
     }
 
     fn finished(&self, s: &State) -> bool {
-        s.allocated.is_some() && s.chunks_done == self.plan.chunks.len()
+        s.allocated.is_some() && s.chunks_done == self.plan.chunks.len() && s.hash.finished()
     }
 }
 
@@ -276,6 +339,7 @@ pub(crate) fn fill(fill: &Fill<'_>, heap: &str) -> Result<(OwnedFd, Filled), Loa
         started: Instant::now(),
         mapping: OnceLock::new(),
         fd: Mutex::new(None),
+        digesting: Arc::clone(fill.digesting),
     };
     let state = State {
         allocating: false,
@@ -293,6 +357,9 @@ pub(crate) fn fill(fill: &Fill<'_>, heap: &str) -> Result<(OwnedFd, Filled), Loa
             .filter(|c| c.buffer_offset < plan.knobs.gather_size)
             .count(),
         first_gather_at: None,
+        copied: BTreeMap::new(),
+        in_mapping: BTreeSet::new(),
+        hash: Sequence::new(&plan.chunks, fill.digesting),
     };
     let tally = Tally::new(plan.knobs.io_uring);
     let job = Job::new(steps, state, tally, plan.file_bytes, working.threads);

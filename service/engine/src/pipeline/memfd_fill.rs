@@ -3,9 +3,10 @@
 //! with direct I/O. udmabuf wraps the memfd at the end.
 //!
 //! Steps: allocate (memfd + mapping), then populate (pieces of gathers, at most
-//! [`IN_FLIGHT_GATHERS`] ahead of the reads) ⇉ read (chunks of populated gathers) ⇉ release
-//! (finished gathers leave the mapping), run by [`Job`] on the load's thread and the
-//! engine's workers.
+//! [`IN_FLIGHT_GATHERS`] ahead of the reads) ⇉ read (chunks of populated gathers; fs-verity
+//! groups hashed by the reader) ⇉ hash (SHA-256, chunk after chunk in file order) ⇉ release
+//! (finished gathers leave the mapping: a gather is finished once read and hashed), run by
+//! [`Job`] on the load's thread and the engine's workers.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,12 +14,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::blocks::{Block, BlockPool};
+use super::digests::{DigestPlan, Digesting, HashStep, Sequence};
 use super::job::{Job, Steps};
 use super::plan::{Chunk, Plan};
-use super::read::read_chunk;
+use super::read::{claim, read_chunk};
 use super::tally::Tally;
 use super::working::{Working, INLINE_MAX};
 use super::{Fill, Filled};
+use crate::digest::GROUP;
 use crate::error::{load_err, ErrorCode, LoadError};
 use crate::request::Progress;
 use crate::stats::{Fallback, FallbackKind};
@@ -95,24 +98,38 @@ struct Piece {
     len: u64,
 }
 
-fn split_at_gathers(chunks: &[Chunk], gathers: &Gathers) -> Vec<Chunk> {
+/// Cuts the chunks at gather boundaries. A chunk of a segment whose fs-verity digest is
+/// computed is cut at the last multiple of [`GROUP`] of its segment before the boundary (its
+/// reader hashes whole groups), so such a piece may reach a little into the next gather.
+fn split_at_gathers(chunks: &[Chunk], gathers: &Gathers, digests: &DigestPlan) -> Vec<Chunk> {
     let mut out = Vec::with_capacity(chunks.len() + gathers.len());
     for c in chunks {
         let mut rest = *c;
+        let mut next_gather = gathers.of(rest.buffer_offset) + 1;
         loop {
-            let boundary = gathers.start(gathers.of(rest.buffer_offset) + 1);
+            let boundary = gathers.start(next_gather);
             let end = rest.buffer_offset + rest.len;
             if boundary >= end {
                 out.push(rest);
                 break;
             }
-            let head = boundary - rest.buffer_offset;
+            next_gather += 1;
+            let cut = match digests.segments.get(rest.segment) {
+                Some(seg) if digests.computes_verity(rest.segment) => {
+                    seg.buffer_offset + (boundary - seg.buffer_offset) / GROUP * GROUP
+                }
+                _ => boundary,
+            };
+            if cut <= rest.buffer_offset {
+                continue;
+            }
+            let head = cut - rest.buffer_offset;
             out.push(Chunk { len: head, ..rest });
             rest = Chunk {
-                source: rest.source,
                 file_offset: rest.file_offset + head,
                 len: rest.len - head,
-                buffer_offset: boundary,
+                buffer_offset: cut,
+                ..rest
             };
         }
     }
@@ -331,6 +348,8 @@ enum Step {
     Populate(Piece),
     /// Read chunk `index` into its populated gathers; direct sources bring a bounce block.
     Read { index: usize, bounce: Option<Block> },
+    /// Feed a chunk read into the buffer to its segment's SHA-256.
+    Hash(HashStep),
     /// Drop finished gathers from our mapping (the memfd keeps the pages).
     Release(Range<usize>),
 }
@@ -352,6 +371,7 @@ struct MemfdSteps {
     blocks: Arc<BlockPool>,
     block_len: usize,
     max_blocks: usize,
+    digesting: Arc<Digesting>,
 }
 
 /// What the steps share under the job's lock.
@@ -374,6 +394,9 @@ struct State {
     reading: usize,
     bounces: Vec<Block>,
     bounces_made: usize,
+    /// Chunks read and waiting for the SHA-256 hash step (which comes in chunk order).
+    read: Vec<bool>,
+    hash: Sequence,
 }
 
 impl MemfdSteps {
@@ -384,6 +407,7 @@ impl MemfdSteps {
         hugetlb: bool,
         working: &Working,
         blocks: Arc<BlockPool>,
+        digesting: Arc<Digesting>,
     ) -> (MemfdSteps, State) {
         let knobs = plan.knobs;
         // hugetlb memory is populated and dropped in whole 2 MiB pages: gathers must be too.
@@ -405,7 +429,7 @@ impl MemfdSteps {
         for p in &pieces {
             pieces_left[p.gather] += 1;
         }
-        let chunks = split_at_gathers(&plan.chunks, &layout);
+        let chunks = split_at_gathers(&plan.chunks, &layout, &plan.digests);
         let mut chunks_left = vec![0u32; gathers];
         let mut ahead = IN_FLIGHT_GATHERS;
         for c in &chunks {
@@ -432,6 +456,8 @@ impl MemfdSteps {
             reading: 0,
             bounces: Vec::new(),
             bounces_made: 0,
+            read: vec![false; chunks.len()],
+            hash: Sequence::new(&chunks, &digesting),
         };
         let steps = MemfdSteps {
             plan,
@@ -446,6 +472,7 @@ impl MemfdSteps {
             blocks,
             block_len: working.block_len,
             max_blocks: working.blocks,
+            digesting,
         };
         (steps, state)
     }
@@ -498,6 +525,16 @@ impl MemfdSteps {
         Some(Step::Populate(piece))
     }
 
+    /// A chunk is in the buffer (and hashed, when its segment is hashed with SHA-256).
+    fn chunk_done(&self, index: usize, s: &mut State) {
+        let chunk = &self.chunks[index];
+        let first = self.layout.of(chunk.buffer_offset);
+        let last = self.layout.of(chunk.buffer_offset + chunk.len - 1);
+        for left in &mut s.chunks_left[first..=last] {
+            *left -= 1;
+        }
+    }
+
     /// Advances `gathers_read` over gathers populated and read to the end.
     fn finish_gathers(&self, s: &mut State) {
         while s.gathers_read < s.gathers_ready && s.chunks_left[s.gathers_read] == 0 {
@@ -520,6 +557,11 @@ impl Steps for MemfdSteps {
             let range = s.gathers_released..s.gathers_read;
             s.gathers_released = s.gathers_read;
             return Ok(Some(Step::Release(range)));
+        }
+        // The hash step next: it is one at a time, so it must not wait behind the others.
+        let read = &s.read;
+        if let Some(step) = s.hash.take(|index| read[index]) {
+            return Ok(Some(Step::Hash(step)));
         }
         if s.reading < self.readers {
             if let Some(read) = self.next_read(s)? {
@@ -545,7 +587,18 @@ impl Steps for MemfdSteps {
                     &self.mapping,
                     true,
                     bounce.as_deref_mut(),
-                )
+                )?;
+                if self.digesting.verity_of(chunk) {
+                    let region = claim(&self.mapping, chunk)?;
+                    self.digesting.after_read(chunk, &region)?;
+                }
+                Ok(())
+            }
+            Step::Hash(step) => {
+                // The chunk's gathers stay in the mapping until it is hashed.
+                let region = claim(&self.mapping, &self.chunks[step.index])?;
+                step.run(&region, &self.digesting);
+                Ok(())
             }
             Step::Release(gathers) => {
                 let start = self.layout.start(gathers.start);
@@ -576,12 +629,17 @@ impl Steps for MemfdSteps {
                 s.reading -= 1;
                 s.bounces.extend(bounce);
                 let chunk = &self.chunks[index];
-                let first = self.layout.of(chunk.buffer_offset);
-                let last = self.layout.of(chunk.buffer_offset + chunk.len - 1);
-                for left in &mut s.chunks_left[first..=last] {
-                    *left -= 1;
+                if self.digesting.sha256_of(chunk) {
+                    s.read[index] = true;
+                } else {
+                    self.chunk_done(index, s);
                 }
                 bytes = chunk.len;
+            }
+            Step::Hash(step) => {
+                let index = step.index;
+                s.hash.done(step, &self.chunks, &self.digesting);
+                self.chunk_done(index, s);
             }
             Step::Release(_) => return 0,
         }
@@ -674,6 +732,7 @@ fn fill_once(fill: &Fill<'_>, hugetlb: bool) -> Result<(Memfd, Filled), Refill> 
         memory == HUGETLB_POOL || memory == HUGETLB_SURPLUS,
         fill.working,
         Arc::clone(&fill.engine.blocks),
+        Arc::clone(fill.digesting),
     );
     let job = Job::new(
         steps,

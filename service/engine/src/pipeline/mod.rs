@@ -10,6 +10,7 @@
 mod backends;
 mod blocks;
 mod devices;
+mod digests;
 mod heap_fill;
 mod job;
 mod measured;
@@ -43,6 +44,7 @@ pub(crate) use devices::Devices;
 pub(crate) use measured::Measurements;
 pub(crate) use pool::WorkerPool;
 
+use digests::Digesting;
 use plan::Plan;
 use working::Working;
 
@@ -67,6 +69,8 @@ pub(crate) struct Fill<'a> {
     pub(crate) plan: &'a Arc<Plan>,
     /// The working memory admitted.
     pub(crate) working: &'a Working,
+    /// The digests the steps compute.
+    pub(crate) digesting: &'a Arc<Digesting>,
     /// The buffer's debug name.
     pub(crate) name: &'a str,
     pub(crate) cancel: &'a CancelToken,
@@ -116,10 +120,12 @@ pub(crate) fn load(
             "the load was cancelled before it started"
         ));
     }
+    let digesting = Digesting::new(&plan.digests);
     let fill = Fill {
         engine,
         plan: &plan,
         working: &working,
+        digesting: &digesting,
         name: &name,
         cancel,
         progress,
@@ -127,9 +133,13 @@ pub(crate) fn load(
     };
     let (fd, filled) = fill_buffer(&fill, &backend)?;
     finish(&plan)?;
+    // Checked before the buffer leaves: on a mismatch `fd` and `charge` drop here, and with
+    // them the buffer and its charge.
+    let (digests, digest_time) = digesting.finish(&plan.digests)?;
     stats.working_bytes = slot.working();
     drop(slot);
     record(&mut stats, filled);
+    stats.digest = digest_time;
     stats.total = started.elapsed();
     engine
         .measured
@@ -140,6 +150,7 @@ pub(crate) fn load(
         backend,
         stats,
         charge,
+        digests,
     })
 }
 

@@ -3,6 +3,8 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
+use super::digests::{DigestPlan, Span};
+use crate::digest::GROUP;
 use crate::error::{load_err, LoadError};
 use crate::request::{IoMode, LoadRequest, Tunables};
 use crate::stats::{FallbackKind, LoadStats};
@@ -57,11 +59,14 @@ impl Source {
     }
 }
 
-/// A piece of one segment, read as one unit by one thread.
+/// A piece of one segment (or of a run of segments that continue each other, when the
+/// request asks for no digest), read as one unit by one thread.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Chunk {
     /// The file: an index into [`Plan::sources`].
     pub(crate) source: usize,
+    /// The segment (the run's first, when segments are read as runs).
+    pub(crate) segment: usize,
     pub(crate) file_offset: u64,
     pub(crate) len: u64,
     pub(crate) buffer_offset: u64,
@@ -91,6 +96,8 @@ pub(crate) struct Plan {
     pub(crate) buffer_size: u64,
     pub(crate) file_bytes: u64,
     pub(crate) knobs: Knobs,
+    /// What is digested of each segment.
+    pub(crate) digests: DigestPlan,
 }
 
 fn pick(value: u64, default: u64) -> u64 {
@@ -266,7 +273,7 @@ pub(crate) fn plan(
             "name must be at most {MAX_NAME_LEN} bytes without NUL characters"
         ));
     }
-    let knobs = knobs(&req.tunables, defaults)?;
+    let mut knobs = knobs(&req.tunables, defaults)?;
     if req.segments.is_empty() {
         return Err(load_err!(
             BadSegments,
@@ -356,6 +363,29 @@ pub(crate) fn plan(
         }));
         spans.push((seg.buffer_offset, length, index, seg.file_offset, seg.file));
     }
+    let segments: Vec<Span> = {
+        let mut by_index = spans.clone();
+        by_index.sort_unstable_by_key(|s| s.2);
+        by_index
+            .iter()
+            .map(|&(buffer_offset, len, _, file_offset, file)| Span {
+                file,
+                file_offset,
+                len,
+                buffer_offset,
+            })
+            .collect()
+    };
+    let digests = DigestPlan::new(
+        &req.digests,
+        req.expected,
+        &segments,
+        |file| {
+            let f = &facts[file];
+            (req.files[file].as_fd(), f.size, f.verity)
+        },
+        stats,
+    )?;
     let mut files = Vec::with_capacity(req.files.len());
     for (index, ((fd, (direct, mem_align, offset_align)), extent)) in
         req.files.into_iter().zip(sources).zip(extent).enumerate()
@@ -398,31 +428,49 @@ pub(crate) fn plan(
     let buffer_size = end.div_ceil(page) * page;
     let file_bytes = spans.iter().map(|s| s.1).sum();
     // Segments that continue each other in the file and in the buffer are read as one run:
-    // a file split into thousands of adjacent segments reads in chunk_size pieces.
-    let mut runs: Vec<(u64, u64, u64, usize)> = Vec::new(); // (buffer offset, length, file offset, file)
-    for &(buffer_offset, length, _, file_offset, source) in &spans {
+    // a file split into thousands of adjacent segments reads in chunk_size pieces. Digests
+    // are per segment: then every segment is a run of its own.
+    // (buffer offset, length, file offset, file, segment)
+    let mut runs: Vec<(u64, u64, u64, usize, usize)> = Vec::new();
+    for &(buffer_offset, length, segment, file_offset, source) in &spans {
         match runs.last_mut() {
             Some(run)
-                if run.3 == source
+                if digests.is_empty()
+                    && run.3 == source
                     && run.0 + run.1 == buffer_offset
                     && run.2 + run.1 == file_offset =>
             {
                 run.1 += length;
             }
-            _ => runs.push((buffer_offset, length, file_offset, source)),
+            _ => runs.push((buffer_offset, length, file_offset, source, segment)),
         }
     }
+    // A reader hashes the fs-verity groups (512 KiB) of what it read: chunks of segments
+    // whose fs-verity digest is computed hold whole groups, so their cuts fall at multiples
+    // of a group-rounded chunk size from the segment's start.
+    let verity = (0..req.segments.len()).any(|s| digests.computes_verity(s));
+    if verity {
+        knobs.chunk_size = knobs.chunk_size.div_ceil(GROUP) * GROUP;
+    }
     let mut chunks = Vec::new();
-    for (buffer_offset, length, file_offset, source) in runs {
-        // Cut at multiples of chunk_size in the file so that inner chunks stay aligned.
+    for (buffer_offset, length, file_offset, source, segment) in runs {
+        // Else cut at multiples of chunk_size in the file so that inner chunks stay aligned.
+        let origin = if digests.computes_verity(segment) {
+            file_offset
+        } else {
+            0
+        };
         let mut at = file_offset;
         let end = file_offset + length;
         while at < end {
-            let next = ((at / knobs.chunk_size) + 1)
-                .saturating_mul(knobs.chunk_size)
+            let next = origin
+                .saturating_add(
+                    ((at - origin) / knobs.chunk_size + 1).saturating_mul(knobs.chunk_size),
+                )
                 .min(end);
             chunks.push(Chunk {
                 source,
+                segment,
                 file_offset: at,
                 len: next - at,
                 buffer_offset: buffer_offset + (at - file_offset),
@@ -436,6 +484,7 @@ pub(crate) fn plan(
         buffer_size,
         file_bytes,
         knobs,
+        digests,
     })
 }
 
@@ -499,5 +548,61 @@ mod tests {
             vec![seg(0, 0), seg(1, 4096), seg(2, 3 * 4096), seg(3, 4 * 4096)],
         ));
         assert_eq!(p.chunks.len(), 2);
+    }
+
+    #[test]
+    fn digests_read_every_segment_on_its_own_and_verity_cuts_whole_groups() {
+        use dmaload_abi::digest::DigestAlgorithm;
+        let seg = |file_offset: u64, length: u64, buffer_offset: u64| Segment {
+            file: 0,
+            file_offset,
+            length,
+            buffer_offset,
+        };
+        let segments = vec![
+            seg(0, 4096, 0),
+            seg(4096, 4096, 4096),
+            seg(8195, 3 << 20, 1 << 20),
+        ];
+        // SHA-256 only: adjacent segments are no longer one run; chunks stay file-aligned.
+        let req = request_of(4 << 20, segments.clone()).with_digest(DigestAlgorithm::Sha256);
+        let p = planned(req);
+        assert_eq!(p.knobs.chunk_size, 1 << 20);
+        assert_eq!(p.chunks[0].segment, 0);
+        assert_eq!(p.chunks[1].segment, 1);
+        assert_eq!(p.chunks[2].file_offset, 8195);
+        assert_eq!(
+            p.chunks[3].file_offset,
+            1 << 20,
+            "cut at a multiple in the file"
+        );
+        assert!(p.digests.sequential() && !p.digests.computes_verity(2));
+        // fs-verity: cuts at multiples of the group-rounded chunk size from each segment's
+        // start, whatever the file's alignment.
+        let tunables = Tunables {
+            chunk_size: 640 << 10,
+            ..Tunables::default()
+        };
+        let req = request_of(4 << 20, segments)
+            .with_digest(DigestAlgorithm::FsVerity)
+            .with_tunables(tunables);
+        let limits = RequestLimits {
+            max_segments: 10,
+            max_files: 1,
+        };
+        let p = plan(req, &Tunables::default(), limits, &mut LoadStats::default()).expect("plan");
+        assert_eq!(
+            p.knobs.chunk_size,
+            1 << 20,
+            "640 KiB rounded up to whole 512 KiB groups"
+        );
+        let third: Vec<u64> = p
+            .chunks
+            .iter()
+            .filter(|c| c.segment == 2)
+            .map(|c| c.file_offset - 8195)
+            .collect();
+        assert_eq!(third, [0, 1 << 20, 2 << 20]);
+        assert!(p.digests.computes_verity(2) && !p.digests.sequential());
     }
 }

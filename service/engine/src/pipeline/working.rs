@@ -7,8 +7,11 @@
 //!   mapping), `max(bounce_buffers, readers + 1)` of them, no more than there are direct
 //!   chunks, at most [`MAX_WORKING_BYTES`].
 //!
-//! The threads that read, populate and copy come from the engine's pool and keep nothing of
-//! a load; their io_uring rings (a few pages each) belong to them, not to the load.
+//! * digests: the fs-verity group hashes of the segments whose digest is computed (32 bytes
+//!   per 512 KiB) and the levels built from them, SHA-256 states ([`super::digests`]).
+//!
+//! The threads that read, populate, copy and hash come from the engine's pool and keep
+//! nothing of a load; their io_uring rings (a few pages each) belong to them, not to the load.
 //!
 //! [`choices`] lists what the load may use, the tunables' wish first, then fewer readers and
 //! blocks down to a single reader with a single block: admission reserves the first choice
@@ -41,13 +44,15 @@ pub(crate) struct Working {
     /// Bounce blocks held at once, and the length of each.
     pub(crate) blocks: usize,
     pub(crate) block_len: usize,
+    /// What the digests hold.
+    pub(crate) digest_bytes: u64,
     /// Threads working on the load, its own included.
     pub(crate) threads: usize,
 }
 
 impl Working {
     pub(crate) fn bytes(&self) -> u64 {
-        self.blocks as u64 * self.block_len as u64
+        self.blocks as u64 * self.block_len as u64 + self.digest_bytes
     }
 
     /// Whether the buffer is filled by the load's own thread alone.
@@ -63,10 +68,19 @@ fn page_round(x: u64) -> u64 {
 
 /// What the load may use, largest first; never empty. `pool` is the engine's worker count.
 pub(crate) fn choices(plan: &Plan, backend: &Backend, pool: usize) -> Vec<Working> {
-    match backend {
+    let mut choices = match backend {
         Backend::Heap(_) => heap_choices(plan, pool),
         Backend::Udmabuf | Backend::Memfd => memfd_choices(plan, pool),
+    };
+    // SHA-256 runs as one step at a time beside the readers: one thread more for it.
+    let hasher = usize::from(plan.digests.sequential());
+    for w in &mut choices {
+        w.digest_bytes = plan.digests.working_bytes();
+        if !w.inline() {
+            w.threads = (w.threads + hasher).min(pool + 1);
+        }
     }
+    choices
 }
 
 /// Readers wanted: the tunable, no more than the pool has or the plan has chunks.
@@ -101,6 +115,7 @@ fn memfd_choices(plan: &Plan, pool: usize) -> Vec<Working> {
             copiers: 0,
             blocks: per_reader,
             block_len,
+            digest_bytes: 0,
             threads: 1,
         }];
     }
@@ -113,6 +128,7 @@ fn memfd_choices(plan: &Plan, pool: usize) -> Vec<Working> {
             copiers: 0,
             blocks: readers * per_reader,
             block_len,
+            digest_bytes: 0,
             threads: (readers + populators).min(pool + 1),
         })
         .collect()
@@ -140,6 +156,7 @@ fn heap_choices(plan: &Plan, pool: usize) -> Vec<Working> {
             copiers,
             blocks: ring_max.min(1),
             block_len,
+            digest_bytes: 0,
             threads: 1,
         }];
     }
@@ -152,6 +169,7 @@ fn heap_choices(plan: &Plan, pool: usize) -> Vec<Working> {
         copiers,
         blocks: ring(full_readers, plan.knobs.bounce_buffers),
         block_len,
+        digest_bytes: 0,
         threads: (full_readers + copiers.max(1)).min(pool + 1),
     }];
     // Fewer readers, each with a block to fill while one is being copied; at last one
@@ -197,6 +215,7 @@ mod tests {
             .iter()
             .map(|&(file_offset, len, buffer_offset)| Chunk {
                 source: 0,
+                segment: 0,
                 file_offset,
                 len,
                 buffer_offset,
@@ -213,6 +232,7 @@ mod tests {
             file_bytes: chunks.iter().map(|c| c.len).sum(),
             chunks,
             knobs,
+            digests: Default::default(),
         }
     }
 

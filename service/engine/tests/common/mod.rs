@@ -8,10 +8,11 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use dmaload_abi::digest::{parse_hex, DIGEST_BYTES};
 use dmaload_abi::dma_buf::copy_out;
 use dmaload_engine::{
-    BufferKind, CancelToken, Engine, EngineConfig, FdSegment, IoMode, LoadRequest, LoadedBuffer,
-    NoProgress, Owner, Tunables,
+    BufferKind, CancelToken, Digest, DigestAlgorithm, Engine, EngineConfig, FdSegment, IoMode,
+    LoadRequest, LoadedBuffer, NoProgress, Owner, Tunables,
 };
 
 /// A directory on a file system with direct I/O (ext4 here): `DMALOAD_TEST_DIR` or the
@@ -172,4 +173,51 @@ pub fn fds_to(needle: &str) -> usize {
     dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
         .filter(|target| target.to_string_lossy().contains(needle))
         .count()
+}
+
+/// Both digest algorithms.
+pub const BOTH: [DigestAlgorithm; 2] = [DigestAlgorithm::Sha256, DigestAlgorithm::FsVerity];
+
+/// Runs `tool args... path` and returns the digest it prints first (`HEX  path` as sha256sum,
+/// `sha256:HEX path` as `fsverity digest`).
+pub fn tool_digest(tool: &str, args: &[&str], path: &Path) -> [u8; DIGEST_BYTES] {
+    let out = std::process::Command::new(tool)
+        .args(args)
+        .arg(path)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("running {tool} failed ({e}): install it (apt-get install coreutils fsverity)")
+        });
+    assert!(out.status.success(), "{tool}: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let word = text.split_whitespace().next().unwrap_or_default();
+    let hex = word.rsplit(':').next().unwrap_or_default();
+    parse_hex(hex).unwrap_or_else(|| panic!("{tool} printed {text:?}"))
+}
+
+/// What `sha256sum` and `fsverity digest` say of the file at `path`.
+pub fn tools(path: &Path) -> [(DigestAlgorithm, [u8; DIGEST_BYTES]); 2] {
+    [
+        (DigestAlgorithm::Sha256, tool_digest("sha256sum", &[], path)),
+        (
+            DigestAlgorithm::FsVerity,
+            tool_digest("fsverity", &["digest"], path),
+        ),
+    ]
+}
+
+/// `req` computing `algorithms` for every segment.
+pub fn with_digests(mut req: LoadRequest, algorithms: &[DigestAlgorithm]) -> LoadRequest {
+    for &a in algorithms {
+        req = req.with_digest(a);
+    }
+    req
+}
+
+/// The buffer's `algorithm` digest of `segment`.
+pub fn digest_of(buf: &LoadedBuffer, segment: usize, algorithm: DigestAlgorithm) -> Digest {
+    *buf.digests
+        .iter()
+        .find(|d| d.segment == segment && d.algorithm == algorithm)
+        .unwrap_or_else(|| panic!("no {algorithm} digest of segment {segment}"))
 }
