@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use super::digests::{DigestPlan, Span};
 use crate::digest::GROUP;
 use crate::error::{load_err, LoadError};
-use crate::request::{IoMode, LoadRequest, Tunables};
+use crate::request::{IoMode, LoadRequest, Segment, Tunables};
 use crate::stats::{FallbackKind, LoadStats};
 use dmaload_abi::file::OpenFlags;
 use dmaload_abi::statx::{file_facts, FileFacts};
@@ -72,9 +72,9 @@ pub(crate) struct Chunk {
     pub(crate) buffer_offset: u64,
 }
 
-/// Tunables with defaults applied.
+/// A request's tunables with the defaults applied and bounded: what the plan runs with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Knobs {
+pub(crate) struct ResolvedTunables {
     pub(crate) gather_size: u64,
     pub(crate) chunk_size: u64,
     pub(crate) reader_threads: usize,
@@ -95,7 +95,7 @@ pub(crate) struct Plan {
     pub(crate) chunks: Vec<Chunk>,
     pub(crate) buffer_size: u64,
     pub(crate) file_bytes: u64,
-    pub(crate) knobs: Knobs,
+    pub(crate) tunables: ResolvedTunables,
     /// What is digested of each segment.
     pub(crate) digests: DigestPlan,
 }
@@ -108,7 +108,10 @@ fn pick(value: u64, default: u64) -> u64 {
     }
 }
 
-pub(crate) fn knobs(t: &Tunables, defaults: &Tunables) -> Result<Knobs, LoadError> {
+pub(crate) fn resolve_tunables(
+    t: &Tunables,
+    defaults: &Tunables,
+) -> Result<ResolvedTunables, LoadError> {
     let page = page_size();
     let cpus = u64::from(cpu_count());
     let gather_size = pick(
@@ -156,7 +159,7 @@ pub(crate) fn knobs(t: &Tunables, defaults: &Tunables) -> Result<Knobs, LoadErro
             "bounce_buffers × chunk_size must stay within 1 GiB (got {bounce_buffers} × {chunk_size})"
         ));
     }
-    Ok(Knobs {
+    Ok(ResolvedTunables {
         gather_size,
         chunk_size,
         reader_threads: reader_threads as usize,
@@ -259,6 +262,13 @@ pub(crate) struct RequestLimits {
     pub(crate) max_files: usize,
 }
 
+/// One segment as the plan checks it: (buffer offset, length, segment index, file offset,
+/// file index).
+type SegmentSpan = (u64, u64, usize, u64, usize);
+
+/// The first byte and the end a file's segments read; `None` when no segment reads it.
+type FileExtent = Option<(u64, u64)>;
+
 /// Validates `req` and plans the reads. Consumes the request's fds into the plan. Every file
 /// is checked once (flags, statx), every segment against its file's size.
 pub(crate) fn plan(
@@ -267,13 +277,90 @@ pub(crate) fn plan(
     limits: RequestLimits,
     stats: &mut LoadStats,
 ) -> Result<Plan, LoadError> {
+    check_shape(&req, limits)?;
+    let mut tunables = resolve_tunables(&req.tunables, defaults)?;
+    let mut facts = Vec::with_capacity(req.files.len());
+    let mut modes = Vec::with_capacity(req.files.len());
+    for (index, fd) in req.files.iter().enumerate() {
+        let (flags, file) = check_file(index, fd.as_fd())?;
+        modes.push(read_mode(index, flags, &file, req.io_mode, stats)?);
+        facts.push(file);
+    }
+    let (mut spans, extents) = measure_segments(&req.segments, &facts)?;
+    let segments: Vec<Span> = {
+        let mut by_index = spans.clone();
+        by_index.sort_unstable_by_key(|s| s.2);
+        by_index
+            .iter()
+            .map(|&(buffer_offset, len, _, file_offset, file)| Span {
+                file,
+                file_offset,
+                len,
+                buffer_offset,
+            })
+            .collect()
+    };
+    let digests = DigestPlan::new(
+        &req.digests,
+        req.expected,
+        &segments,
+        |file| {
+            let f = &facts[file];
+            (req.files[file].as_fd(), f.size, f.verity)
+        },
+        stats,
+    )?;
+    let mut sources = Vec::with_capacity(req.files.len());
+    for (index, ((fd, (direct, mem_align, offset_align)), extent)) in
+        req.files.into_iter().zip(modes).zip(extents).enumerate()
+    {
+        // A file no segment reads is a caller's mistake, and an fd held for nothing.
+        let Some((read_start, required_end)) = extent else {
+            return Err(load_err!(
+                BadSegments,
+                "file {index} is read by no segment; send only the files the segments read"
+            ));
+        };
+        sources.push(Source {
+            fd,
+            direct,
+            mem_align,
+            offset_align,
+            read_start,
+            required_end,
+        });
+    }
+    spans.sort_unstable();
+    check_overlaps(&spans)?;
+    let page = page_size();
+    let end = spans.iter().map(|s| s.0 + s.1).max().unwrap_or(0);
+    let buffer_size = end.div_ceil(page) * page;
+    let file_bytes = spans.iter().map(|s| s.1).sum();
+    // A reader hashes the fs-verity groups (512 KiB) of what it read: chunks of segments
+    // whose fs-verity digest is computed hold whole groups, so their cuts fall at multiples
+    // of a group-rounded chunk size from the segment's start.
+    if (0..req.segments.len()).any(|s| digests.computes_verity(s)) {
+        tunables.chunk_size = tunables.chunk_size.div_ceil(GROUP) * GROUP;
+    }
+    let chunks = cut_chunks(&spans, &digests, tunables.chunk_size);
+    Ok(Plan {
+        sources,
+        chunks,
+        buffer_size,
+        file_bytes,
+        tunables,
+        digests,
+    })
+}
+
+/// The request's name and its counts of segments and files, before any file is looked at.
+fn check_shape(req: &LoadRequest, limits: RequestLimits) -> Result<(), LoadError> {
     if req.name.len() > MAX_NAME_LEN || req.name.contains('\0') {
         return Err(load_err!(
             InvalidArgument,
             "name must be at most {MAX_NAME_LEN} bytes without NUL characters"
         ));
     }
-    let mut knobs = knobs(&req.tunables, defaults)?;
     if req.segments.is_empty() {
         return Err(load_err!(
             BadSegments,
@@ -296,25 +383,25 @@ pub(crate) fn plan(
             limits.max_files
         ));
     }
-    // What each file must hold: the first byte and the end its segments read.
-    let mut extent: Vec<Option<(u64, u64)>> = vec![None; req.files.len()];
-    let mut facts = Vec::with_capacity(req.files.len());
-    let mut sources = Vec::with_capacity(req.files.len());
-    for (index, fd) in req.files.iter().enumerate() {
-        let (flags, file) = check_file(index, fd.as_fd())?;
-        let (direct, mem_align, offset_align) = read_mode(index, flags, &file, req.io_mode, stats)?;
-        facts.push(file);
-        sources.push((direct, mem_align, offset_align));
-    }
-    // (buffer_offset, length, segment index, file offset, file index)
-    let mut spans = Vec::with_capacity(req.segments.len());
-    for (index, seg) in req.segments.iter().enumerate() {
+    Ok(())
+}
+
+/// Every segment against its file's size: its length ("to the end" resolved) and where it
+/// lands, in request order; and per file, the first byte and the end its segments read
+/// (`None`: no segment reads it).
+fn measure_segments(
+    segments: &[Segment],
+    facts: &[FileFacts],
+) -> Result<(Vec<SegmentSpan>, Vec<FileExtent>), LoadError> {
+    let mut extents: Vec<FileExtent> = vec![None; facts.len()];
+    let mut spans = Vec::with_capacity(segments.len());
+    for (index, seg) in segments.iter().enumerate() {
         let Some(file) = facts.get(seg.file) else {
             return Err(load_err!(
                 BadSegments,
                 "segment {index} names file {} but the request has {} files",
                 seg.file,
-                req.files.len()
+                facts.len()
             ));
         };
         let length = if seg.length == 0 {
@@ -357,57 +444,17 @@ pub(crate) fn plan(
                 seg.buffer_offset
             ));
         }
-        let e = &mut extent[seg.file];
+        let e = &mut extents[seg.file];
         *e = Some(e.map_or((seg.file_offset, file_end), |(start, end)| {
             (start.min(seg.file_offset), end.max(file_end))
         }));
         spans.push((seg.buffer_offset, length, index, seg.file_offset, seg.file));
     }
-    let segments: Vec<Span> = {
-        let mut by_index = spans.clone();
-        by_index.sort_unstable_by_key(|s| s.2);
-        by_index
-            .iter()
-            .map(|&(buffer_offset, len, _, file_offset, file)| Span {
-                file,
-                file_offset,
-                len,
-                buffer_offset,
-            })
-            .collect()
-    };
-    let digests = DigestPlan::new(
-        &req.digests,
-        req.expected,
-        &segments,
-        |file| {
-            let f = &facts[file];
-            (req.files[file].as_fd(), f.size, f.verity)
-        },
-        stats,
-    )?;
-    let mut files = Vec::with_capacity(req.files.len());
-    for (index, ((fd, (direct, mem_align, offset_align)), extent)) in
-        req.files.into_iter().zip(sources).zip(extent).enumerate()
-    {
-        // A file no segment reads is a caller's mistake, and an fd held for nothing.
-        let Some((read_start, required_end)) = extent else {
-            return Err(load_err!(
-                BadSegments,
-                "file {index} is read by no segment; send only the files the segments read"
-            ));
-        };
-        files.push(Source {
-            fd,
-            direct,
-            mem_align,
-            offset_align,
-            read_start,
-            required_end,
-        });
-    }
-    let sources = files;
-    spans.sort_unstable();
+    Ok((spans, extents))
+}
+
+/// Segments (sorted by buffer offset) must not share a buffer byte.
+fn check_overlaps(spans: &[SegmentSpan]) -> Result<(), LoadError> {
     for pair in spans.windows(2) {
         let (a, b) = (pair[0], pair[1]);
         if a.0 + a.1 > b.0 {
@@ -423,16 +470,17 @@ pub(crate) fn plan(
             ));
         }
     }
-    let page = page_size();
-    let end = spans.iter().map(|s| s.0 + s.1).max().unwrap_or(0);
-    let buffer_size = end.div_ceil(page) * page;
-    let file_bytes = spans.iter().map(|s| s.1).sum();
+    Ok(())
+}
+
+/// The reads: segments (sorted by buffer offset) cut into chunks of at most `chunk_size`.
+fn cut_chunks(spans: &[SegmentSpan], digests: &DigestPlan, chunk_size: u64) -> Vec<Chunk> {
     // Segments that continue each other in the file and in the buffer are read as one run:
     // a file split into thousands of adjacent segments reads in chunk_size pieces. Digests
     // are per segment: then every segment is a run of its own.
     // (buffer offset, length, file offset, file, segment)
     let mut runs: Vec<(u64, u64, u64, usize, usize)> = Vec::new();
-    for &(buffer_offset, length, segment, file_offset, source) in &spans {
+    for &(buffer_offset, length, segment, file_offset, source) in spans {
         match runs.last_mut() {
             Some(run)
                 if digests.is_empty()
@@ -445,16 +493,11 @@ pub(crate) fn plan(
             _ => runs.push((buffer_offset, length, file_offset, source, segment)),
         }
     }
-    // A reader hashes the fs-verity groups (512 KiB) of what it read: chunks of segments
-    // whose fs-verity digest is computed hold whole groups, so their cuts fall at multiples
-    // of a group-rounded chunk size from the segment's start.
-    let verity = (0..req.segments.len()).any(|s| digests.computes_verity(s));
-    if verity {
-        knobs.chunk_size = knobs.chunk_size.div_ceil(GROUP) * GROUP;
-    }
     let mut chunks = Vec::new();
     for (buffer_offset, length, file_offset, source, segment) in runs {
-        // Else cut at multiples of chunk_size in the file so that inner chunks stay aligned.
+        // A segment whose fs-verity digest is computed is cut at multiples of chunk_size
+        // from its start (whole groups per chunk); else at multiples of chunk_size in the
+        // file, so that inner chunks stay aligned.
         let origin = if digests.computes_verity(segment) {
             file_offset
         } else {
@@ -464,9 +507,7 @@ pub(crate) fn plan(
         let end = file_offset + length;
         while at < end {
             let next = origin
-                .saturating_add(
-                    ((at - origin) / knobs.chunk_size + 1).saturating_mul(knobs.chunk_size),
-                )
+                .saturating_add(((at - origin) / chunk_size + 1).saturating_mul(chunk_size))
                 .min(end);
             chunks.push(Chunk {
                 source,
@@ -478,14 +519,7 @@ pub(crate) fn plan(
             at = next;
         }
     }
-    Ok(Plan {
-        sources,
-        chunks,
-        buffer_size,
-        file_bytes,
-        knobs,
-        digests,
-    })
+    chunks
 }
 
 #[cfg(test)]
@@ -567,7 +601,7 @@ mod tests {
         // SHA-256 only: adjacent segments are no longer one run; chunks stay file-aligned.
         let req = request_of(4 << 20, segments.clone()).with_digest(DigestAlgorithm::Sha256);
         let p = planned(req);
-        assert_eq!(p.knobs.chunk_size, 1 << 20);
+        assert_eq!(p.tunables.chunk_size, 1 << 20);
         assert_eq!(p.chunks[0].segment, 0);
         assert_eq!(p.chunks[1].segment, 1);
         assert_eq!(p.chunks[2].file_offset, 8195);
@@ -592,7 +626,7 @@ mod tests {
         };
         let p = plan(req, &Tunables::default(), limits, &mut LoadStats::default()).expect("plan");
         assert_eq!(
-            p.knobs.chunk_size,
+            p.tunables.chunk_size,
             1 << 20,
             "640 KiB rounded up to whole 512 KiB groups"
         );
