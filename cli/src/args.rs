@@ -36,7 +36,7 @@ impl Cli {
     pub fn json(&self) -> bool {
         match &self.command {
             Command::Load(args) => args.json,
-            Command::Heaps(out) | Command::Stats(out) => out.json,
+            Command::Backends(out) | Command::Stats(out) => out.json,
             Command::Bench(args) => args.json,
             Command::Dump { .. } => false,
         }
@@ -48,7 +48,8 @@ pub enum Command {
     /// Load files (or FILE:OFFSET:LEN segments, placed one after another) into one buffer.
     Load(LoadArgs),
     /// List the buffer backends (dma-heaps, udmabuf, memfd) the service offers.
-    Heaps(OutputArgs),
+    #[command(alias = "heaps")]
+    Backends(OutputArgs),
     /// Show the service's accounting for this caller and overall.
     Stats(OutputArgs),
     /// Print the service's dump (what dumpsys shows; `dmaload dump --help` lists its views).
@@ -74,9 +75,10 @@ pub struct LoadArgs {
     /// FILE or FILE:OFFSET:LEN (LEN 0 = to the end of the file; sizes accept K, M, G suffixes).
     #[arg(required = true, value_name = "FILE[:OFFSET:LEN]")]
     pub segments: Vec<String>,
-    /// Buffer backend (see `dmaload heaps`); default: the service chooses.
-    #[arg(long)]
-    pub heap: Option<String>,
+    /// Buffer backend: auto, heap:NAME (or a dma-heap's NAME), udmabuf or memfd (see
+    /// `dmaload backends`); default: the service chooses.
+    #[arg(long, alias = "heap", value_name = "BACKEND")]
+    pub backend: Option<String>,
     /// I/O mode: auto, direct or buffered.
     #[arg(long, default_value = "auto", value_parser = ["auto", "direct", "buffered"])]
     pub mode: String,
@@ -232,8 +234,8 @@ mod tests {
             "load",
             "/tmp/w.bin",
             "/tmp/x.bin:0:4K",
-            "--heap",
-            "system",
+            "--backend",
+            "heap:system",
             "--mode",
             "direct",
             "--gather",
@@ -247,7 +249,18 @@ mod tests {
             panic!("not load")
         };
         assert_eq!(load.segments.len(), 2);
+        assert_eq!(load.backend.as_deref(), Some("heap:system"));
         assert_eq!(load.gather, Some(64 << 20));
+        // The version 1 spellings stay: --heap for --backend, `heaps` for `backends`.
+        let cli = Cli::try_parse_from(["dmaload", "load", "f", "--heap", "system"]).expect("parse");
+        let Command::Load(alias) = cli.command else {
+            panic!("not load")
+        };
+        assert_eq!(alias.backend.as_deref(), Some("system"));
+        for name in ["backends", "heaps"] {
+            let cli = Cli::try_parse_from(["dmaload", name]).expect("parse");
+            assert!(matches!(cli.command, Command::Backends(_)), "{name}");
+        }
         assert!(load.checksum && load.json && load.share);
         assert!(Cli::try_parse_from(["dmaload", "stats", "--json"])
             .expect("parse")

@@ -23,7 +23,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let loader = connect(&cli)?;
     match &cli.command {
         Command::Load(args) => load::run(&loader, args),
-        Command::Heaps(out) => load::heaps(&loader, out.json),
+        Command::Backends(out) => load::backends(&loader, out.json),
         Command::Stats(out) => load::stats(&loader, out.json),
         Command::Dump { args } => dump(&loader, args),
         Command::Bench(args) => load::bench(&loader, args),

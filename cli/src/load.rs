@@ -54,7 +54,7 @@ pub fn run(loader: &Loader, args: &LoadArgs) -> anyhow::Result<()> {
             .context("segments add up to more than 2^64 bytes")?;
     }
     let data_len = buffer_offset;
-    request.set_heap(args.heap.as_deref());
+    request.set_backend(args.backend.as_deref());
     request.set_io_mode(IoMode::parse(&args.mode).context("--mode")?);
     request.set_name(&args.name)?;
     request.set_shareable(args.share);
@@ -176,6 +176,7 @@ fn summary(
             "buffered_bytes": s.buffered_bytes,
             "bounced_bytes": s.bounced_bytes,
             "digest_ns": s.digest_ns,
+            "working_bytes": s.working_bytes,
         },
         "fallbacks": s.fallbacks,
         "segments": segments,
@@ -266,8 +267,8 @@ fn print_summary(r: &serde_json::Value) {
     }
 }
 
-pub fn heaps(loader: &Loader, as_json: bool) -> anyhow::Result<()> {
-    let heaps = loader.heaps()?;
+pub fn backends(loader: &Loader, as_json: bool) -> anyhow::Result<()> {
+    let heaps = loader.backends()?;
     if as_json {
         let list: Vec<_> = heaps
             .iter()

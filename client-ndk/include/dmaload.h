@@ -377,10 +377,17 @@ int ADmaLoadRequest_addFile(ADmaLoadRequest* _Nonnull request, const char* _Nonn
                             bool* _Nullable outDirect);
 
 /**
- * Selects the buffer backend by name, as ADmaLoader_getHeaps lists them: a dma-heap
- * ("heap:system", or just "system"), "udmabuf" or "memfd". NULL, "" or "auto" lets the
- * service choose. Unknown names fail at load time with DMALOAD_E_UNKNOWN_BACKEND.
+ * API version 2. Selects the buffer backend by name, as ADmaLoader_getHeaps lists them: a
+ * dma-heap ("heap:system", or just "system"), "udmabuf" or "memfd". NULL, "" or "auto" lets
+ * the service choose. Unknown names fail at load time with DMALOAD_E_UNKNOWN_BACKEND.
+ *
+ * A backend is where the buffer's memory comes from; a heap is one kind of backend (a
+ * dma-heap). The API version 1 names that say "Heap" for a backend (ADmaLoadRequest_setHeap,
+ * ADmaLoader_getHeaps, ADmaLoadHeapList) keep their names and meaning for compatibility.
  */
+int ADmaLoadRequest_setBackend(ADmaLoadRequest* _Nonnull request, const char* _Nullable backend);
+
+/** The API version 1 name of ADmaLoadRequest_setBackend(): the same call. */
 int ADmaLoadRequest_setHeap(ADmaLoadRequest* _Nonnull request, const char* _Nullable heap);
 
 /**
@@ -662,6 +669,12 @@ const uint8_t* _Nullable ADmaLoadResult_getDigest(const ADmaLoadResult* _Nonnull
  * threads (it overlaps the reads, so it is not added to total_ns); 0 without digests.
  */
 uint64_t ADmaLoadResult_getDigestTimeNs(const ADmaLoadResult* _Nonnull result);
+
+/**
+ * API version 2. Working memory the load reserved beside its buffer (bounce blocks, digest
+ * state), in bytes: charged to your uid while the load ran, freed when it ended.
+ */
+uint64_t ADmaLoadResult_getWorkingBytes(const ADmaLoadResult* _Nonnull result);
 
 #ifdef __cplusplus
 }

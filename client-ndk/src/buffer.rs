@@ -21,6 +21,9 @@ pub struct LoadStats {
     /// Time the service spent computing digests, summed over its threads (overlapping the
     /// reads); 0 without digests.
     pub digest_ns: u64,
+    /// Working memory (bounce blocks, digest state) the load reserved beside the buffer and
+    /// held while it ran, charged to the caller then.
+    pub working_bytes: u64,
     /// Every fallback as `"<kind>: <reason>"`.
     pub fallbacks: Vec<String>,
 }
@@ -157,7 +160,7 @@ impl LoadedBuffer {
 
 /// One buffer backend the service offers.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HeapInfo {
+pub struct BackendInfo {
     /// The name a request uses: `heap:<name>`, `udmabuf` or `memfd`.
     pub name: String,
     pub allowed: bool,

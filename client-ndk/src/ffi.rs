@@ -13,7 +13,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::buffer::{HeapInfo, LoadedBuffer};
+use crate::buffer::{BackendInfo, LoadedBuffer};
 use crate::endpoint::Endpoint;
 use crate::error::{describe_code, Error, Result};
 use crate::loader::Loader;
@@ -154,7 +154,7 @@ impl ADmaLoadResult {
 
 /// `ADmaLoadHeapList`.
 pub struct ADmaLoadHeapList {
-    heaps: Vec<(HeapInfo, CString, CString)>,
+    heaps: Vec<(BackendInfo, CString, CString)>,
 }
 
 /// `ADmaLoadTask`.
@@ -316,7 +316,7 @@ pub unsafe extern "C" fn ADmaLoader_getHeaps(
     status(|| {
         // SAFETY: `loader` is null or a live handle (dmaload.h contract).
         let loader = unsafe { handle(loader, "loader") }?;
-        let heaps = loader.loader.heaps()?;
+        let heaps = loader.loader.backends()?;
         let heaps = heaps
             .into_iter()
             .map(|h| {
@@ -345,7 +345,7 @@ pub unsafe extern "C" fn ADmaLoadHeapList_getCount(list: *const ADmaLoadHeapList
 unsafe fn heap_entry<'a>(
     list: *const ADmaLoadHeapList,
     index: usize,
-) -> Option<&'a (HeapInfo, CString, CString)> {
+) -> Option<&'a (BackendInfo, CString, CString)> {
     // SAFETY: `list` is null or a live handle (dmaload.h contract).
     unsafe { handle(list, "list") }.ok()?.heaps.get(index)
 }
@@ -522,20 +522,31 @@ pub unsafe extern "C" fn ADmaLoadRequest_addFile(
 }
 
 /// # Safety
-/// `request` is a live request not used by another thread; `heap` null or a C string.
+/// `request` is a live request not used by another thread; `backend` null or a C string.
+#[no_mangle]
+pub unsafe extern "C" fn ADmaLoadRequest_setBackend(
+    request: *mut ADmaLoadRequest,
+    backend: *const c_char,
+) -> c_int {
+    status(|| {
+        // SAFETY: `request` is null or a live handle used by this call alone (dmaload.h contract).
+        let request = unsafe { handle_mut(request, "request") }?;
+        // SAFETY: `backend` is null or a NUL-terminated string (dmaload.h contract).
+        let backend = unsafe { opt_str(backend, "backend") }?.filter(|b| *b != "auto");
+        request.request.set_backend(backend);
+        Ok(())
+    })
+}
+
+/// # Safety
+/// As [`ADmaLoadRequest_setBackend`], whose API version 1 name this is.
 #[no_mangle]
 pub unsafe extern "C" fn ADmaLoadRequest_setHeap(
     request: *mut ADmaLoadRequest,
     heap: *const c_char,
 ) -> c_int {
-    status(|| {
-        // SAFETY: `request` is null or a live handle used by this call alone (dmaload.h contract).
-        let request = unsafe { handle_mut(request, "request") }?;
-        // SAFETY: `heap` is null or a NUL-terminated string (dmaload.h contract).
-        let heap = unsafe { opt_str(heap, "heap") }?.filter(|h| *h != "auto");
-        request.request.set_heap(heap);
-        Ok(())
-    })
+    // SAFETY: the same contract as ADmaLoadRequest_setBackend (dmaload.h).
+    unsafe { ADmaLoadRequest_setBackend(request, heap) }
 }
 
 /// # Safety
@@ -635,7 +646,7 @@ pub unsafe extern "C" fn ADmaLoader_loadFile(
         }
         let mut request = LoadRequest::new();
         request.add_file(Path::new(path), 0, 0, 0)?;
-        request.set_heap(heap);
+        request.set_backend(heap);
         // The file's name names the buffer, cut to the longest name the service takes.
         let mut name = Path::new(path).file_name().map_or_else(
             || "dmaload".to_string(),
@@ -1058,5 +1069,15 @@ pub unsafe extern "C" fn ADmaLoadResult_getDigestTimeNs(result: *const ADmaLoadR
     getter(0, || {
         // SAFETY: `result` is null or live (dmaload.h contract).
         unsafe { handle(result, "result") }.map_or(0, |r| r.buffer.stats().digest_ns)
+    })
+}
+
+/// # Safety
+/// `result` is a live result.
+#[no_mangle]
+pub unsafe extern "C" fn ADmaLoadResult_getWorkingBytes(result: *const ADmaLoadResult) -> u64 {
+    getter(0, || {
+        // SAFETY: `result` is null or live (dmaload.h contract).
+        unsafe { handle(result, "result") }.map_or(0, |r| r.buffer.stats().working_bytes)
     })
 }

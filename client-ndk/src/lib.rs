@@ -38,7 +38,7 @@ pub mod loader;
 pub mod request;
 pub mod task;
 
-pub use buffer::{HeapInfo, LoadStats, LoadedBuffer, Reuse};
+pub use buffer::{BackendInfo, LoadStats, LoadedBuffer, Reuse};
 pub use dmaload_abi::digest::{Digest, DigestAlgorithm, DIGEST_BYTES};
 pub use endpoint::Endpoint;
 pub use error::{Error, ErrorCode, Result};

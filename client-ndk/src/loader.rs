@@ -1,7 +1,7 @@
 //! The connection to the service, and every call the client makes over it.
 //!
 //! The AIDL types stay in this file: the rest of the crate (and the C API) sees only
-//! [`LoadRequest`], [`LoadedBuffer`], [`HeapInfo`] and [`Error`].
+//! [`LoadRequest`], [`LoadedBuffer`], [`BackendInfo`] and [`Error`].
 
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::binder_stack::{
     self as stack, idl, BinderResult, CallError, Interface, ParcelFileDescriptor, Status, Strong,
 };
-use crate::buffer::{HeapInfo, LoadStats, LoadedBuffer, Reuse};
+use crate::buffer::{BackendInfo, LoadStats, LoadedBuffer, Reuse};
 use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorCode, Result};
 use crate::request::{IoMode, LoadRequest, Segment, MAX_FILES};
@@ -161,7 +161,7 @@ impl Loader {
     }
 
     /// The buffer backends the service offers.
-    pub fn heaps(&self) -> Result<Vec<HeapInfo>> {
+    pub fn backends(&self) -> Result<Vec<BackendInfo>> {
         let list = self
             .conn
             .service
@@ -169,7 +169,7 @@ impl Loader {
             .map_err(|s| from_status(s, "getBackends"))?;
         Ok(list
             .into_iter()
-            .map(|b| HeapInfo {
+            .map(|b| BackendInfo {
                 name: b.r#name,
                 allowed: b.r#allowed,
                 max_buffer_bytes: u64::try_from(b.r#maxBufferBytes).unwrap_or(0),
@@ -410,7 +410,7 @@ fn to_wire(request: &LoadRequest, version: i32) -> Result<idl::LoadRequest::Load
     }
     Ok(idl::LoadRequest::LoadRequest {
         r#segments,
-        r#backend: request.heap().unwrap_or("auto").to_string(),
+        r#backend: request.backend().unwrap_or("auto").to_string(),
         r#ioMode: io_mode_to_wire(request.io_mode()),
         r#name: request.name().to_string(),
         r#tunables: idl::Tunables::Tunables {
@@ -543,6 +543,7 @@ fn from_wire_parts(
             buffered_bytes: to_u64(s.r#bytesBuffered),
             bounced_bytes: to_u64(s.r#bytesBounced),
             digest_ns: to_u64(s.r#digestNs),
+            working_bytes: to_u64(s.r#workingBytes),
             fallbacks: s.r#fallbacks.clone(),
         },
         opened_direct,

@@ -110,7 +110,7 @@ struct RequestFile {
 pub struct LoadRequest {
     files: Vec<RequestFile>,
     segments: Vec<Segment>,
-    heap: Option<String>,
+    backend: Option<String>,
     io_mode: IoMode,
     name: String,
     gather_size: u64,
@@ -131,7 +131,7 @@ impl LoadRequest {
         LoadRequest {
             files: Vec::new(),
             segments: Vec::new(),
-            heap: None,
+            backend: None,
             io_mode: IoMode::Auto,
             name: "dmaload".to_string(),
             gather_size: 0,
@@ -224,9 +224,10 @@ impl LoadRequest {
         self.files.len() - 1
     }
 
-    /// Buffer backend by name; `None` or "" lets the service choose.
-    pub fn set_heap(&mut self, heap: Option<&str>) -> &mut Self {
-        self.heap = heap.filter(|h| !h.is_empty()).map(str::to_string);
+    /// Buffer backend by name (`auto`, `heap:NAME` or a dma-heap's NAME, `udmabuf`, `memfd`);
+    /// `None` or "" lets the service choose.
+    pub fn set_backend(&mut self, backend: Option<&str>) -> &mut Self {
+        self.backend = backend.filter(|b| !b.is_empty()).map(str::to_string);
         self
     }
 
@@ -340,8 +341,8 @@ impl LoadRequest {
         &self.segments
     }
 
-    pub fn heap(&self) -> Option<&str> {
-        self.heap.as_deref()
+    pub fn backend(&self) -> Option<&str> {
+        self.backend.as_deref()
     }
 
     pub fn io_mode(&self) -> IoMode {
@@ -466,7 +467,7 @@ mod tests {
         assert!(request.set_name(&"x".repeat(MAX_NAME_BYTES + 1)).is_err());
         assert!(request.set_name(&"x".repeat(MAX_NAME_BYTES)).is_ok());
         assert!(request.set_name("a\0b").is_err());
-        assert_eq!(request.set_heap(Some("")).heap(), None);
+        assert_eq!(request.set_backend(Some("")).backend(), None);
         assert_eq!(IoMode::parse("direct"), Some(IoMode::Direct));
         assert_eq!(IoMode::from_c(3), None);
     }

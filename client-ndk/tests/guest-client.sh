@@ -31,7 +31,7 @@ sock=/tmp/dmaloadd.sock
 pids="$pids $!"
 if wait_for test -S "$sock"; then
     "$bin/dmaload_test" "$dir" "unix:$sock" || failed=$((failed + 1))
-    "$bin/dmaload" --endpoint "unix:$sock" heaps || failed=$((failed + 1))
+    "$bin/dmaload" --endpoint "unix:$sock" backends || failed=$((failed + 1))
 else
     echo "dmaloadd did not start on $sock"; cat /tmp/dmaloadd-rpc.log; failed=$((failed + 1))
 fi

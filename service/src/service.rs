@@ -10,8 +10,8 @@ use dmaload_abi::digest::DIGEST_BYTES;
 use dmaload_abi::text::MARKER_MAX_BYTES;
 use dmaload_abi::Untrusted;
 use dmaload_engine::{
-    BufferKind, CancelToken, Charge, Digest, DigestAlgorithm, Engine, ErrorCode, IoMode, LoadError,
-    LoadRequest, LoadedBuffer, Progress, Segment, Tunables,
+    BackendChoice, CancelToken, Charge, Digest, DigestAlgorithm, Engine, ErrorCode, IoMode,
+    LoadError, LoadRequest, LoadedBuffer, Progress, Segment, Tunables,
 };
 
 use crate::binder_stack::{self as stack, idl, BinderResult, ParcelFileDescriptor, Strong};
@@ -254,7 +254,7 @@ impl DmaLoaderService {
 pub const MAX_FILES: usize = idl::IDmaLoader::MAX_FILES as usize;
 /// Longest caller-given buffer name (`IDmaLoader.MAX_NAME_BYTES`); the service prefixes it.
 pub const MAX_NAME_BYTES: usize = idl::IDmaLoader::MAX_NAME_BYTES as usize;
-/// The prefix the service gives every buffer name: the owner's uid.
+/// The prefix the service gives every buffer name: the caller's uid.
 const NAME_PREFIX_MAX_BYTES: usize = "dmaload:uid4294967295:".len();
 
 /// Converts the wire request into the engine's, duplicating the caller's fds (the parcel
@@ -299,7 +299,7 @@ pub fn engine_request(
     Ok(LoadRequest {
         files,
         segments,
-        buffer: BufferKind::parse(&wire.backend),
+        backend: BackendChoice::parse(&wire.backend),
         io_mode,
         name,
         tunables,
@@ -391,7 +391,7 @@ fn digests_to_wire(digests: &[Digest]) -> Option<Vec<Option<idl::Digest::Digest>
     Some(wire)
 }
 
-/// The name the buffer carries (dma-buf and memfd names, the dump, the result): the owner's
+/// The name the buffer carries (dma-buf and memfd names, the dump, the result): the caller's
 /// uid, then the caller's name escaped, so no control character reaches the kernel's lists
 /// (debugfs `bufinfo`, `/proc/*/fdinfo`) or a dump. A printable name stays as it is.
 fn buffer_name(caller: Caller, name: &str) -> Result<String, LoadError> {
@@ -740,7 +740,7 @@ impl idl::IDmaLoader::IDmaLoader for DmaLoaderService {
                 .buffers
                 .views()
                 .iter()
-                .filter(|b| b.owner.uid == caller.uid)
+                .filter(|b| b.holder.uid == caller.uid)
                 .count();
             let reuse = self.inner.reuse.of_uid(caller.uid);
             idl::CallerUsage::CallerUsage {

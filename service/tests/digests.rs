@@ -102,7 +102,7 @@ fn digests_through_the_service_equal_the_tools() {
                 let file = std::fs::File::open(&path).unwrap();
                 request.add_fd(file.as_fd(), 0, 0, 0).unwrap();
             }
-            request.set_heap(Some("memfd"));
+            request.set_backend(Some("memfd"));
             for a in BOTH {
                 request.add_digest(a);
             }
@@ -127,7 +127,7 @@ fn digests_through_the_service_equal_the_tools() {
             .add_file(&path, file_offset, length, buffer_offset)
             .unwrap();
     }
-    request.set_heap(Some("memfd"));
+    request.set_backend(Some("memfd"));
     for a in BOTH {
         request.add_digest(a);
     }
@@ -163,7 +163,7 @@ fn a_wrong_digest_fails_with_digest_mismatch_and_leaves_the_service_at_baseline(
     // A first load opens this caller's pidfd, which stays while the caller lives.
     let mut first = LoadRequest::new();
     first.add_file(&path, 0, 0, 0).unwrap();
-    first.set_heap(Some("memfd"));
+    first.set_backend(Some("memfd"));
     let warm = loader.load(&first).expect("a first load");
     loader.release_buffer(warm.buffer_id()).unwrap();
     drop(warm);
@@ -173,7 +173,7 @@ fn a_wrong_digest_fails_with_digest_mismatch_and_leaves_the_service_at_baseline(
     let request = |algorithm: DigestAlgorithm, value: &[u8]| {
         let mut r = LoadRequest::new();
         r.add_file(&path, 0, 0, 0).unwrap();
-        r.set_heap(Some("memfd"));
+        r.set_backend(Some("memfd"));
         r.expect_digest(0, algorithm, value).unwrap();
         r
     };

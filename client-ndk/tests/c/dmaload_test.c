@@ -501,7 +501,7 @@ static void test_error_paths(ADmaLoader* loader, const char* path, uint64_t size
 
     ADmaLoadRequest_create(&req);
     ADmaLoadRequest_addFile(req, path, 0, 0, 0, NULL);
-    ADmaLoadRequest_setHeap(req, "heap:no-such-heap");
+    CHECK_RC(ADmaLoadRequest_setBackend(req, "heap:no-such-heap"), DMALOAD_OK, "setBackend");
     load_expect(loader, req, DMALOAD_E_UNKNOWN_BACKEND, "unknown heap");
     ADmaLoadRequest_release(req);
 
@@ -717,6 +717,9 @@ static void test_digests(ADmaLoader* loader, const char* path) {
         }
         CHECK(ADmaLoadResult_getDigest(result, 2, NULL, NULL, NULL) == NULL, "out of range");
         CHECK(ADmaLoadResult_getDigestTimeNs(result) > 0, "digest time");
+        /* The digests' state is working memory, charged while the load ran. */
+        CHECK(ADmaLoadResult_getWorkingBytes(result) > 0, "working bytes %llu",
+              (unsigned long long)ADmaLoadResult_getWorkingBytes(result));
         ADmaLoader_releaseBuffer(loader, ADmaLoadResult_getBufferId(result));
         ADmaLoadResult_release(result);
         result = NULL;

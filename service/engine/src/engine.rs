@@ -7,7 +7,7 @@ use crate::cancel::CancelToken;
 use crate::error::{load_err, LoadError};
 use crate::limits::{Accounting, Charge, EngineConfig, Usage};
 use crate::pipeline::{BlockPool, Devices, Measurements, WorkerPool};
-use crate::request::{LoadRequest, Owner, Progress};
+use crate::request::{Caller, LoadRequest, Progress};
 use crate::stats::{Backend, LoadStats};
 use dmaload_abi::digest::Digest;
 use dmaload_abi::system::cpu_count;
@@ -35,7 +35,7 @@ pub struct LoadedBuffer {
     pub size: u64,
     pub backend: Backend,
     pub stats: LoadStats,
-    /// The owner's charge for this buffer; released when dropped.
+    /// The caller's charge for this buffer; released when dropped.
     pub charge: Charge,
     /// The digests the request asked for, by segment and algorithm (expected ones included:
     /// they matched).
@@ -147,10 +147,10 @@ impl Engine {
         (self.pool.started(), self.pool.size())
     }
 
-    /// Loads the request's segments into a new buffer charged to `owner`.
+    /// Loads the request's segments into a new buffer charged to `caller`.
     pub fn load(
         &self,
-        owner: Owner,
+        caller: Caller,
         req: LoadRequest,
         cancel: &CancelToken,
         progress: &dyn Progress,
@@ -166,6 +166,6 @@ impl Engine {
                 }
             }
         };
-        crate::pipeline::load(self, &backends, owner, req, cancel, progress)
+        crate::pipeline::load(self, &backends, caller, req, cancel, progress)
     }
 }

@@ -37,7 +37,7 @@ pub use engine::{BackendInfo, Engine, LoadedBuffer};
 pub use error::{ErrorCode, LoadError};
 pub use limits::{Charge, EngineConfig, Usage};
 pub use request::{
-    BufferKind, FdSegment, IoEngine, IoMode, LoadRequest, NoProgress, Owner, Progress, Segment,
+    BackendChoice, Caller, FdSegment, IoEngine, IoMode, LoadRequest, NoProgress, Progress, Segment,
     Tunables,
 };
 pub use stats::{Backend, Fallback, FallbackKind, LoadStats};

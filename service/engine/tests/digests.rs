@@ -19,7 +19,7 @@ use common::*;
 use dmaload_abi::digest::to_hex;
 use dmaload_engine::digest::{fsverity, sha256};
 use dmaload_engine::{
-    BufferKind, DigestAlgorithm, Engine, ErrorCode, FdSegment, IoMode, LoadRequest,
+    BackendChoice, DigestAlgorithm, Engine, ErrorCode, FdSegment, IoMode, LoadRequest,
 };
 
 fn mode(direct: bool) -> IoMode {
@@ -80,7 +80,7 @@ fn digests_of_whole_files_equal_the_tools() {
             let req = with_digests(
                 request(
                     vec![FdSegment::whole_file(open(&path, direct))],
-                    BufferKind::Memfd,
+                    BackendChoice::Memfd,
                     mode(direct),
                 ),
                 &BOTH,
@@ -132,7 +132,7 @@ fn segments_at_odd_offsets_are_digested_on_their_own_bytes() {
                 buffer_offset,
             })
             .collect();
-        let req = with_digests(request(segments, BufferKind::Memfd, mode(direct)), &BOTH);
+        let req = with_digests(request(segments, BackendChoice::Memfd, mode(direct)), &BOTH);
         let buf = load(&engine, req).unwrap_or_else(|e| panic!("direct {direct}: {e}"));
         let got = contents(&buf);
         assert_eq!(buf.digests.len(), 2 * layout.len());
@@ -174,7 +174,7 @@ fn expected_digests_pass_and_mismatches_leave_nothing_behind() {
         // Right values: the load succeeds and reports them (only what was asked).
         let req = request(
             vec![FdSegment::whole_file(open(&path, direct))],
-            BufferKind::Memfd,
+            BackendChoice::Memfd,
             mode(direct),
         )
         .expecting(0, DigestAlgorithm::Sha256, sha)
@@ -188,7 +188,7 @@ fn expected_digests_pass_and_mismatches_leave_nothing_behind() {
         ] {
             let mut req = request(
                 vec![FdSegment::whole_file(open(&path, direct))],
-                BufferKind::Memfd,
+                BackendChoice::Memfd,
                 mode(direct),
             )
             .expecting(0, algorithm, value);
@@ -218,7 +218,7 @@ fn expected_digests_pass_and_mismatches_leave_nothing_behind() {
     let one = || {
         request(
             vec![FdSegment::whole_file(open_buffered(&path))],
-            BufferKind::Memfd,
+            BackendChoice::Memfd,
             IoMode::Auto,
         )
     };
@@ -253,7 +253,7 @@ fn digest_state_is_working_memory_of_the_load() {
     let path = write_file(&dir, "working", &pattern(len, 3));
     let load_with = |algorithms: &[DigestAlgorithm]| {
         let req = with_digests(
-            LoadRequest::whole_file(open_buffered(&path), "w").with_buffer(BufferKind::Memfd),
+            LoadRequest::whole_file(open_buffered(&path), "w").with_backend(BackendChoice::Memfd),
             algorithms,
         );
         load(&engine, req).expect("load").stats
@@ -303,7 +303,7 @@ fn a_gigabyte_and_a_block_is_digested_like_the_tools() {
     let want = tools(&path);
     let req = with_digests(
         LoadRequest::whole_file(open_direct(&path), "big")
-            .with_buffer(BufferKind::Memfd)
+            .with_backend(BackendChoice::Memfd)
             .with_io_mode(IoMode::Direct),
         &BOTH,
     );

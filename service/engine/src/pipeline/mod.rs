@@ -31,7 +31,7 @@ use crate::cancel::CancelToken;
 use crate::engine::{BackendInfo, Engine, LoadedBuffer};
 use crate::error::{load_err, ErrorCode, LoadError};
 use crate::limits::{Charge, LoadSlot, Reservation};
-use crate::request::{IoEngine, LoadRequest, Owner, Progress};
+use crate::request::{Caller, IoEngine, LoadRequest, Progress};
 use crate::stats::{Backend, Fallback, FallbackKind, LoadStats};
 use dmaload_abi::dma_buf;
 use dmaload_abi::file::drop_cached;
@@ -82,7 +82,7 @@ pub(crate) struct Fill<'a> {
 pub(crate) fn load(
     engine: &Engine,
     backends: &[BackendInfo],
-    owner: Owner,
+    caller: Caller,
     req: LoadRequest,
     cancel: &CancelToken,
     progress: &dyn Progress,
@@ -95,7 +95,7 @@ pub(crate) fn load(
     } else {
         req.name.clone()
     };
-    let kind = req.buffer.clone();
+    let kind = req.backend.clone();
     let limits = plan::RequestLimits {
         max_segments: config.max_segments,
         max_files: config.max_files,
@@ -108,12 +108,12 @@ pub(crate) fn load(
         &engine.measured,
         &mut stats,
     )?;
-    plan.knobs.io_uring = config.io_engine == IoEngine::IoUring;
+    plan.tunables.io_uring = config.io_engine == IoEngine::IoUring;
     // A hugetlb memfd is 2 MiB-rounded: fine behind a udmabuf of the exact size, not as a
     // plain memfd handed out.
-    plan.knobs.hugetlb = config.hugetlb && backend == Backend::Udmabuf;
+    plan.tunables.hugetlb = config.hugetlb && backend == Backend::Udmabuf;
     let plan = Arc::new(plan);
-    let (slot, charge, working) = admit(engine, owner, &plan, &backend, &mut stats)?;
+    let (slot, charge, working) = admit(engine, caller, &plan, &backend, &mut stats)?;
     if cancel.is_cancelled() {
         return Err(load_err!(
             Cancelled,
@@ -158,7 +158,7 @@ pub(crate) fn load(
 /// single reader's. Kept bounce blocks make room when the global cap or the memory is short.
 fn admit(
     engine: &Engine,
-    owner: Owner,
+    caller: Caller,
     plan: &Plan,
     backend: &Backend,
     stats: &mut LoadStats,
@@ -173,7 +173,7 @@ fn admit(
         let available = MemInfo::read().map(|m| m.available);
         engine
             .accounting
-            .admit(&engine.config, owner, ask, available)
+            .admit(&engine.config, caller, ask, available)
     };
     let (slot, charge, index) = match reserve() {
         Err(e)
