@@ -23,6 +23,7 @@ pub mod dma_heap;
 pub mod error;
 pub mod event;
 pub mod file;
+pub mod io_mode;
 mod ioctl;
 pub mod memfd;
 pub mod meminfo;

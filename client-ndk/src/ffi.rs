@@ -575,7 +575,7 @@ pub unsafe extern "C" fn ADmaLoadRequest_setIoMode(
     status(|| {
         // SAFETY: `request` is null or a live handle used by this call alone (dmaload.h contract).
         let request = unsafe { handle_mut(request, "request") }?;
-        let mode = IoMode::from_c(mode)
+        let mode = IoMode::from_code(mode)
             .ok_or_else(|| invalid(&format!("I/O mode {mode} is not an ADmaLoadIoMode")))?;
         request.request.set_io_mode(mode);
         Ok(())
@@ -851,7 +851,7 @@ pub unsafe extern "C" fn ADmaLoadResult_getName(result: *const ADmaLoadResult) -
 pub unsafe extern "C" fn ADmaLoadResult_getIoMode(result: *const ADmaLoadResult) -> c_int {
     getter(0, || {
         // SAFETY: `result` is null or live (dmaload.h contract).
-        unsafe { handle(result, "result") }.map_or(0, |r| r.buffer.io_mode().to_c())
+        unsafe { handle(result, "result") }.map_or(0, |r| r.buffer.io_mode().code())
     })
 }
 

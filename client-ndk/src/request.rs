@@ -10,50 +10,8 @@ use dmaload_abi::digest::{Digest, DigestAlgorithm, DIGEST_BYTES};
 use dmaload_abi::file::OpenFlags;
 use dmaload_abi::statx::file_facts;
 
-/// How the service reads the file (same values as the AIDL enum and `ADmaLoadIoMode`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum IoMode {
-    /// Direct I/O where the fd allows it, buffered otherwise.
-    #[default]
-    Auto,
-    /// Direct I/O only.
-    Direct,
-    /// Buffered reads.
-    Buffered,
-}
-
-impl IoMode {
-    pub fn from_c(value: i32) -> Option<IoMode> {
-        match value {
-            0 => Some(IoMode::Auto),
-            1 => Some(IoMode::Direct),
-            2 => Some(IoMode::Buffered),
-            _ => None,
-        }
-    }
-
-    pub fn to_c(self) -> i32 {
-        match self {
-            IoMode::Auto => 0,
-            IoMode::Direct => 1,
-            IoMode::Buffered => 2,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            IoMode::Auto => "auto",
-            IoMode::Direct => "direct",
-            IoMode::Buffered => "buffered",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<IoMode> {
-        [IoMode::Auto, IoMode::Direct, IoMode::Buffered]
-            .into_iter()
-            .find(|m| m.name() == text)
-    }
-}
+/// How the service reads the file (the values of the AIDL enum and `ADmaLoadIoMode`).
+pub use dmaload_abi::io_mode::IoMode;
 
 /// One range of one of the request's files and where it lands in the buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -469,7 +427,7 @@ mod tests {
         assert!(request.set_name("a\0b").is_err());
         assert_eq!(request.set_backend(Some("")).backend(), None);
         assert_eq!(IoMode::parse("direct"), Some(IoMode::Direct));
-        assert_eq!(IoMode::from_c(3), None);
+        assert_eq!(IoMode::from_code(3), None);
     }
 
     #[test]

@@ -88,17 +88,7 @@ impl BackendChoice {
 }
 
 /// How the file is read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum IoMode {
-    /// Direct when the fd was opened with `O_DIRECT` and its file system supports it,
-    /// buffered otherwise (reported as a fallback).
-    Auto,
-    /// Direct I/O is required: the fd must carry `O_DIRECT`; file systems without it fall
-    /// back to buffered reads, counted and reported in the stats.
-    Direct,
-    /// Buffered reads; the pages read are dropped from the page cache afterwards.
-    Buffered,
-}
+pub use dmaload_abi::io_mode::IoMode;
 
 /// How readers issue their reads.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
