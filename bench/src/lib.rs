@@ -278,7 +278,7 @@ pub fn run(args: &Args) -> Result<()> {
     // The benchmark is the only client: let it use what the machine has.
     let mut config = EngineConfig::for_memory(mem);
     config.global_cap_bytes = mem.available;
-    config.per_owner_cap_bytes = mem.available;
+    config.per_caller_cap_bytes = mem.available;
     config.max_buffer_bytes = mem.available;
     config.min_available_after_bytes = 128 << 20;
     let make = |io_engine: IoEngine, hugetlb: bool| {

@@ -465,7 +465,7 @@ mod tests {
     }
 
     #[test]
-    fn release_checks_the_owner() {
+    fn release_checks_the_holder() {
         let registry = LiveBuffers::new();
         let err = registry.release(1, 77).unwrap_err();
         assert_eq!(err.code, ErrorCode::NotFound);

@@ -746,7 +746,7 @@ impl idl::IDmaLoader::IDmaLoader for DmaLoaderService {
             idl::CallerUsage::CallerUsage {
                 uid: i32::try_from(caller.uid).unwrap_or(i32::MAX),
                 chargedBytes: clamp_i64(u.charged_bytes),
-                capBytes: clamp_i64(cfg.per_owner_cap_bytes),
+                capBytes: clamp_i64(cfg.per_caller_cap_bytes),
                 buffers: i32::try_from(buffers).unwrap_or(i32::MAX),
                 loadsInFlight: i32::try_from(u.loads_in_flight).unwrap_or(i32::MAX),
                 globalAvailableBytes: clamp_i64(

@@ -288,7 +288,7 @@ impl Fixture {
         }
         let mut config = EngineConfig::from_system();
         config.max_buffer_bytes = MAX_BUFFER;
-        config.per_owner_cap_bytes = config.per_owner_cap_bytes.max(MAX_BUFFER);
+        config.per_caller_cap_bytes = config.per_caller_cap_bytes.max(MAX_BUFFER);
         config.global_cap_bytes = config.global_cap_bytes.max(MAX_BUFFER);
         config.max_segments = MAX_SEGMENTS;
         config.min_available_after_bytes = 0;

@@ -285,7 +285,7 @@ static void test_segments(ADmaLoader* loader, const char* path) {
     CHECK_RC(rc, DMALOAD_OK, "load segments");
     if (rc == DMALOAD_OK) {
         CHECK(ADmaLoadResult_getSize(result) >= a_len + b_len, "size");
-        /* The service may prefix the name with the owner; it keeps ours at the end. */
+        /* The service may prefix the name with the caller's uid; it keeps ours at the end. */
         const char* name = ADmaLoadResult_getName(result);
         CHECK(strlen(name) >= 13 && strcmp(name + strlen(name) - 13, "segments-test") == 0, "name %s", name);
         ADmaLoadStats stats;

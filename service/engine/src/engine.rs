@@ -74,7 +74,7 @@ const DISCOVERY_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Engine {
     pub fn new(config: EngineConfig) -> Result<Engine, LoadError> {
-        if config.max_concurrent_loads == 0 || config.max_concurrent_loads_per_owner == 0 {
+        if config.max_concurrent_loads == 0 || config.max_concurrent_loads_per_caller == 0 {
             return Err(load_err!(
                 InvalidArgument,
                 "concurrent load limits must be at least 1"

@@ -20,13 +20,13 @@ pub struct EngineConfig {
     /// Bytes all live buffers and loads together may hold.
     pub global_cap_bytes: u64,
     /// Bytes one caller (uid) may hold.
-    pub per_owner_cap_bytes: u64,
+    pub per_caller_cap_bytes: u64,
     /// Largest single buffer.
     pub max_buffer_bytes: u64,
     /// Loads running at once, service-wide.
     pub max_concurrent_loads: u32,
     /// Loads running at once for one caller.
-    pub max_concurrent_loads_per_owner: u32,
+    pub max_concurrent_loads_per_caller: u32,
     /// Segments in one request (`BAD_SEGMENTS` beyond).
     pub max_segments: usize,
     /// Files (fds) in one request (`TOO_MANY_FILES` beyond). Every one is an fd held in the
@@ -72,13 +72,13 @@ impl EngineConfig {
     /// Defaults for a machine with this much memory.
     pub fn for_memory(mem: MemInfo) -> EngineConfig {
         let global = (mem.total / 2).min(mem.available / 4 * 3).max(64 << 20);
-        let per_owner = global / 4 * 3;
+        let per_caller = global / 4 * 3;
         EngineConfig {
             global_cap_bytes: global,
-            per_owner_cap_bytes: per_owner,
-            max_buffer_bytes: per_owner,
+            per_caller_cap_bytes: per_caller,
+            max_buffer_bytes: per_caller,
             max_concurrent_loads: 8,
-            max_concurrent_loads_per_owner: 4,
+            max_concurrent_loads_per_caller: 4,
             // Segments name a file of the request, so they cost no fd: the bound is the size of
             // the request itself. In the AIDL's file-table layout a segment is 40 bytes of
             // parcel, so 16384 segments are 640 KiB: one such request fits the kernel binder
@@ -226,13 +226,13 @@ impl Accounting {
                 config.max_concurrent_loads
             ));
         }
-        if mine.loads_in_flight >= config.max_concurrent_loads_per_owner {
+        if mine.loads_in_flight >= config.max_concurrent_loads_per_caller {
             return Err(load_err!(
                 Busy,
                 "uid {} already runs {} loads (limit {}); wait for one to finish",
                 caller.uid,
                 mine.loads_in_flight,
-                config.max_concurrent_loads_per_owner
+                config.max_concurrent_loads_per_caller
             ));
         }
         let room = Room {
@@ -331,13 +331,13 @@ impl Room<'_> {
             format!("{want} more ({bytes} for the buffer, {working} of working memory)")
         };
         let mine = self.mine.charged_bytes + self.mine.working_bytes;
-        if mine.saturating_add(want) > config.per_owner_cap_bytes {
+        if mine.saturating_add(want) > config.per_caller_cap_bytes {
             return Err(load_err!(
                 CallerCap,
                 "uid {} holds {mine} bytes; {what} would exceed its cap of {} bytes; release \
                  buffers first",
                 self.caller.uid,
-                config.per_owner_cap_bytes
+                config.per_caller_cap_bytes
             ));
         }
         let held = self.total.charged_bytes + self.total.working_bytes + self.pooled;
@@ -424,10 +424,10 @@ mod tests {
             available: 16 << 30,
         });
         c.global_cap_bytes = 1000;
-        c.per_owner_cap_bytes = 600;
+        c.per_caller_cap_bytes = 600;
         c.max_buffer_bytes = 500;
         c.max_concurrent_loads = 3;
-        c.max_concurrent_loads_per_owner = 2;
+        c.max_concurrent_loads_per_caller = 2;
         c
     }
 
@@ -546,7 +546,7 @@ mod tests {
             available: 4 << 30,
         });
         assert_eq!(c.global_cap_bytes, 3 << 30);
-        assert!(c.per_owner_cap_bytes < c.global_cap_bytes);
+        assert!(c.per_caller_cap_bytes < c.global_cap_bytes);
         let c = EngineConfig::for_memory(MemInfo {
             total: 8 << 30,
             available: 8 << 30,

@@ -286,7 +286,7 @@ fn heap_loads_charge_their_bounce_ring_and_keep_the_heap_open() {
 
     // A caller cap 20 MiB over the buffer: one reader with two blocks fits, not more.
     let mut config = EngineConfig::from_system();
-    config.per_owner_cap_bytes = (64 << 20) + (20 << 20);
+    config.per_caller_cap_bytes = (64 << 20) + (20 << 20);
     let capped = Engine::new(config.clone()).expect("engine");
     let buf = load(&capped, req()).expect("shrunk load");
     assert_eq!(buf.stats.working_bytes, 2 * block, "{:?}", buf.stats);
@@ -298,7 +298,7 @@ fn heap_loads_charge_their_bounce_ring_and_keep_the_heap_open() {
     assert!(contents(&buf)[..data.len()] == data[..]);
     drop(buf);
     // Less than a block over the buffer: refused before the heap allocates anything.
-    config.per_owner_cap_bytes = (64 << 20) + 4096;
+    config.per_caller_cap_bytes = (64 << 20) + 4096;
     let tight = Engine::new(config).expect("engine");
     let err = load(&tight, req()).expect_err("over the cap");
     assert_eq!(err.code, ErrorCode::CallerCap, "{err}");

@@ -405,7 +405,7 @@ fn unknown_and_disallowed_backends_are_refused() {
 fn capped_engine() -> Engine {
     let mut config = EngineConfig::from_system();
     config.global_cap_bytes = 3 << 20;
-    config.per_owner_cap_bytes = 2 << 20;
+    config.per_caller_cap_bytes = 2 << 20;
     config.max_buffer_bytes = (3 << 19) + 4096;
     Engine::new(config).expect("engine")
 }
@@ -531,7 +531,7 @@ fn working_memory_is_charged_before_allocation_shrunk_to_fit_and_reported() {
 
     // A caller cap 2.5 MiB over the buffer: two readers' blocks fit, the load still runs.
     let mut config = EngineConfig::from_system();
-    config.per_owner_cap_bytes = size + (5 << 19);
+    config.per_caller_cap_bytes = size + (5 << 19);
     let capped = Engine::new(config.clone()).expect("engine");
     let buf = load(&capped, misaligned(&path, "working-shrunk")).expect("shrunk load");
     assert_eq!(buf.stats.working_bytes, 2 << 20, "{:?}", buf.stats);
@@ -549,7 +549,7 @@ fn working_memory_is_charged_before_allocation_shrunk_to_fit_and_reported() {
 
     // Half a block over the buffer: not even one reader fits. Refused before anything is
     // allocated (no memfd was made), with the working memory named.
-    config.per_owner_cap_bytes = size + (1 << 19);
+    config.per_caller_cap_bytes = size + (1 << 19);
     let tight = Engine::new(config).expect("engine");
     let err = load(&tight, misaligned(&path, "working-refused")).expect_err("over the cap");
     assert_eq!(err.code, ErrorCode::CallerCap, "{err}");
