@@ -34,10 +34,9 @@ use crate::request::{IoEngine, LoadRequest, Owner, Progress};
 use crate::stats::{Backend, Fallback, FallbackKind, LoadStats};
 use dmaload_abi::dma_buf;
 use dmaload_abi::file::drop_cached;
-use dmaload_abi::meminfo::MemInfo;
 use dmaload_abi::statx::file_facts;
 
-pub(crate) use backends::{allowed, discover_backends};
+pub(crate) use backends::{allowed, discover_backends, Detail};
 pub(crate) use blocks::BlockPool;
 pub(crate) use devices::Devices;
 pub(crate) use measured::Measurements;
@@ -159,7 +158,7 @@ fn admit(
         working: &bytes,
     };
     let reserve = || {
-        let available = MemInfo::read().map(|m| m.available);
+        let available = engine.mem_available();
         engine
             .accounting
             .admit(&engine.config, owner, ask, available)
