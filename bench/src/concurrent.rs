@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use dmaload::Loader;
-use dmaload_engine::BufferKind;
+use dmaload_engine::BackendChoice;
 
 use crate::report::Round;
 use crate::schemes::{open_direct, read_direct};
@@ -21,7 +21,7 @@ pub enum Concurrent {
     /// Every file read raw with O_DIRECT at once, `threads` readers per file.
     DirectFloor { threads: usize },
     /// Every client's `Loader::load` of its file at once.
-    Service { kind: BufferKind },
+    Service { kind: BackendChoice },
 }
 
 /// Runs `f(i)` on one thread per client, all released together; returns each client's time

@@ -26,7 +26,7 @@ use clap::Parser;
 use dmaload_abi::memfd::{HugetlbPages, HUGETLB_PAGE};
 use dmaload_abi::meminfo::MemInfo;
 use dmaload_abi::system::cpu_count;
-use dmaload_engine::{Backend, BufferKind, Engine, EngineConfig, IoEngine};
+use dmaload_engine::{Backend, BackendChoice, Engine, EngineConfig, IoEngine};
 
 use concurrent::Concurrent;
 pub use report::Row;
@@ -204,12 +204,12 @@ fn schemes_for(engine: &Engine, size: u64, args: &Args) -> Vec<Scheme> {
     if let Some(h) = &main_heap {
         list.push(Scheme::HeapBounce { heap: h.clone() });
     }
-    let mut kinds = vec![BufferKind::Memfd];
+    let mut kinds = vec![BackendChoice::Memfd];
     if udmabuf_fits {
-        kinds.push(BufferKind::Udmabuf);
+        kinds.push(BackendChoice::Udmabuf);
     }
-    kinds.extend(heaps.iter().map(|h| BufferKind::Heap(h.clone())));
-    kinds.push(BufferKind::Auto);
+    kinds.extend(heaps.iter().map(|h| BackendChoice::Heap(h.clone())));
+    kinds.push(BackendChoice::Auto);
     for kind in &kinds {
         list.push(Scheme::Dmaload {
             kind: kind.clone(),
@@ -219,7 +219,7 @@ fn schemes_for(engine: &Engine, size: u64, args: &Args) -> Vec<Scheme> {
             kind: kind.clone(),
             variant: Variant::IoUring,
         });
-        if (pool_fits || surplus_fits) && matches!(kind, BufferKind::Udmabuf | BufferKind::Auto) {
+        if (pool_fits || surplus_fits) && matches!(kind, BackendChoice::Udmabuf | BackendChoice::Auto) {
             list.push(Scheme::Dmaload {
                 kind: kind.clone(),
                 variant: Variant::NoHugetlb,
@@ -270,7 +270,7 @@ pub fn run(args: &Args) -> Result<()> {
     // The benchmark is the only client: let it use what the machine has.
     let mut config = EngineConfig::for_memory(mem);
     config.global_cap_bytes = mem.available;
-    config.per_owner_cap_bytes = mem.available;
+    config.per_caller_cap_bytes = mem.available;
     config.max_buffer_bytes = mem.available;
     config.min_available_after_bytes = 128 << 20;
     let make = |io_engine: IoEngine, hugetlb: bool| {
@@ -494,7 +494,7 @@ fn run_concurrent(
                 backend.to_string(),
                 0,
                 Concurrent::Service {
-                    kind: BufferKind::Auto,
+                    kind: BackendChoice::Auto,
                 },
             ));
         }

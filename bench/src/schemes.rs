@@ -15,7 +15,7 @@ use dmaload_abi::file::pread;
 use dmaload_abi::memfd::{shmem_thp, Memfd, ShmemThp};
 use dmaload_abi::mmap::Mapping;
 use dmaload_abi::udmabuf::Udmabuf;
-use dmaload_engine::{BufferKind, CancelToken, Engine, IoMode, LoadRequest, NoProgress, Owner};
+use dmaload_engine::{BackendChoice, CancelToken, Engine, IoMode, LoadRequest, NoProgress, Caller};
 
 use crate::report;
 use crate::service::Service;
@@ -86,21 +86,21 @@ pub enum Scheme {
     /// heap alloc + mmap, then serial O_DIRECT reads into an 8 MiB bounce buffer + memcpy.
     HeapBounce { heap: String },
     /// The engine with a buffer kind, O_DIRECT fd, in one of its configurations.
-    Dmaload { kind: BufferKind, variant: Variant },
+    Dmaload { kind: BackendChoice, variant: Variant },
     /// dmaloadd started by the bench, loading through binder (the client library's
     /// `Loader::load`): what an app sees end to end.
-    DmaloadService { kind: BufferKind },
+    DmaloadService { kind: BackendChoice },
     /// Through dmaloadd, the reload of a shareable file version whose buffer it kept warm
     /// (warm reuse: a new fd to the same buffer, no I/O).
     DmaloadWarm,
 }
 
-fn kind_label(kind: &BufferKind) -> String {
+fn kind_label(kind: &BackendChoice) -> String {
     match kind {
-        BufferKind::Auto => "auto".to_string(),
-        BufferKind::Heap(h) => format!("heap:{h}"),
-        BufferKind::Udmabuf => "udmabuf".to_string(),
-        BufferKind::Memfd => "memfd".to_string(),
+        BackendChoice::Auto => "auto".to_string(),
+        BackendChoice::Heap(h) => format!("heap:{h}"),
+        BackendChoice::Udmabuf => "udmabuf".to_string(),
+        BackendChoice::Memfd => "memfd".to_string(),
     }
 }
 
@@ -465,13 +465,13 @@ impl Bench<'_> {
             Scheme::Dmaload { kind, variant } => {
                 let fd = open_direct(path)?;
                 let req = LoadRequest::whole_file(fd, "dmaload-bench")
-                    .with_buffer(kind.clone())
+                    .with_backend(kind.clone())
                     .with_io_mode(IoMode::Direct);
                 let start = Instant::now();
                 let loaded = self
                     .engines
                     .get(*variant)
-                    .load(Owner::new(0), req, &CancelToken::new(), &NoProgress)
+                    .load(Caller::new(0), req, &CancelToken::new(), &NoProgress)
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
                 out.elapsed = start.elapsed();
                 out.note = Some(report::describe_stats(

@@ -18,7 +18,7 @@ use anyhow::{bail, Context, Result};
 use dmaload::endpoint::Endpoint;
 use dmaload::{IoMode, LoadRequest, LoadedBuffer, Loader, Reuse};
 use dmaload_abi::{Untrusted, SERVICE_INSTANCE};
-use dmaload_engine::BufferKind;
+use dmaload_engine::BackendChoice;
 
 /// How the bench reaches dmaloadd.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -204,7 +204,7 @@ impl Service {
     }
 
     /// Loads the whole file behind `fd` (O_DIRECT) through the bench's own connection.
-    pub fn load_timed(&self, fd: &OwnedFd, kind: &BufferKind) -> Result<ServiceLoad> {
+    pub fn load_timed(&self, fd: &OwnedFd, kind: &BackendChoice) -> Result<ServiceLoad> {
         load_timed(&self.loader, fd, kind)
     }
 
@@ -321,17 +321,17 @@ fn shareable_request(path: &Path) -> Result<LoadRequest> {
 /// The request an app makes for the whole file behind `fd`: the backend of `kind`, direct
 /// I/O. Built on the clock: an app builds one per load (the client checks the fd's flags
 /// and file), while the file is opened before it, as every row opens its file before it.
-fn request(fd: &OwnedFd, kind: &BufferKind) -> Result<LoadRequest> {
+fn request(fd: &OwnedFd, kind: &BackendChoice) -> Result<LoadRequest> {
     let mut req = LoadRequest::new();
     req.add_fd(fd.as_fd(), 0, 0, 0)
         .map_err(|e| anyhow::anyhow!("request: {e}"))?;
     let heap = match kind {
-        BufferKind::Auto => None,
-        BufferKind::Heap(h) => Some(format!("heap:{h}")),
-        BufferKind::Udmabuf => Some("udmabuf".to_string()),
-        BufferKind::Memfd => Some("memfd".to_string()),
+        BackendChoice::Auto => None,
+        BackendChoice::Heap(h) => Some(format!("heap:{h}")),
+        BackendChoice::Udmabuf => Some("udmabuf".to_string()),
+        BackendChoice::Memfd => Some("memfd".to_string()),
     };
-    req.set_heap(heap.as_deref())
+    req.set_backend(heap.as_deref())
         .set_io_mode(IoMode::Direct)
         .set_name("dmaload-bench")
         .map_err(|e| anyhow::anyhow!("request: {e}"))?;
@@ -342,7 +342,7 @@ fn request(fd: &OwnedFd, kind: &BufferKind) -> Result<LoadRequest> {
 /// building the request and `Loader::load`, up to the buffer fd in this process. The
 /// service's charge is released right after (not timed, as `normal` does not time freeing
 /// its buffer); the fd keeps the buffer.
-pub fn load_timed(loader: &Loader, fd: &OwnedFd, kind: &BufferKind) -> Result<ServiceLoad> {
+pub fn load_timed(loader: &Loader, fd: &OwnedFd, kind: &BackendChoice) -> Result<ServiceLoad> {
     let start = Instant::now();
     let req = request(fd, kind)?;
     let mut loaded = loader

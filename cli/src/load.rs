@@ -54,7 +54,7 @@ pub fn run(loader: &Loader, args: &LoadArgs) -> anyhow::Result<()> {
             .context("segments add up to more than 2^64 bytes")?;
     }
     let data_len = buffer_offset;
-    request.set_heap(args.heap.as_deref());
+    request.set_backend(args.heap.as_deref());
     request.set_io_mode(IoMode::parse(&args.mode).context("--mode")?);
     request.set_name(&args.name)?;
     request.set_shareable(args.share);

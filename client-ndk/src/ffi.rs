@@ -532,7 +532,7 @@ pub unsafe extern "C" fn ADmaLoadRequest_setHeap(
         let request = unsafe { handle_mut(request, "request") }?;
         // SAFETY: `heap` is null or a NUL-terminated string (dmaload.h contract).
         let heap = unsafe { opt_str(heap, "heap") }?.filter(|h| *h != "auto");
-        request.request.set_heap(heap);
+        request.request.set_backend(heap);
         Ok(())
     })
 }
@@ -634,7 +634,7 @@ pub unsafe extern "C" fn ADmaLoader_loadFile(
         }
         let mut request = LoadRequest::new();
         request.add_file(Path::new(path), 0, 0, 0)?;
-        request.set_heap(heap);
+        request.set_backend(heap);
         // The file's name names the buffer, cut to the longest name the service takes.
         let mut name = Path::new(path).file_name().map_or_else(
             || "dmaload".to_string(),

@@ -220,7 +220,7 @@ impl LoadRequest {
     }
 
     /// Buffer backend by name; `None` or "" lets the service choose.
-    pub fn set_heap(&mut self, heap: Option<&str>) -> &mut Self {
+    pub fn set_backend(&mut self, heap: Option<&str>) -> &mut Self {
         self.heap = heap.filter(|h| !h.is_empty()).map(str::to_string);
         self
     }
@@ -404,7 +404,7 @@ mod tests {
         assert!(request.set_name(&"x".repeat(MAX_NAME_BYTES + 1)).is_err());
         assert!(request.set_name(&"x".repeat(MAX_NAME_BYTES)).is_ok());
         assert!(request.set_name("a\0b").is_err());
-        assert_eq!(request.set_heap(Some("")).heap(), None);
+        assert_eq!(request.set_backend(Some("")).heap(), None);
         assert_eq!(IoMode::parse("direct"), Some(IoMode::Direct));
         assert_eq!(IoMode::from_c(3), None);
     }

@@ -3,7 +3,7 @@
 //! For a buffer of its own the service keeps no reference to its memory (the fd left with the
 //! caller), only the engine's `Charge`; a holder of a shared buffer (warm reuse) holds its
 //! share of the entry that owns the charge and the service's fd (`reuse::Holder`). A charge
-//! or a share ends on `releaseBuffer` or when the owner process dies: every
+//! or a share ends on `releaseBuffer` or when the holder's process dies: every
 //! caller pid gets a pidfd, and the reaper thread sleeps in one `poll` over all of them and an
 //! eventfd that announces new ones; when a pidfd turns readable, that process's loads in flight
 //! are cancelled and its buffers' charges dropped. Nothing wakes the reaper but an exit or a
@@ -35,7 +35,7 @@ pub struct Caller {
 #[derive(Debug)]
 pub struct LiveBuffer {
     pub id: i64,
-    pub owner: Caller,
+    pub holder: Caller,
     pub name: String,
     pub size: u64,
     pub backend: String,
@@ -74,7 +74,7 @@ impl Hold {
 #[derive(Clone, Debug)]
 pub struct BufferView {
     pub id: i64,
-    pub owner: Caller,
+    pub holder: Caller,
     pub name: String,
     pub size: u64,
     pub backend: String,
@@ -155,10 +155,10 @@ impl LiveBuffers {
         }
     }
 
-    /// Keeps `hold` for a buffer handed to `owner`; returns the buffer id.
+    /// Keeps `hold` for a buffer handed to `holder`; returns the buffer id.
     pub fn insert(
         &self,
-        owner: Caller,
+        holder: Caller,
         name: String,
         size: u64,
         backend: String,
@@ -167,11 +167,11 @@ impl LiveBuffers {
         let mut ledger = self.lock();
         ledger.next_id += 1;
         let id = ledger.next_id;
-        // Make sure the owner is watched, so its death drops the charge.
-        let _ = self.watched(&mut ledger, owner.pid);
+        // Make sure the holder is watched, so its death drops the charge.
+        let _ = self.watched(&mut ledger, holder.pid);
         let buffer = LiveBuffer {
             id,
-            owner,
+            holder,
             name,
             size,
             backend,
@@ -186,7 +186,7 @@ impl LiveBuffers {
     pub fn release(&self, uid: u32, id: i64) -> Result<u64, LoadError> {
         let mut ledger = self.lock();
         match ledger.buffers.get(&id) {
-            Some(b) if b.owner.uid == uid => {
+            Some(b) if b.holder.uid == uid => {
                 let bytes = b.hold.bytes();
                 let released = ledger.buffers.remove(&id);
                 // A share's end may move its entry to the cache: outside this lock.
@@ -272,7 +272,7 @@ impl LiveBuffers {
             .values()
             .map(|b| BufferView {
                 id: b.id,
-                owner: b.owner,
+                holder: b.holder,
                 name: b.name.clone(),
                 size: b.size,
                 backend: b.backend.clone(),
@@ -391,7 +391,7 @@ fn reap_pids(ledger: &mut Ledger, dead: &[i32]) -> Vec<LiveBuffer> {
         let ids: Vec<i64> = ledger
             .buffers
             .values()
-            .filter(|b| b.owner.pid == *pid)
+            .filter(|b| b.holder.pid == *pid)
             .map(|b| b.id)
             .collect();
         log::info!(

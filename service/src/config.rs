@@ -102,10 +102,10 @@ impl Config {
         let e = &mut self.engine;
         match key.replace('-', "_").as_str() {
             "global_cap" => e.global_cap_bytes = parse_size(value)?,
-            "caller_cap" => e.per_owner_cap_bytes = parse_size(value)?,
+            "caller_cap" => e.per_caller_cap_bytes = parse_size(value)?,
             "max_buffer" => e.max_buffer_bytes = parse_size(value)?,
             "max_loads" => e.max_concurrent_loads = parse_num(value)?,
-            "max_loads_per_caller" => e.max_concurrent_loads_per_owner = parse_num(value)?,
+            "max_loads_per_caller" => e.max_concurrent_loads_per_caller = parse_num(value)?,
             "max_segments" => e.max_segments = parse_num(value)?,
             "max_files" => e.max_files = parse_num(value)?,
             "min_available_after" => e.min_available_after_bytes = parse_size(value)?,
@@ -188,10 +188,10 @@ impl Config {
              threads = {}\nsocket_mode = {:o}\n\
              cache_per_caller = {}\ncache_max_age = {}\ncache_min_available = {}\n",
             e.global_cap_bytes,
-            e.per_owner_cap_bytes,
+            e.per_caller_cap_bytes,
             e.max_buffer_bytes,
             e.max_concurrent_loads,
-            e.max_concurrent_loads_per_owner,
+            e.max_concurrent_loads_per_caller,
             e.max_segments,
             e.max_files,
             e.min_available_after_bytes,
@@ -229,7 +229,7 @@ mod tests {
         let mut c = Config::from_system();
         c.set("caller-cap", "1G").unwrap();
         c.set("allowed_uids", "0, 1000").unwrap();
-        assert_eq!(c.engine.per_owner_cap_bytes, 1 << 30);
+        assert_eq!(c.engine.per_caller_cap_bytes, 1 << 30);
         assert!(c.allows_uid(1000) && !c.allows_uid(5));
         assert!(c.set("nonsense", "1").is_err());
     }

@@ -19,7 +19,7 @@ dmaloadd views (dumpsys vendor.dmaload.IDmaLoader/default [view...]):
              and their own buffers and usage)
   config     settings in force (caps, threads, allowed backends/uids)
   backends   heaps and other backends with their limits
-  buffers    live buffers: id, owner uid/pid, size, backend, age, the shared entry it
+  buffers    live buffers: id, holder uid/pid, size, backend, age, the shared entry it
              holds (warm reuse), name
   cache      warm reuse: shared and cached entries (holders, age, hits), loads in flight
              others wait for, per-uid hits, misses, bytes saved, cached buffers and bytes;
@@ -151,7 +151,7 @@ fn buffers(service: &DmaLoaderService, viewer: Viewer) -> String {
         .buffers()
         .views()
         .into_iter()
-        .filter(|b| viewer.sees_everyone() || b.owner.uid == viewer.uid)
+        .filter(|b| viewer.sees_everyone() || b.holder.uid == viewer.uid)
         .collect();
     if views.is_empty() {
         return "(none)\n".into();
@@ -164,8 +164,8 @@ fn buffers(service: &DmaLoaderService, viewer: Viewer) -> String {
             format!(
                 "id={} uid={} pid={} size={} backend={} age={:.1}s shared={shared} name={}\n",
                 b.id,
-                b.owner.uid,
-                b.owner.pid,
+                b.holder.uid,
+                b.holder.pid,
                 b.size,
                 b.backend,
                 b.age.as_secs_f64(),
@@ -190,7 +190,7 @@ fn usage(service: &DmaLoaderService, viewer: Viewer) -> String {
     // whose first load is still running shows here), holders of live buffers, and uids
     // whose only buffers are cached.
     let mut uids: Vec<u32> = service.engine().active_uids();
-    uids.extend(service.buffers().views().iter().map(|b| b.owner.uid));
+    uids.extend(service.buffers().views().iter().map(|b| b.holder.uid));
     uids.extend(service.reuse().uids());
     uids.sort_unstable();
     uids.dedup();

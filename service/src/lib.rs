@@ -2,7 +2,7 @@
 //!
 //! A request goes: binder thread → [`service`] (caller identity, access, request conversion)
 //! → engine (plan → admit → allocate ⇉ read ⇉ copy) → [`buffers`] (the charge stays
-//! until `releaseBuffer` or the owner's death) → reply with the buffer fd.
+//! until `releaseBuffer` or the holder's death) → reply with the buffer fd.
 //! Everything that differs between AOSP libbinder_rs and rsbinder is in [`binder_stack`].
 
 #![deny(

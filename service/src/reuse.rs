@@ -34,7 +34,7 @@ use dmaload_abi::meminfo::MemInfo;
 use dmaload_abi::statx::{file_identity, FileIdentity};
 use dmaload_abi::Untrusted;
 use dmaload_engine::{
-    BufferKind, CancelToken, Charge, ErrorCode, LoadError, LoadRequest, LoadedBuffer, Progress,
+    BackendChoice, CancelToken, Charge, ErrorCode, LoadError, LoadRequest, LoadedBuffer, Progress,
     Wake,
 };
 
@@ -78,7 +78,7 @@ pub struct ContentKey {
     /// (file index, file offset, length, buffer offset) of every segment.
     segments: Vec<(usize, u64, u64, u64)>,
     /// The backend asked for (`auto` stays `auto`: what it chose is the entry's).
-    backend: BufferKind,
+    backend: BackendChoice,
     /// The digest algorithms asked for (computed or expected), sorted.
     digests: Vec<i32>,
 }
@@ -164,7 +164,7 @@ impl Want {
                     .iter()
                     .map(|s| (s.file, s.file_offset, s.length, s.buffer_offset))
                     .collect(),
-                backend: request.buffer.clone(),
+                backend: request.backend.clone(),
                 digests,
             },
             files,
@@ -1135,7 +1135,7 @@ impl Reuse {
     /// when given.
     pub fn describe(&self, uid: Option<u32>) -> String {
         let registry = self.lock();
-        let mine = |owner: u32| uid.map_or(true, |u| u == owner);
+        let mine = |caller: u32| uid.map_or(true, |u| u == caller);
         let mut out = format!(
             "cache_per_caller = {} cache_max_age = {}s cache_min_available = {}\n",
             self.config.cache_bytes_per_caller,
@@ -1176,8 +1176,8 @@ impl Reuse {
             .map(|(k, f)| (k.uid, f.lock().interested))
             .collect();
         flights.sort_unstable();
-        for (owner, interested) in flights {
-            out += &format!("loading uid={owner} requests={interested}\n");
+        for (caller, interested) in flights {
+            out += &format!("loading uid={caller} requests={interested}\n");
         }
         let mut uids: Vec<u32> = registry
             .tallies
@@ -1393,8 +1393,8 @@ impl DmaLoaderService {
             } else {
                 None
             };
-            let owner = dmaload_engine::Owner::new(uid);
-            match self.engine().load(owner, request, cancel, progress) {
+            let caller = dmaload_engine::Caller::new(uid);
+            match self.engine().load(caller, request, cancel, progress) {
                 Err(err) if self.reuse().could_make_room(uid, err.code) => match spare {
                     Some(again) if self.reuse().make_room(uid, err.code, batch) > 0 => {
                         request = again;
@@ -1417,7 +1417,7 @@ mod tests {
             uid,
             files: Vec::new(),
             segments: vec![(0, 0, 0, 0)],
-            backend: BufferKind::Memfd,
+            backend: BackendChoice::Memfd,
             digests: Vec::new(),
         }
     }
@@ -1437,10 +1437,10 @@ mod tests {
         let path = dir.join("f");
         std::fs::write(&path, vec![7u8; 4096]).unwrap();
         let fd: OwnedFd = std::fs::File::open(&path).unwrap().into();
-        let request = LoadRequest::whole_file(fd, "t").with_buffer(BufferKind::Memfd);
+        let request = LoadRequest::whole_file(fd, "t").with_backend(BackendChoice::Memfd);
         let loaded = engine
             .load(
-                dmaload_engine::Owner::new(1),
+                dmaload_engine::Caller::new(1),
                 request,
                 &CancelToken::new(),
                 &dmaload_engine::NoProgress,

@@ -9,7 +9,7 @@ use std::time::Instant;
 use dmaload_abi::text::MARKER_MAX_BYTES;
 use dmaload_abi::Untrusted;
 use dmaload_engine::{
-    BufferKind, CancelToken, Charge, Engine, ErrorCode, IoMode, LoadError, LoadRequest,
+    BackendChoice, CancelToken, Charge, Engine, ErrorCode, IoMode, LoadError, LoadRequest,
     LoadedBuffer, Progress, Segment, Tunables,
 };
 
@@ -250,7 +250,7 @@ impl DmaLoaderService {
 pub const MAX_FILES: usize = idl::IDmaLoader::MAX_FILES as usize;
 /// Longest caller-given buffer name (`IDmaLoader.MAX_NAME_BYTES`); the service prefixes it.
 pub const MAX_NAME_BYTES: usize = idl::IDmaLoader::MAX_NAME_BYTES as usize;
-/// The prefix the service gives every buffer name: the owner's uid.
+/// The prefix the service gives every buffer name: the caller's uid.
 const NAME_PREFIX_MAX_BYTES: usize = "dmaload:uid4294967295:".len();
 
 /// Converts the wire request into the engine's, duplicating the caller's fds (the parcel
@@ -294,14 +294,14 @@ pub fn engine_request(
     Ok(LoadRequest {
         files,
         segments,
-        buffer: BufferKind::parse(&wire.backend),
+        backend: BackendChoice::parse(&wire.backend),
         io_mode,
         name,
         tunables,
     })
 }
 
-/// The name the buffer carries (dma-buf and memfd names, the dump, the result): the owner's
+/// The name the buffer carries (dma-buf and memfd names, the dump, the result): the caller's
 /// uid, then the caller's name escaped, so no control character reaches the kernel's lists
 /// (debugfs `bufinfo`, `/proc/*/fdinfo`) or a dump. A printable name stays as it is.
 fn buffer_name(caller: Caller, name: &str) -> Result<String, LoadError> {
@@ -650,13 +650,13 @@ impl idl::IDmaLoader::IDmaLoader for DmaLoaderService {
                 .buffers
                 .views()
                 .iter()
-                .filter(|b| b.owner.uid == caller.uid)
+                .filter(|b| b.holder.uid == caller.uid)
                 .count();
             let reuse = self.inner.reuse.of_uid(caller.uid);
             idl::CallerUsage::CallerUsage {
                 uid: i32::try_from(caller.uid).unwrap_or(i32::MAX),
                 chargedBytes: clamp_i64(u.charged_bytes),
-                capBytes: clamp_i64(cfg.per_owner_cap_bytes),
+                capBytes: clamp_i64(cfg.per_caller_cap_bytes),
                 buffers: i32::try_from(buffers).unwrap_or(i32::MAX),
                 loadsInFlight: i32::try_from(u.loads_in_flight).unwrap_or(i32::MAX),
                 globalAvailableBytes: clamp_i64(

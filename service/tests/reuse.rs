@@ -821,7 +821,7 @@ fn the_client_library_asks_for_sharing_and_reports_it() {
     let loader = dmaload::Loader::connect(Some(&endpoint)).unwrap();
     let mut request = dmaload::LoadRequest::new();
     request.add_file(&path, 0, 0, 0).unwrap();
-    request.set_heap(Some("memfd")).set_shareable(true);
+    request.set_backend(Some("memfd")).set_shareable(true);
     let first = loader.load(&request).unwrap();
     let second = loader.load(&request).unwrap();
     assert_eq!(first.reuse(), dmaload::Reuse::None);

@@ -20,8 +20,8 @@ use dmaload::{Endpoint, ErrorCode, LoadRequest, Loader};
 use dmaload_abi::SERVICE_INSTANCE as SERVICE_NAME;
 use dmaload_aidl::v1::aidl as v1;
 use dmaload_engine::{
-    BufferKind, CancelToken, Engine, EngineConfig, FdSegment, LoadRequest as EngineRequest,
-    NoProgress, Owner,
+    BackendChoice, CancelToken, Engine, EngineConfig, FdSegment, LoadRequest as EngineRequest,
+    NoProgress, Caller,
 };
 use rpc::{fd_bytes, open, service_error, Service};
 use rsbinder::{ParcelFileDescriptor, Status, StatusCode, Strong};
@@ -142,11 +142,11 @@ impl V1Loader for V1Server {
             });
         }
         let req = EngineRequest::from_fd_segments(segments, request.name.clone())
-            .with_buffer(BufferKind::parse(&request.backend));
-        let owner = Owner::new(rsbinder::get_calling_uid());
+            .with_backend(BackendChoice::parse(&request.backend));
+        let caller = Caller::new(rsbinder::get_calling_uid());
         let buffer = self
             .engine
-            .load(owner, req, &CancelToken::new(), &NoProgress)
+            .load(caller, req, &CancelToken::new(), &NoProgress)
             .map_err(|e| refused(e.code.code(), e.message))?;
         Ok(v1::LoadResult::LoadResult {
             buffer: Some(ParcelFileDescriptor::new(buffer.fd)),
@@ -227,7 +227,7 @@ fn the_client_library_speaks_version_1_to_a_version_1_service() {
     request.add_file(&path, 2 << 20, 1 << 20, 0).unwrap();
     request.add_file(&path, 0, 2 << 20, 1 << 20).unwrap();
     request.add_file(&path, 4096, 4096, 3 << 20).unwrap();
-    request.set_heap(Some("memfd"));
+    request.set_backend(Some("memfd"));
     assert_eq!(request.file_count(), 1);
     let buffer = loader
         .load(&request)

@@ -13,8 +13,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use dmaload_engine::{
-    BufferKind, CancelToken, Engine, EngineConfig, ErrorCode, FdSegment, IoMode, LoadRequest,
-    NoProgress, Owner, Tunables, Usage,
+    BackendChoice, CancelToken, Engine, EngineConfig, ErrorCode, FdSegment, IoMode, LoadRequest,
+    NoProgress, Caller, Tunables, Usage,
 };
 
 use crate::buffer::ReadView;
@@ -187,10 +187,10 @@ pub fn check_case(fx: &Fixture, gen: &GenRequest) -> Result<(), String> {
         });
     }
     let request = LoadRequest::from_fd_segments(segments, gen.name.clone())
-        .with_buffer(if gen.known_backend {
-            BufferKind::Memfd
+        .with_backend(if gen.known_backend {
+            BackendChoice::Memfd
         } else {
-            BufferKind::parse(UNKNOWN_HEAP)
+            BackendChoice::parse(UNKNOWN_HEAP)
         })
         .with_io_mode(gen.io_mode)
         .with_tunables(Tunables {
@@ -200,7 +200,7 @@ pub fn check_case(fx: &Fixture, gen: &GenRequest) -> Result<(), String> {
         });
     let result = fx
         .engine
-        .load(Owner::new(4242), request, &CancelToken::new(), &NoProgress);
+        .load(Caller::new(4242), request, &CancelToken::new(), &NoProgress);
     match (&expected, result) {
         (Expected::Refused(codes), Err(err)) => {
             let code = to_model_code(err.code);
@@ -288,7 +288,7 @@ impl Fixture {
         }
         let mut config = EngineConfig::from_system();
         config.max_buffer_bytes = MAX_BUFFER;
-        config.per_owner_cap_bytes = config.per_owner_cap_bytes.max(MAX_BUFFER);
+        config.per_caller_cap_bytes = config.per_caller_cap_bytes.max(MAX_BUFFER);
         config.global_cap_bytes = config.global_cap_bytes.max(MAX_BUFFER);
         config.max_segments = MAX_SEGMENTS;
         config.min_available_after_bytes = 0;

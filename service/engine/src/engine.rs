@@ -7,7 +7,7 @@ use crate::cancel::CancelToken;
 use crate::error::{load_err, LoadError};
 use crate::limits::{Accounting, Charge, EngineConfig, Usage};
 use crate::pipeline::{BlockPool, Devices, Measurements, WorkerPool};
-use crate::request::{LoadRequest, Owner, Progress};
+use crate::request::{LoadRequest, Caller, Progress};
 use crate::stats::{Backend, LoadStats};
 use dmaload_abi::meminfo::{MemInfo, MemInfoFile};
 use dmaload_abi::system::cpu_count;
@@ -35,7 +35,7 @@ pub struct LoadedBuffer {
     pub size: u64,
     pub backend: Backend,
     pub stats: LoadStats,
-    /// The owner's charge for this buffer; released when dropped.
+    /// The caller's charge for this buffer; released when dropped.
     pub charge: Charge,
 }
 
@@ -73,7 +73,7 @@ const DISCOVERY_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Engine {
     pub fn new(config: EngineConfig) -> Result<Engine, LoadError> {
-        if config.max_concurrent_loads == 0 || config.max_concurrent_loads_per_owner == 0 {
+        if config.max_concurrent_loads == 0 || config.max_concurrent_loads_per_caller == 0 {
             return Err(load_err!(
                 InvalidArgument,
                 "concurrent load limits must be at least 1"
@@ -157,10 +157,10 @@ impl Engine {
         (self.pool.started(), self.pool.size())
     }
 
-    /// Loads the request's segments into a new buffer charged to `owner`.
+    /// Loads the request's segments into a new buffer charged to `caller`.
     pub fn load(
         &self,
-        owner: Owner,
+        caller: Caller,
         req: LoadRequest,
         cancel: &CancelToken,
         progress: &dyn Progress,
@@ -179,6 +179,6 @@ impl Engine {
                 }
             }
         };
-        crate::pipeline::load(self, &backends, owner, req, cancel, progress)
+        crate::pipeline::load(self, &backends, caller, req, cancel, progress)
     }
 }

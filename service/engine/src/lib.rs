@@ -34,7 +34,7 @@ pub use engine::{BackendInfo, Engine, LoadedBuffer};
 pub use error::{ErrorCode, LoadError};
 pub use limits::{Charge, EngineConfig, Usage};
 pub use request::{
-    BufferKind, FdSegment, IoEngine, IoMode, LoadRequest, NoProgress, Owner, Progress, Segment,
+    BackendChoice, FdSegment, IoEngine, IoMode, LoadRequest, NoProgress, Caller, Progress, Segment,
     Tunables,
 };
 pub use stats::{Backend, Fallback, FallbackKind, LoadStats};

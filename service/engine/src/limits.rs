@@ -1,8 +1,8 @@
 //! Limits and accounting: every byte a load will allocate is reserved here before any
 //! allocation, so no request can summon the OOM killer (dma-buf memory is in no process's RSS).
 //!
-//! A load reserves its buffer (charged to its owner until the buffer's [`Charge`] drops) and
-//! its working memory (bounce blocks; charged to its owner while the load runs). Bounce
+//! A load reserves its buffer (charged to its caller until the buffer's [`Charge`] drops) and
+//! its working memory (bounce blocks; charged to its caller while the load runs). Bounce
 //! blocks the engine keeps between loads count against the global cap as the service's own.
 
 use std::collections::HashMap;
@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::{load_err, LoadError};
-use crate::request::{IoEngine, Owner, Tunables};
+use crate::request::{IoEngine, Caller, Tunables};
 use dmaload_abi::meminfo::MemInfo;
 use dmaload_abi::{dma_heap, udmabuf};
 
@@ -19,14 +19,14 @@ use dmaload_abi::{dma_heap, udmabuf};
 pub struct EngineConfig {
     /// Bytes all live buffers and loads together may hold.
     pub global_cap_bytes: u64,
-    /// Bytes one owner (uid) may hold.
-    pub per_owner_cap_bytes: u64,
+    /// Bytes one caller (uid) may hold.
+    pub per_caller_cap_bytes: u64,
     /// Largest single buffer.
     pub max_buffer_bytes: u64,
     /// Loads running at once, service-wide.
     pub max_concurrent_loads: u32,
-    /// Loads running at once for one owner.
-    pub max_concurrent_loads_per_owner: u32,
+    /// Loads running at once for one caller.
+    pub max_concurrent_loads_per_caller: u32,
     /// Segments in one request (`BAD_SEGMENTS` beyond).
     pub max_segments: usize,
     /// Files (fds) in one request (`TOO_MANY_FILES` beyond). Every one is an fd held in the
@@ -59,8 +59,8 @@ pub struct EngineConfig {
 
 impl EngineConfig {
     /// Defaults derived from this machine's memory: the global cap is half of MemTotal but no
-    /// more than three quarters of what is available now; one owner may use three quarters of
-    /// that; a single buffer may be as large as one owner's cap.
+    /// more than three quarters of what is available now; one caller may use three quarters of
+    /// that; a single buffer may be as large as one caller's cap.
     pub fn from_system() -> EngineConfig {
         let mem = MemInfo::read().unwrap_or(MemInfo {
             total: 1 << 30,
@@ -72,13 +72,13 @@ impl EngineConfig {
     /// Defaults for a machine with this much memory.
     pub fn for_memory(mem: MemInfo) -> EngineConfig {
         let global = (mem.total / 2).min(mem.available / 4 * 3).max(64 << 20);
-        let per_owner = global / 4 * 3;
+        let per_caller = global / 4 * 3;
         EngineConfig {
             global_cap_bytes: global,
-            per_owner_cap_bytes: per_owner,
-            max_buffer_bytes: per_owner,
+            per_caller_cap_bytes: per_caller,
+            max_buffer_bytes: per_caller,
             max_concurrent_loads: 8,
-            max_concurrent_loads_per_owner: 4,
+            max_concurrent_loads_per_caller: 4,
             // Segments name a file of the request, so they cost no fd: the bound is the size of
             // the request itself. In the AIDL's file-table layout a segment is 40 bytes of
             // parcel, so 16384 segments are 640 KiB: one such request fits the kernel binder
@@ -107,7 +107,7 @@ impl Default for EngineConfig {
     }
 }
 
-/// What one owner (or the whole engine) holds.
+/// What one caller (or the whole engine) holds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Usage {
     /// Bytes charged: loads in flight plus finished buffers whose charge is alive.
@@ -195,14 +195,14 @@ impl Accounting {
         ledger.pooled_bytes = ledger.pooled_bytes.saturating_sub(bytes);
     }
 
-    /// Admits a load for `owner`: checks every limit and, if the buffer and one of the
+    /// Admits a load for `caller`: checks every limit and, if the buffer and one of the
     /// working-memory choices pass all of them, records a running load, charges the buffer
     /// and reserves the working memory. Returns the index of the working choice reserved.
     /// Nothing is allocated before this succeeds.
     pub(crate) fn admit(
         self: &Arc<Self>,
         config: &EngineConfig,
-        owner: Owner,
+        caller: Caller,
         ask: Reservation<'_>,
         mem_available: Option<u64>,
     ) -> Result<(LoadSlot, Charge, usize), LoadError> {
@@ -217,7 +217,7 @@ impl Accounting {
         }
         let mut guard = self.ledger();
         let ledger = &mut *guard;
-        let mine = ledger.per_uid.get(&owner.uid).copied().unwrap_or_default();
+        let mine = ledger.per_uid.get(&caller.uid).copied().unwrap_or_default();
         if ledger.total.loads_in_flight >= config.max_concurrent_loads {
             return Err(load_err!(
                 Busy,
@@ -226,18 +226,18 @@ impl Accounting {
                 config.max_concurrent_loads
             ));
         }
-        if mine.loads_in_flight >= config.max_concurrent_loads_per_owner {
+        if mine.loads_in_flight >= config.max_concurrent_loads_per_caller {
             return Err(load_err!(
                 Busy,
                 "uid {} already runs {} loads (limit {}); wait for one to finish",
-                owner.uid,
+                caller.uid,
                 mine.loads_in_flight,
-                config.max_concurrent_loads_per_owner
+                config.max_concurrent_loads_per_caller
             ));
         }
         let room = Room {
             config,
-            owner,
+            caller,
             mine,
             total: ledger.total,
             pooled: ledger.pooled_bytes,
@@ -266,7 +266,7 @@ impl Accounting {
         };
         for usage in [
             &mut ledger.total,
-            ledger_uid(&mut ledger.per_uid, owner.uid),
+            ledger_uid(&mut ledger.per_uid, caller.uid),
         ] {
             usage.charged_bytes += bytes;
             usage.charges += 1;
@@ -276,12 +276,12 @@ impl Accounting {
         Ok((
             LoadSlot {
                 accounting: Arc::clone(self),
-                uid: owner.uid,
+                uid: caller.uid,
                 working,
             },
             Charge {
                 accounting: Arc::clone(self),
-                uid: owner.uid,
+                uid: caller.uid,
                 bytes,
             },
             index,
@@ -312,7 +312,7 @@ impl Accounting {
 /// What the limits leave for one more load, as the ledger stands.
 struct Room<'a> {
     config: &'a EngineConfig,
-    owner: Owner,
+    caller: Caller,
     mine: Usage,
     total: Usage,
     pooled: u64,
@@ -331,13 +331,13 @@ impl Room<'_> {
             format!("{want} more ({bytes} for the buffer, {working} of working memory)")
         };
         let mine = self.mine.charged_bytes + self.mine.working_bytes;
-        if mine.saturating_add(want) > config.per_owner_cap_bytes {
+        if mine.saturating_add(want) > config.per_caller_cap_bytes {
             return Err(load_err!(
                 CallerCap,
                 "uid {} holds {mine} bytes; {what} would exceed its cap of {} bytes; release \
                  buffers first",
-                self.owner.uid,
-                config.per_owner_cap_bytes
+                self.caller.uid,
+                config.per_caller_cap_bytes
             ));
         }
         let held = self.total.charged_bytes + self.total.working_bytes + self.pooled;
@@ -367,7 +367,7 @@ fn ledger_uid(per_uid: &mut HashMap<u32, Usage>, uid: u32) -> &mut Usage {
     per_uid.entry(uid).or_default()
 }
 
-/// Bytes charged to an owner; released when dropped (the service drops it when the owner
+/// Bytes charged to an caller; released when dropped (the service drops it when the caller
 /// releases the buffer or dies).
 #[derive(Debug)]
 pub struct Charge {
@@ -424,10 +424,10 @@ mod tests {
             available: 16 << 30,
         });
         c.global_cap_bytes = 1000;
-        c.per_owner_cap_bytes = 600;
+        c.per_caller_cap_bytes = 600;
         c.max_buffer_bytes = 500;
         c.max_concurrent_loads = 3;
-        c.max_concurrent_loads_per_owner = 2;
+        c.max_concurrent_loads_per_caller = 2;
         c
     }
 
@@ -442,8 +442,8 @@ mod tests {
     fn limits_are_checked_in_order_and_released_on_drop() {
         let acc = Accounting::new();
         let c = config();
-        let a = Owner::new(10);
-        let b = Owner::new(20);
+        let a = Caller::new(10);
+        let b = Caller::new(20);
         let err = acc.admit(&c, a, ask(501), None).unwrap_err();
         assert_eq!(err.code, ErrorCode::TooLarge);
         let (slot1, charge1, _) = acc.admit(&c, a, ask(400), None).unwrap();
@@ -490,13 +490,13 @@ mod tests {
     fn working_memory_shrinks_to_fit_and_pooled_blocks_count_globally() {
         let acc = Accounting::new();
         let c = config();
-        let owner = Owner::new(10);
+        let caller = Caller::new(10);
         // 400 + 300 is over the caller's 600, 400 + 150 fits: the second choice is taken.
         let choices = [300, 150, 50];
         let (slot, charge, index) = acc
             .admit(
                 &c,
-                owner,
+                caller,
                 Reservation {
                     buffer: 400,
                     working: &choices,
@@ -512,7 +512,7 @@ mod tests {
         let err = acc
             .admit(
                 &c,
-                owner,
+                caller,
                 Reservation {
                     buffer: 40,
                     working: &[30, 20],
@@ -531,7 +531,7 @@ mod tests {
         // Pooled blocks fit under the global cap (1000) with the 400 charged, no more.
         assert!(acc.pool(600, c.global_cap_bytes));
         assert!(!acc.pool(1, c.global_cap_bytes));
-        let err = acc.admit(&c, Owner::new(20), ask(1), None).unwrap_err();
+        let err = acc.admit(&c, Caller::new(20), ask(1), None).unwrap_err();
         assert_eq!(err.code, ErrorCode::GlobalCap);
         acc.unpool(600);
         assert_eq!(acc.pooled(), 0);
@@ -546,7 +546,7 @@ mod tests {
             available: 4 << 30,
         });
         assert_eq!(c.global_cap_bytes, 3 << 30);
-        assert!(c.per_owner_cap_bytes < c.global_cap_bytes);
+        assert!(c.per_caller_cap_bytes < c.global_cap_bytes);
         let c = EngineConfig::for_memory(MemInfo {
             total: 8 << 30,
             available: 8 << 30,

@@ -4,13 +4,13 @@ use std::os::fd::OwnedFd;
 
 /// Who a load is charged to (the service passes the binder caller's uid).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Owner {
+pub struct Caller {
     pub uid: u32,
 }
 
-impl Owner {
-    pub fn new(uid: u32) -> Owner {
-        Owner { uid }
+impl Caller {
+    pub fn new(uid: u32) -> Caller {
+        Caller { uid }
     }
 }
 
@@ -62,7 +62,7 @@ impl FdSegment {
 
 /// Which allocator holds the buffer.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum BufferKind {
+pub enum BackendChoice {
     /// The fastest backend this device offers (see [`crate::Engine::backends`]).
     Auto,
     /// A named dma-heap under /dev/dma_heap (`system`, `system-uncached`, `cma`, ...).
@@ -73,14 +73,14 @@ pub enum BufferKind {
     Memfd,
 }
 
-impl BufferKind {
+impl BackendChoice {
     /// Parses `auto`, `udmabuf`, `memfd`, or a heap name (`system`, `heap:system`).
-    pub fn parse(name: &str) -> BufferKind {
+    pub fn parse(name: &str) -> BackendChoice {
         match name {
-            "auto" | "" => BufferKind::Auto,
-            "udmabuf" => BufferKind::Udmabuf,
-            "memfd" => BufferKind::Memfd,
-            other => BufferKind::Heap(other.strip_prefix("heap:").unwrap_or(other).to_string()),
+            "auto" | "" => BackendChoice::Auto,
+            "udmabuf" => BackendChoice::Udmabuf,
+            "memfd" => BackendChoice::Memfd,
+            other => BackendChoice::Heap(other.strip_prefix("heap:").unwrap_or(other).to_string()),
         }
     }
 }
@@ -128,7 +128,7 @@ impl IoEngine {
     }
 }
 
-/// Knobs with sensible defaults; 0 in a field means "use the default".
+/// ResolvedTunables with sensible defaults; 0 in a field means "use the default".
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Tunables {
     /// Bytes of buffer allocated/populated before readers are let into them (default 128 MiB).
@@ -157,7 +157,7 @@ pub struct LoadRequest {
     /// segments read it.
     pub files: Vec<OwnedFd>,
     pub segments: Vec<Segment>,
-    pub buffer: BufferKind,
+    pub backend: BackendChoice,
     pub io_mode: IoMode,
     /// Debug name given to the dma-buf (`DMA_BUF_SET_NAME`) / memfd.
     pub name: String,
@@ -189,7 +189,7 @@ impl LoadRequest {
         LoadRequest {
             files,
             segments: ranges,
-            buffer: BufferKind::Auto,
+            backend: BackendChoice::Auto,
             io_mode: IoMode::Auto,
             name: name.into(),
             tunables: Tunables::default(),
@@ -207,15 +207,15 @@ impl LoadRequest {
         Ok(LoadRequest {
             files,
             segments: self.segments.clone(),
-            buffer: self.buffer.clone(),
+            backend: self.backend.clone(),
             io_mode: self.io_mode,
             name: self.name.clone(),
             tunables: self.tunables,
         })
     }
 
-    pub fn with_buffer(mut self, buffer: BufferKind) -> LoadRequest {
-        self.buffer = buffer;
+    pub fn with_backend(mut self, backend: BackendChoice) -> LoadRequest {
+        self.backend = backend;
         self
     }
 

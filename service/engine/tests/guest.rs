@@ -16,8 +16,8 @@ use std::sync::Mutex;
 
 use common::*;
 use dmaload_engine::{
-    Backend, BufferKind, CancelToken, Engine, EngineConfig, ErrorCode, FallbackKind, FdSegment,
-    IoMode, Owner, Progress, Tunables,
+    Backend, BackendChoice, CancelToken, Engine, EngineConfig, ErrorCode, FallbackKind, FdSegment,
+    IoMode, Caller, Progress, Tunables,
 };
 
 const SIZES: [usize; 7] = [
@@ -30,8 +30,8 @@ const SIZES: [usize; 7] = [
     9 << 20,
 ];
 
-fn system_heap() -> BufferKind {
-    BufferKind::Heap("system".into())
+fn system_heap() -> BackendChoice {
+    BackendChoice::Heap("system".into())
 }
 
 #[test]
@@ -54,7 +54,7 @@ fn udmabuf_loads_are_byte_exact() {
     let engine = engine();
     for len in SIZES {
         for direct in [true, false] {
-            check_whole_file(&dir, &engine, BufferKind::Udmabuf, len, direct);
+            check_whole_file(&dir, &engine, BackendChoice::Udmabuf, len, direct);
         }
     }
     std::fs::remove_dir_all(dir).ok();
@@ -72,7 +72,7 @@ fn segments_at_offsets_in_dma_bufs() {
         (1 << 20, 1 << 20, 1 << 20),
         (3 * 4096 + 5, 0, (2 << 20) + 3),
     ];
-    for kind in [system_heap(), BufferKind::Udmabuf] {
+    for kind in [system_heap(), BackendChoice::Udmabuf] {
         for direct in [true, false] {
             let segments = layout
                 .iter()
@@ -116,7 +116,7 @@ fn backends_auto_and_names() {
     let path = write_file(&dir, "f", &pattern(300_000, 1));
     let mut req = request(
         vec![FdSegment::whole_file(open_direct(&path))],
-        BufferKind::Auto,
+        BackendChoice::Auto,
         IoMode::Auto,
     );
     req.name = "guest-auto-name".into();
@@ -151,7 +151,7 @@ fn udmabuf_over_its_size_limit_falls_back_to_a_heap() {
     let path = write_file(&dir, "f", &data);
     let req = request(
         vec![FdSegment::whole_file(open_direct(&path))],
-        BufferKind::Udmabuf,
+        BackendChoice::Udmabuf,
         IoMode::Auto,
     );
     let buf = load(&engine, req).expect("fallback");
@@ -201,7 +201,7 @@ fn cancel_and_truncation_in_dma_buf_backends() {
         reader_threads: 1,
         ..Tunables::default()
     };
-    for kind in [system_heap(), BufferKind::Udmabuf] {
+    for kind in [system_heap(), BackendChoice::Udmabuf] {
         let path = write_file(&dir, "f", &pattern(16 << 20, 5));
         let cancel = CancelToken::new();
         let sink = OnFirstProgress(|| cancel.cancel(), Mutex::new(false));
@@ -212,7 +212,7 @@ fn cancel_and_truncation_in_dma_buf_backends() {
         )
         .with_tunables(small);
         let err = engine
-            .load(Owner::new(5), req, &cancel, &sink)
+            .load(Caller::new(5), req, &cancel, &sink)
             .expect_err("cancelled");
         assert_eq!(err.code, ErrorCode::Cancelled, "{kind:?}: {err}");
         assert_eq!(engine.usage(5), Default::default());
@@ -232,7 +232,7 @@ fn cancel_and_truncation_in_dma_buf_backends() {
         )
         .with_tunables(small);
         let err = engine
-            .load(Owner::new(5), req, &CancelToken::new(), &sink)
+            .load(Caller::new(5), req, &CancelToken::new(), &sink)
             .expect_err("shrunk");
         assert_eq!(err.code, ErrorCode::FileChanged, "{kind:?}: {err}");
         assert_eq!(engine.usage(5), Default::default());
@@ -286,7 +286,7 @@ fn heap_loads_charge_their_bounce_ring_and_keep_the_heap_open() {
 
     // A caller cap 20 MiB over the buffer: one reader with two blocks fits, not more.
     let mut config = EngineConfig::from_system();
-    config.per_owner_cap_bytes = (64 << 20) + (20 << 20);
+    config.per_caller_cap_bytes = (64 << 20) + (20 << 20);
     let capped = Engine::new(config.clone()).expect("engine");
     let buf = load(&capped, req()).expect("shrunk load");
     assert_eq!(buf.stats.working_bytes, 2 * block, "{:?}", buf.stats);
@@ -298,7 +298,7 @@ fn heap_loads_charge_their_bounce_ring_and_keep_the_heap_open() {
     assert!(contents(&buf)[..data.len()] == data[..]);
     drop(buf);
     // Less than a block over the buffer: refused before the heap allocates anything.
-    config.per_owner_cap_bytes = (64 << 20) + 4096;
+    config.per_caller_cap_bytes = (64 << 20) + 4096;
     let tight = Engine::new(config).expect("engine");
     let err = load(&tight, req()).expect_err("over the cap");
     assert_eq!(err.code, ErrorCode::CallerCap, "{err}");
@@ -357,7 +357,7 @@ fn udmabuf_memory_comes_from_the_hugetlb_pool_when_it_has_room() {
     let load_udmabuf = |engine: &Engine| {
         let req = request(
             vec![FdSegment::whole_file(open_direct(&path))],
-            BufferKind::Udmabuf,
+            BackendChoice::Udmabuf,
             IoMode::Direct,
         );
         let buf = load(engine, req).expect("udmabuf load");
@@ -478,7 +478,7 @@ fn udmabuf_memory_comes_from_surplus_hugetlb_pages_without_a_pool() {
     let req = || {
         request(
             vec![FdSegment::whole_file(open_direct(&path))],
-            BufferKind::Udmabuf,
+            BackendChoice::Udmabuf,
             IoMode::Direct,
         )
     };
@@ -516,7 +516,7 @@ fn udmabuf_memory_comes_from_surplus_hugetlb_pages_without_a_pool() {
         counts: Mutex::new(Vec::new()),
     };
     let buf = engine
-        .load(Owner::new(0), req(), &CancelToken::new(), &hog)
+        .load(Caller::new(0), req(), &CancelToken::new(), &hog)
         .expect("refilled with shmem");
     let hogged = hog.taken.lock().unwrap().as_ref().map(|t| t.0);
     assert!(hogged.unwrap_or(0) > 0, "the hog took no page: {hogged:?}");
@@ -550,7 +550,7 @@ fn auto_takes_the_backend_measured_fastest_here() {
     let data = pattern(len, 12);
     let path = write_file(&dir, "measured", &data);
     let engine = engine();
-    let load_kind = |kind: BufferKind| {
+    let load_kind = |kind: BackendChoice| {
         let req = request(
             vec![FdSegment::whole_file(open_direct(&path))],
             kind,
@@ -562,7 +562,7 @@ fn auto_takes_the_backend_measured_fastest_here() {
     };
     let candidates = [Backend::Udmabuf, Backend::Heap("system".into())];
     for _ in 0..3 {
-        drop(load_kind(BufferKind::Udmabuf));
+        drop(load_kind(BackendChoice::Udmabuf));
         drop(load_kind(system_heap()));
     }
     let rates: Vec<f64> = candidates
@@ -583,7 +583,7 @@ fn auto_takes_the_backend_measured_fastest_here() {
     };
     // Small buffers are measured apart: nothing yet.
     assert!(engine.measured_rate(&Backend::Udmabuf, 1 << 20).is_none());
-    let buf = load_kind(BufferKind::Auto);
+    let buf = load_kind(BackendChoice::Auto);
     assert_eq!(
         &buf.backend, fastest,
         "rates {rates:?}; {:?}",

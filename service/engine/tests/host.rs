@@ -17,8 +17,8 @@ use std::sync::{Arc, Barrier, Mutex};
 use common::*;
 use dmaload_abi::file::resident_bytes;
 use dmaload_engine::{
-    Backend, BufferKind, CancelToken, Engine, EngineConfig, ErrorCode, FallbackKind, FdSegment,
-    IoMode, LoadRequest, NoProgress, Owner, Progress, Segment, Tunables,
+    Backend, BackendChoice, CancelToken, Engine, EngineConfig, ErrorCode, FallbackKind, FdSegment,
+    IoMode, LoadRequest, NoProgress, Caller, Progress, Segment, Tunables,
 };
 
 const ODD_SIZES: [usize; 9] = [
@@ -39,7 +39,7 @@ fn memfd_whole_files_are_byte_exact_direct_and_buffered() {
     let engine = engine();
     for len in ODD_SIZES {
         for direct in [true, false] {
-            check_whole_file(&dir, &engine, BufferKind::Memfd, len, direct);
+            check_whole_file(&dir, &engine, BackendChoice::Memfd, len, direct);
         }
     }
     assert_eq!(
@@ -56,7 +56,7 @@ fn default_tunables_load_a_larger_file() {
     let len = (130 << 20) + 12345; // more than one 128 MiB gather
     let data = pattern(len, 42);
     let path = write_file(&dir, "big", &data);
-    let req = LoadRequest::whole_file(open_direct(&path), "big").with_buffer(BufferKind::Memfd);
+    let req = LoadRequest::whole_file(open_direct(&path), "big").with_backend(BackendChoice::Memfd);
     let buf = load(&engine, req).expect("load");
     assert!(contents(&buf)[..len] == data[..]);
     assert_eq!(buf.stats.bytes_direct, len as u64);
@@ -82,7 +82,7 @@ fn chunks_larger_than_gathers_still_complete() {
     };
     let req = request(
         vec![FdSegment::whole_file(open_direct(&path))],
-        BufferKind::Memfd,
+        BackendChoice::Memfd,
         IoMode::Auto,
     )
     .with_tunables(tunables);
@@ -115,7 +115,7 @@ fn segments_at_offsets_land_where_asked() {
                 buffer_offset,
             })
             .collect();
-        let req = request(segments, BufferKind::Memfd, IoMode::Auto);
+        let req = request(segments, BackendChoice::Memfd, IoMode::Auto);
         let buf = load(&engine, req).unwrap_or_else(|e| panic!("direct {direct}: {e}"));
         let got = contents(&buf);
         let mut expected = vec![0u8; buf.size as usize];
@@ -159,7 +159,7 @@ fn tmpfs_files_are_read_buffered_and_say_so() {
         .unwrap_or_else(|_| open_buffered(&path));
     let req = request(
         vec![FdSegment::whole_file(fd)],
-        BufferKind::Memfd,
+        BackendChoice::Memfd,
         IoMode::Direct,
     );
     let buf = load(&engine, req).expect("load");
@@ -191,7 +191,7 @@ fn buffered_loads_leave_no_page_cache_and_buffers_are_cloexec() {
     let before = resident_bytes(file.as_fd(), len as u64).expect("mincore");
     let req = request(
         vec![FdSegment::whole_file(open_buffered(&path))],
-        BufferKind::Memfd,
+        BackendChoice::Memfd,
         IoMode::Buffered,
     );
     let buf = load(&engine, req).expect("load");
@@ -224,7 +224,7 @@ fn direct_mode_without_o_direct_falls_back_with_a_reason() {
     let path = write_file(&dir, "nd", &pattern(10_000, 1));
     let req = request(
         vec![FdSegment::whole_file(open_buffered(&path))],
-        BufferKind::Memfd,
+        BackendChoice::Memfd,
         IoMode::Direct,
     );
     let buf = load(&engine, req).expect("load");
@@ -275,7 +275,7 @@ fn bad_fds_of_each_kind_are_refused() {
     ] {
         let req = request(
             vec![FdSegment::whole_file(fd)],
-            BufferKind::Memfd,
+            BackendChoice::Memfd,
             IoMode::Auto,
         );
         let msg = expect_code(&engine, req, ErrorCode::BadFd);
@@ -297,7 +297,7 @@ fn ranges_and_segments_are_validated_before_allocation() {
         length,
         buffer_offset,
     };
-    let one = |s| request(vec![s], BufferKind::Memfd, IoMode::Auto);
+    let one = |s| request(vec![s], BackendChoice::Memfd, IoMode::Auto);
     expect_code(&engine, one(seg(9_000, 1_001, 0)), ErrorCode::Range);
     expect_code(&engine, one(seg(10_000, 0, 0)), ErrorCode::Range);
     expect_code(&engine, one(seg(20_000, 0, 0)), ErrorCode::Range);
@@ -309,19 +309,19 @@ fn ranges_and_segments_are_validated_before_allocation() {
     );
     expect_code(
         &engine,
-        request(vec![], BufferKind::Memfd, IoMode::Auto),
+        request(vec![], BackendChoice::Memfd, IoMode::Auto),
         ErrorCode::BadSegments,
     );
     let overlapping = vec![seg(0, 5000, 0), seg(0, 5000, 4999)];
     expect_code(
         &engine,
-        request(overlapping, BufferKind::Memfd, IoMode::Auto),
+        request(overlapping, BackendChoice::Memfd, IoMode::Auto),
         ErrorCode::BadSegments,
     );
     let empty_file = write_file(&dir, "empty", &[]);
     let req = request(
         vec![FdSegment::whole_file(open_buffered(&empty_file))],
-        BufferKind::Memfd,
+        BackendChoice::Memfd,
         IoMode::Auto,
     );
     expect_code(&engine, req, ErrorCode::Range);
@@ -364,7 +364,7 @@ fn unknown_and_disallowed_backends_are_refused() {
     };
     expect_code(
         &engine,
-        one(BufferKind::Heap("no-such-heap".into())),
+        one(BackendChoice::Heap("no-such-heap".into())),
         ErrorCode::UnknownBackend,
     );
     let mut config = EngineConfig::from_system();
@@ -372,7 +372,7 @@ fn unknown_and_disallowed_backends_are_refused() {
     let strict = Engine::new(config).expect("engine");
     expect_code(
         &strict,
-        one(BufferKind::Memfd),
+        one(BackendChoice::Memfd),
         ErrorCode::BackendNotAllowed,
     );
     let listed = engine.backends();
@@ -382,11 +382,11 @@ fn unknown_and_disallowed_backends_are_refused() {
         .expect("memfd listed");
     assert!(!memfd.dma_buf && memfd.allowed);
     if !std::path::Path::new("/dev/udmabuf").exists() {
-        expect_code(&engine, one(BufferKind::Udmabuf), ErrorCode::UnknownBackend);
+        expect_code(&engine, one(BackendChoice::Udmabuf), ErrorCode::UnknownBackend);
     }
     if !std::path::Path::new("/dev/dma_heap").exists() {
         // Auto on a host without dma-bufs: a memfd, and the result says so plainly.
-        let buf = load(&engine, one(BufferKind::Auto)).expect("auto");
+        let buf = load(&engine, one(BackendChoice::Auto)).expect("auto");
         assert_eq!(buf.backend, Backend::Memfd);
         assert!(!buf.backend.is_dma_buf());
         assert!(buf
@@ -401,7 +401,7 @@ fn unknown_and_disallowed_backends_are_refused() {
 fn capped_engine() -> Engine {
     let mut config = EngineConfig::from_system();
     config.global_cap_bytes = 3 << 20;
-    config.per_owner_cap_bytes = 2 << 20;
+    config.per_caller_cap_bytes = 2 << 20;
     config.max_buffer_bytes = (3 << 19) + 4096;
     Engine::new(config).expect("engine")
 }
@@ -419,11 +419,11 @@ fn caps_are_enforced_before_allocation_and_released_on_drop() {
                 length: len,
                 buffer_offset: 0,
             }],
-            BufferKind::Memfd,
+            BackendChoice::Memfd,
             IoMode::Auto,
         )
     };
-    let load_as = |uid, req| engine.load(Owner::new(uid), req, &CancelToken::new(), &NoProgress);
+    let load_as = |uid, req| engine.load(Caller::new(uid), req, &CancelToken::new(), &NoProgress);
     assert_eq!(
         load_as(1, part(2 << 20)).unwrap_err().code,
         ErrorCode::TooLarge
@@ -435,7 +435,7 @@ fn caps_are_enforced_before_allocation_and_released_on_drop() {
         load_as(1, part((1 << 20) + 1)).unwrap_err().code,
         ErrorCode::CallerCap
     );
-    let b = load_as(2, part(3 << 19)).expect("other owner");
+    let b = load_as(2, part(3 << 19)).expect("other caller");
     assert_eq!(
         load_as(3, part(1 << 20)).unwrap_err().code,
         ErrorCode::GlobalCap
@@ -458,7 +458,7 @@ fn misaligned(path: &std::path::Path, name: &str) -> LoadRequest {
             length: 0,
             buffer_offset: 0,
         }],
-        BufferKind::Memfd,
+        BackendChoice::Memfd,
         IoMode::Direct,
     )
     .with_tunables(Tunables {
@@ -494,7 +494,7 @@ fn working_memory_is_charged_before_allocation_shrunk_to_fit_and_reported() {
     let sink = UsageDuringLoad(&engine, Mutex::new(None));
     let buf = engine
         .load(
-            Owner::new(31),
+            Caller::new(31),
             misaligned(&path, "working-full"),
             &CancelToken::new(),
             &sink,
@@ -527,7 +527,7 @@ fn working_memory_is_charged_before_allocation_shrunk_to_fit_and_reported() {
 
     // A caller cap 2.5 MiB over the buffer: two readers' blocks fit, the load still runs.
     let mut config = EngineConfig::from_system();
-    config.per_owner_cap_bytes = size + (5 << 19);
+    config.per_caller_cap_bytes = size + (5 << 19);
     let capped = Engine::new(config.clone()).expect("engine");
     let buf = load(&capped, misaligned(&path, "working-shrunk")).expect("shrunk load");
     assert_eq!(buf.stats.working_bytes, 2 << 20, "{:?}", buf.stats);
@@ -545,7 +545,7 @@ fn working_memory_is_charged_before_allocation_shrunk_to_fit_and_reported() {
 
     // Half a block over the buffer: not even one reader fits. Refused before anything is
     // allocated (no memfd was made), with the working memory named.
-    config.per_owner_cap_bytes = size + (1 << 19);
+    config.per_caller_cap_bytes = size + (1 << 19);
     let tight = Engine::new(config).expect("engine");
     let err = load(&tight, misaligned(&path, "working-refused")).expect_err("over the cap");
     assert_eq!(err.code, ErrorCode::CallerCap, "{err}");
@@ -560,7 +560,7 @@ fn working_memory_is_charged_before_allocation_shrunk_to_fit_and_reported() {
             length: 0,
             buffer_offset: 0,
         }],
-        BufferKind::Memfd,
+        BackendChoice::Memfd,
         IoMode::Buffered,
     );
     let buf = load(&tight, buffered).expect("buffered load");
@@ -578,7 +578,7 @@ fn loads_share_the_engines_worker_threads() {
     for _ in 0..5 {
         let req = request(
             vec![FdSegment::whole_file(open_direct(&path))],
-            BufferKind::Memfd,
+            BackendChoice::Memfd,
             IoMode::Direct,
         );
         load(&engine, req).expect("load");
@@ -618,7 +618,7 @@ fn cancel_mid_load_frees_everything() {
     let sink = OnFirstProgress(|| cancel.cancel(), Mutex::new(false));
     let req = request(
         vec![FdSegment::whole_file(open_direct(&path))],
-        BufferKind::Memfd,
+        BackendChoice::Memfd,
         IoMode::Auto,
     )
     .with_tunables(Tunables {
@@ -629,7 +629,7 @@ fn cancel_mid_load_frees_everything() {
     let mut req = req;
     req.name = "cancel-me".into();
     let err = engine
-        .load(Owner::new(7), req, &cancel, &sink)
+        .load(Caller::new(7), req, &cancel, &sink)
         .expect_err("cancelled");
     assert_eq!(err.code, ErrorCode::Cancelled, "{err}");
     assert_eq!(
@@ -658,7 +658,7 @@ fn a_file_truncated_mid_load_is_a_specific_error() {
         let sink = OnFirstProgress(truncate, Mutex::new(false));
         let req = request(
             vec![FdSegment::whole_file(open(&path, direct))],
-            BufferKind::Memfd,
+            BackendChoice::Memfd,
             IoMode::Auto,
         )
         .with_tunables(Tunables {
@@ -667,7 +667,7 @@ fn a_file_truncated_mid_load_is_a_specific_error() {
             ..small_tunables()
         });
         let err = engine
-            .load(Owner::new(8), req, &CancelToken::new(), &sink)
+            .load(Caller::new(8), req, &CancelToken::new(), &sink)
             .expect_err("shrunk");
         assert_eq!(err.code, ErrorCode::FileChanged, "direct {direct}: {err}");
         assert_eq!(engine.usage(8), Default::default());
@@ -701,22 +701,22 @@ fn concurrent_loads_beyond_the_limit_are_busy() {
             );
             let req = request(
                 vec![FdSegment::whole_file(open_direct(&path))],
-                BufferKind::Memfd,
+                BackendChoice::Memfd,
                 IoMode::Auto,
             );
             engine
-                .load(Owner::new(1), req, &CancelToken::new(), &sink)
+                .load(Caller::new(1), req, &CancelToken::new(), &sink)
                 .map(|b| b.size)
         })
     };
     in_load.wait();
     let req = request(
         vec![FdSegment::whole_file(open_direct(&path))],
-        BufferKind::Memfd,
+        BackendChoice::Memfd,
         IoMode::Auto,
     );
     let err = engine
-        .load(Owner::new(2), req, &CancelToken::new(), &NoProgress)
+        .load(Caller::new(2), req, &CancelToken::new(), &NoProgress)
         .expect_err("busy");
     assert_eq!(err.code, ErrorCode::Busy);
     may_finish.wait();
@@ -736,11 +736,11 @@ fn engine_is_shared_by_many_threads() {
             std::thread::spawn(move || {
                 let req = request(
                     vec![FdSegment::whole_file(open(&path, i % 2 == 0))],
-                    BufferKind::Memfd,
+                    BackendChoice::Memfd,
                     IoMode::Auto,
                 );
                 let buf = engine
-                    .load(Owner::new(i), req, &CancelToken::new(), &NoProgress)
+                    .load(Caller::new(i), req, &CancelToken::new(), &NoProgress)
                     .expect("load");
                 contents(&buf)
             })
@@ -783,7 +783,7 @@ fn io_uring_reads_are_byte_exact_at_odd_sizes_and_offsets() {
     let dir = dio_dir();
     let engine = io_uring_engine();
     for len in ODD_SIZES {
-        check_whole_file(&dir, &engine, BufferKind::Memfd, len, true);
+        check_whole_file(&dir, &engine, BackendChoice::Memfd, len, true);
     }
     // Several pieces in flight per read, segments at unaligned offsets, a chunk larger than
     // a gather.
@@ -803,7 +803,7 @@ fn io_uring_reads_are_byte_exact_at_odd_sizes_and_offsets() {
             buffer_offset,
         })
         .collect();
-    let req = request(segments, BufferKind::Memfd, IoMode::Direct).with_tunables(Tunables {
+    let req = request(segments, BackendChoice::Memfd, IoMode::Direct).with_tunables(Tunables {
         gather_size: 2 << 20,
         chunk_size: 4 << 20,
         ..Tunables::default()
@@ -844,7 +844,7 @@ fn io_uring_reads_see_a_truncated_file() {
     let sink = OnFirstProgress(truncate, Mutex::new(false));
     let req = request(
         vec![FdSegment::whole_file(open_direct(&path))],
-        BufferKind::Memfd,
+        BackendChoice::Memfd,
         IoMode::Direct,
     )
     .with_tunables(Tunables {
@@ -853,7 +853,7 @@ fn io_uring_reads_see_a_truncated_file() {
         ..small_tunables()
     });
     let err = engine
-        .load(Owner::new(9), req, &CancelToken::new(), &sink)
+        .load(Caller::new(9), req, &CancelToken::new(), &sink)
         .expect_err("shrunk");
     assert_eq!(err.code, ErrorCode::FileChanged, "{err}");
     assert_eq!(engine.usage(9), Default::default());
@@ -869,7 +869,7 @@ fn segments_share_their_file() {
     // 10,000 segments of 4 bytes of one file, in reverse order in the buffer: one fd.
     let count = 10_000u64;
     let mut req = LoadRequest::whole_file(open_buffered(&path), "shared")
-        .with_buffer(BufferKind::Memfd)
+        .with_backend(BackendChoice::Memfd)
         .with_tunables(small_tunables());
     req.segments = (0..count)
         .map(|i| Segment {
@@ -889,7 +889,7 @@ fn segments_share_their_file() {
     // Two files, segments interleaved, one of them read twice.
     let other = pattern(8192, 22);
     let other_path = write_file(&dir, "other", &other);
-    let mut req = request(vec![], BufferKind::Memfd, IoMode::Auto);
+    let mut req = request(vec![], BackendChoice::Memfd, IoMode::Auto);
     req.files = vec![open_direct(&path), open_buffered(&other_path)];
     req.segments = vec![
         Segment {
@@ -928,7 +928,7 @@ fn file_tables_are_validated() {
     config.max_segments = 100;
     let engine = Engine::new(config).expect("engine");
     let req = |files: usize, segments: Vec<Segment>| {
-        let mut r = request(vec![], BufferKind::Memfd, IoMode::Auto);
+        let mut r = request(vec![], BackendChoice::Memfd, IoMode::Auto);
         r.files = (0..files).map(|_| open_buffered(&path)).collect();
         r.segments = segments;
         r

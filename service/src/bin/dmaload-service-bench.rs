@@ -26,7 +26,7 @@ use dmaload_abi::mmap::Mapping;
 use dmaload_abi::{parse_size, SERVICE_INSTANCE};
 use dmaload_aidl::{aidl as idl, IDmaLoader::IDmaLoader};
 use dmaload_engine::{
-    BufferKind, CancelToken, Engine, EngineConfig, LoadRequest, NoProgress, Owner,
+    BackendChoice, CancelToken, Engine, EngineConfig, LoadRequest, NoProgress, Caller,
 };
 use rsbinder::{ParcelFileDescriptor, Strong};
 
@@ -169,8 +169,8 @@ fn load_normal(path: &Path, size: u64) -> anyhow::Result<OwnedFd> {
 
 fn load_engine(engine: &Engine, path: &Path, backend: &str) -> anyhow::Result<OwnedFd> {
     let req = LoadRequest::whole_file(open_direct(path)?, "bench")
-        .with_buffer(BufferKind::parse(backend));
-    let loaded = engine.load(Owner::new(0), req, &CancelToken::new(), &NoProgress)?;
+        .with_backend(BackendChoice::parse(backend));
+    let loaded = engine.load(Caller::new(0), req, &CancelToken::new(), &NoProgress)?;
     Ok(loaded.fd)
 }
 

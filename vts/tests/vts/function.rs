@@ -247,7 +247,7 @@ pub fn run(o: &Options, svc: &Svc) -> Group {
         );
     }
     g.case(
-        "buffer name shows the owner (uid/pid of the caller)",
+        "buffer name shows the caller (uid/pid)",
         || name_case(svc, &files[5]),
     );
     // The frozen version 1 bindings exist in the rsbinder build; the Soong build carries the

@@ -4,7 +4,7 @@
 use crate::engine::BackendInfo;
 use crate::error::{load_err, LoadError};
 use crate::limits::EngineConfig;
-use crate::request::BufferKind;
+use crate::request::BackendChoice;
 use crate::stats::{Backend, FallbackKind, LoadStats};
 use dmaload_abi::dma_heap::list_heaps;
 use dmaload_abi::memfd::{shmem_thp, HugetlbPages, ShmemThp};
@@ -136,7 +136,7 @@ impl Offer<'_> {
 
 /// Resolves the requested kind to a backend present, allowed and large enough.
 pub(crate) fn choose_backend(
-    kind: &BufferKind,
+    kind: &BackendChoice,
     backends: &[BackendInfo],
     size: u64,
     measured: &Measurements,
@@ -144,7 +144,7 @@ pub(crate) fn choose_backend(
 ) -> Result<Backend, LoadError> {
     let offer = Offer { backends, size };
     match kind {
-        BufferKind::Heap(name) => {
+        BackendChoice::Heap(name) => {
             let backend = Backend::Heap(name.clone());
             // The caller's text: escaped and bounded wherever it is shown.
             let shown = Untrusted::str(name).limit(64);
@@ -161,15 +161,15 @@ pub(crate) fn choose_backend(
                 Some(_) => Ok(backend),
             }
         }
-        BufferKind::Memfd => match offer.find(&Backend::Memfd) {
+        BackendChoice::Memfd => match offer.find(&Backend::Memfd) {
             Some(i) if i.allowed => Ok(Backend::Memfd),
             _ => Err(load_err!(
                 BackendNotAllowed,
                 "memfd buffers are disabled by the service configuration"
             )),
         },
-        BufferKind::Udmabuf => choose_udmabuf(&offer, stats),
-        BufferKind::Auto => choose_auto(&offer, measured, stats),
+        BackendChoice::Udmabuf => choose_udmabuf(&offer, stats),
+        BackendChoice::Auto => choose_auto(&offer, measured, stats),
     }
 }
 
@@ -301,7 +301,7 @@ mod tests {
     fn auto_over_every_backends_limit_is_too_large_and_none_usable_is_unknown() {
         let mut stats = LoadStats::default();
         let err = choose_backend(
-            &BufferKind::Auto,
+            &BackendChoice::Auto,
             &device(),
             (1 << 40) + 1,
             &Measurements::default(),
@@ -312,7 +312,7 @@ mod tests {
         let mut disabled = device();
         disabled.iter_mut().for_each(|i| i.allowed = false);
         let err = choose_backend(
-            &BufferKind::Auto,
+            &BackendChoice::Auto,
             &disabled,
             1,
             &Measurements::default(),
@@ -325,12 +325,12 @@ mod tests {
     #[test]
     fn explicit_kinds_resolve_or_fail_with_their_codes() {
         let mut stats = LoadStats::default();
-        let heap = BufferKind::Heap("system".into());
+        let heap = BackendChoice::Heap("system".into());
         assert_eq!(
             choose_backend(&heap, &device(), 1, &Measurements::default(), &mut stats),
             Ok(Backend::Heap("system".into()))
         );
-        let missing = BufferKind::Heap("nope".into());
+        let missing = BackendChoice::Heap("nope".into());
         let err = choose_backend(&missing, &device(), 1, &Measurements::default(), &mut stats)
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::UnknownBackend);
@@ -346,7 +346,7 @@ mod tests {
     fn udmabuf_over_its_limit_falls_back_to_the_system_heap_or_is_too_large() {
         let mut stats = LoadStats::default();
         let got = choose_backend(
-            &BufferKind::Udmabuf,
+            &BackendChoice::Udmabuf,
             &device(),
             65 << 20,
             &Measurements::default(),
@@ -359,7 +359,7 @@ mod tests {
             .filter(|b| !matches!(b.backend, Backend::Heap(_)))
             .collect();
         let err = choose_backend(
-            &BufferKind::Udmabuf,
+            &BackendChoice::Udmabuf,
             &no_heaps,
             65 << 20,
             &Measurements::default(),
@@ -373,7 +373,7 @@ mod tests {
     fn auto_prefers_dma_bufs_and_says_when_it_cannot() {
         let mut stats = LoadStats::default();
         let got = choose_backend(
-            &BufferKind::Auto,
+            &BackendChoice::Auto,
             &device(),
             1 << 20,
             &Measurements::default(),
@@ -383,7 +383,7 @@ mod tests {
         assert!(got.is_dma_buf());
         // Too big for udmabuf: a heap, never memfd, while a heap can take it.
         let got = choose_backend(
-            &BufferKind::Auto,
+            &BackendChoice::Auto,
             &device(),
             1 << 30,
             &Measurements::default(),
@@ -394,7 +394,7 @@ mod tests {
         let memfd_only = vec![info(Backend::Memfd, true, 1 << 40)];
         let mut stats = LoadStats::default();
         let got = choose_backend(
-            &BufferKind::Auto,
+            &BackendChoice::Auto,
             &memfd_only,
             1 << 20,
             &Measurements::default(),
@@ -405,7 +405,7 @@ mod tests {
         assert!(stats.fallbacks[0].reason.contains("NOT a dma-buf"));
         let nothing = vec![info(Backend::Memfd, false, 1 << 40)];
         let err = choose_backend(
-            &BufferKind::Auto,
+            &BackendChoice::Auto,
             &nothing,
             1,
             &Measurements::default(),

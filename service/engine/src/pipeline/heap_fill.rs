@@ -267,7 +267,7 @@ pub(crate) fn fill(fill: &Fill<'_>, heap: &str) -> Result<(OwnedFd, Filled), Loa
         devices: Arc::clone(&fill.engine.devices),
         heap: heap.to_string(),
         name: fill.name.to_string(),
-        first_gather_end: plan.knobs.gather_size,
+        first_gather_end: plan.tunables.gather_size,
         readers: working.readers,
         copiers: working.copiers,
         blocks: Arc::clone(&fill.engine.blocks),
@@ -290,11 +290,11 @@ pub(crate) fn fill(fill: &Fill<'_>, heap: &str) -> Result<(OwnedFd, Filled), Loa
         first_gather_left: plan
             .chunks
             .iter()
-            .filter(|c| c.buffer_offset < plan.knobs.gather_size)
+            .filter(|c| c.buffer_offset < plan.tunables.gather_size)
             .count(),
         first_gather_at: None,
     };
-    let tally = Tally::new(plan.knobs.io_uring);
+    let tally = Tally::new(plan.tunables.io_uring);
     let job = Job::new(steps, state, tally, plan.file_bytes, working.threads);
     let ran = job.drive(
         fill.cancel,

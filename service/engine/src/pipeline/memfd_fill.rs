@@ -222,7 +222,7 @@ fn hugetlb_memory(
     notes: &mut Vec<(FallbackKind, String)>,
 ) -> Option<(Memfd, Mapping, HugetlbSource)> {
     let size = plan.buffer_size;
-    if !plan.knobs.hugetlb || size <= INLINE_MAX {
+    if !plan.tunables.hugetlb || size <= INLINE_MAX {
         return None;
     }
     let source = hugetlb_source(size, notes)?;
@@ -385,12 +385,12 @@ impl MemfdSteps {
         working: &Working,
         blocks: Arc<BlockPool>,
     ) -> (MemfdSteps, State) {
-        let knobs = plan.knobs;
+        let tunables = plan.tunables;
         // hugetlb memory is populated and dropped in whole 2 MiB pages: gathers must be too.
         let gather_size = if hugetlb {
-            knobs.gather_size.div_ceil(HUGE) * HUGE
+            tunables.gather_size.div_ceil(HUGE) * HUGE
         } else {
-            knobs.gather_size
+            tunables.gather_size
         };
         let layout = Gathers::new(mapping.len() as u64, gather_size);
         let gathers = layout.len();
@@ -657,7 +657,7 @@ fn fill_once(fill: &Fill<'_>, hugetlb: bool) -> Result<(Memfd, Filled), Refill> 
         error,
         started: alloc_start,
     };
-    let tally = Tally::new(fill.plan.knobs.io_uring);
+    let tally = Tally::new(fill.plan.tunables.io_uring);
     let inline = fill.working.inline();
     let Allocated {
         memfd,

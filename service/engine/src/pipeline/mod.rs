@@ -30,7 +30,7 @@ use crate::cancel::CancelToken;
 use crate::engine::{BackendInfo, Engine, LoadedBuffer};
 use crate::error::{load_err, ErrorCode, LoadError};
 use crate::limits::{Charge, LoadSlot, Reservation};
-use crate::request::{IoEngine, LoadRequest, Owner, Progress};
+use crate::request::{IoEngine, LoadRequest, Caller, Progress};
 use crate::stats::{Backend, Fallback, FallbackKind, LoadStats};
 use dmaload_abi::dma_buf;
 use dmaload_abi::file::drop_cached;
@@ -77,7 +77,7 @@ pub(crate) struct Fill<'a> {
 pub(crate) fn load(
     engine: &Engine,
     backends: &[BackendInfo],
-    owner: Owner,
+    caller: Caller,
     req: LoadRequest,
     cancel: &CancelToken,
     progress: &dyn Progress,
@@ -90,7 +90,7 @@ pub(crate) fn load(
     } else {
         req.name.clone()
     };
-    let kind = req.buffer.clone();
+    let kind = req.backend.clone();
     let limits = plan::RequestLimits {
         max_segments: config.max_segments,
         max_files: config.max_files,
@@ -103,12 +103,12 @@ pub(crate) fn load(
         &engine.measured,
         &mut stats,
     )?;
-    plan.knobs.io_uring = config.io_engine == IoEngine::IoUring;
+    plan.tunables.io_uring = config.io_engine == IoEngine::IoUring;
     // A hugetlb memfd is 2 MiB-rounded: fine behind a udmabuf of the exact size, not as a
     // plain memfd handed out.
-    plan.knobs.hugetlb = config.hugetlb && backend == Backend::Udmabuf;
+    plan.tunables.hugetlb = config.hugetlb && backend == Backend::Udmabuf;
     let plan = Arc::new(plan);
-    let (slot, charge, working) = admit(engine, owner, &plan, &backend, &mut stats)?;
+    let (slot, charge, working) = admit(engine, caller, &plan, &backend, &mut stats)?;
     if cancel.is_cancelled() {
         return Err(load_err!(
             Cancelled,
@@ -146,7 +146,7 @@ pub(crate) fn load(
 /// single reader's. Kept bounce blocks make room when the global cap or the memory is short.
 fn admit(
     engine: &Engine,
-    owner: Owner,
+    caller: Caller,
     plan: &Plan,
     backend: &Backend,
     stats: &mut LoadStats,
@@ -161,7 +161,7 @@ fn admit(
         let available = engine.mem_available();
         engine
             .accounting
-            .admit(&engine.config, owner, ask, available)
+            .admit(&engine.config, caller, ask, available)
     };
     let (slot, charge, index) = match reserve() {
         Err(e)

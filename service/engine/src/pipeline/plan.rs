@@ -69,7 +69,7 @@ pub(crate) struct Chunk {
 
 /// Tunables with defaults applied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Knobs {
+pub(crate) struct ResolvedTunables {
     pub(crate) gather_size: u64,
     pub(crate) chunk_size: u64,
     pub(crate) reader_threads: usize,
@@ -90,7 +90,7 @@ pub(crate) struct Plan {
     pub(crate) chunks: Vec<Chunk>,
     pub(crate) buffer_size: u64,
     pub(crate) file_bytes: u64,
-    pub(crate) knobs: Knobs,
+    pub(crate) tunables: ResolvedTunables,
 }
 
 fn pick(value: u64, default: u64) -> u64 {
@@ -101,7 +101,7 @@ fn pick(value: u64, default: u64) -> u64 {
     }
 }
 
-pub(crate) fn knobs(t: &Tunables, defaults: &Tunables) -> Result<Knobs, LoadError> {
+pub(crate) fn resolve_tunables(t: &Tunables, defaults: &Tunables) -> Result<ResolvedTunables, LoadError> {
     let page = page_size();
     let cpus = u64::from(cpu_count());
     let gather_size = pick(
@@ -149,7 +149,7 @@ pub(crate) fn knobs(t: &Tunables, defaults: &Tunables) -> Result<Knobs, LoadErro
             "bounce_buffers × chunk_size must stay within 1 GiB (got {bounce_buffers} × {chunk_size})"
         ));
     }
-    Ok(Knobs {
+    Ok(ResolvedTunables {
         gather_size,
         chunk_size,
         reader_threads: reader_threads as usize,
@@ -266,7 +266,7 @@ pub(crate) fn plan(
             "name must be at most {MAX_NAME_LEN} bytes without NUL characters"
         ));
     }
-    let knobs = knobs(&req.tunables, defaults)?;
+    let tunables = resolve_tunables(&req.tunables, defaults)?;
     if req.segments.is_empty() {
         return Err(load_err!(
             BadSegments,
@@ -418,8 +418,8 @@ pub(crate) fn plan(
         let mut at = file_offset;
         let end = file_offset + length;
         while at < end {
-            let next = ((at / knobs.chunk_size) + 1)
-                .saturating_mul(knobs.chunk_size)
+            let next = ((at / tunables.chunk_size) + 1)
+                .saturating_mul(tunables.chunk_size)
                 .min(end);
             chunks.push(Chunk {
                 source,
@@ -435,7 +435,7 @@ pub(crate) fn plan(
         chunks,
         buffer_size,
         file_bytes,
-        knobs,
+        tunables,
     })
 }
 

@@ -71,7 +71,7 @@ pub(crate) fn choices(plan: &Plan, backend: &Backend, pool: usize) -> Vec<Workin
 
 /// Readers wanted: the tunable, no more than the pool has or the plan has chunks.
 fn readers(plan: &Plan, pool: usize) -> usize {
-    plan.knobs
+    plan.tunables
         .reader_threads
         .min(pool.max(1))
         .min(plan.chunks.len())
@@ -104,7 +104,7 @@ fn memfd_choices(plan: &Plan, pool: usize) -> Vec<Working> {
             threads: 1,
         }];
     }
-    let populators = plan.knobs.populate_threads.clamp(1, pool.max(1));
+    let populators = plan.tunables.populate_threads.clamp(1, pool.max(1));
     (1..=readers(plan, pool))
         .rev()
         .map(|readers| Working {
@@ -127,7 +127,7 @@ fn heap_choices(plan: &Plan, pool: usize) -> Vec<Working> {
     let max_align = plan.sources.iter().map(|s| s.align()).max().unwrap_or(1);
     let longest = direct.iter().map(|c| c.len).max().unwrap_or(0);
     // A block holds a chunk's aligned window: the chunk plus at most an alignment each side.
-    let block_len = page_round(longest.min(plan.knobs.chunk_size) + 2 * max_align) as usize;
+    let block_len = page_round(longest.min(plan.tunables.chunk_size) + 2 * max_align) as usize;
     // No more blocks than direct chunks: a block holds one chunk until it is copied.
     let ring_max = direct
         .len()
@@ -143,14 +143,14 @@ fn heap_choices(plan: &Plan, pool: usize) -> Vec<Working> {
             threads: 1,
         }];
     }
-    let copiers = copiers * plan.knobs.populate_threads.clamp(1, pool.max(1));
+    let copiers = copiers * plan.tunables.populate_threads.clamp(1, pool.max(1));
     let full_readers = readers(plan, pool);
     let ring = |readers: usize, asked: usize| asked.max(readers + 1).min(ring_max);
     let mut out = vec![Working {
         readers: full_readers,
         populators: 0,
         copiers,
-        blocks: ring(full_readers, plan.knobs.bounce_buffers),
+        blocks: ring(full_readers, plan.tunables.bounce_buffers),
         block_len,
         threads: (full_readers + copiers.max(1)).min(pool + 1),
     }];
@@ -176,11 +176,11 @@ fn heap_choices(plan: &Plan, pool: usize) -> Vec<Working> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::plan::{Chunk, Knobs, Plan, Source};
+    use super::super::plan::{Chunk, ResolvedTunables, Plan, Source};
     use super::*;
 
-    fn knobs() -> Knobs {
-        Knobs {
+    fn resolve_tunables() -> ResolvedTunables {
+        ResolvedTunables {
             gather_size: 128 << 20,
             chunk_size: 8 << 20,
             reader_threads: 4,
@@ -192,7 +192,7 @@ mod tests {
     }
 
     /// A plan of one source and `(file_offset, len, buffer_offset)` chunks.
-    fn plan(direct: bool, chunks: &[(u64, u64, u64)], knobs: Knobs) -> Plan {
+    fn plan(direct: bool, chunks: &[(u64, u64, u64)], tunables: ResolvedTunables) -> Plan {
         let chunks: Vec<Chunk> = chunks
             .iter()
             .map(|&(file_offset, len, buffer_offset)| Chunk {
@@ -212,7 +212,7 @@ mod tests {
             buffer_size: page_round(end),
             file_bytes: chunks.iter().map(|c| c.len).sum(),
             chunks,
-            knobs,
+            tunables,
         }
     }
 
@@ -224,7 +224,7 @@ mod tests {
 
     #[test]
     fn memfd_loads_hold_a_bounce_block_per_direct_reader_and_shrink_to_one() {
-        let p = plan(true, &chunks(64 << 20, 8 << 20), knobs());
+        let p = plan(true, &chunks(64 << 20, 8 << 20), resolve_tunables());
         let c = choices(&p, &Backend::Memfd, 6);
         assert_eq!(c.len(), 4);
         assert_eq!((c[0].readers, c[0].blocks, c[0].threads), (4, 4, 6));
@@ -232,15 +232,15 @@ mod tests {
         assert_eq!(c[0].block_len as u64, page_round(2 * 4096));
         assert_eq!((c[3].readers, c[3].blocks), (1, 1));
         // Buffered sources need none.
-        let p = plan(false, &chunks(64 << 20, 8 << 20), knobs());
+        let p = plan(false, &chunks(64 << 20, 8 << 20), resolve_tunables());
         assert!(choices(&p, &Backend::Memfd, 6)
             .iter()
             .all(|w| w.bytes() == 0));
         // File and buffer offsets that differ in alignment stream through 1 MiB blocks.
-        let p = plan(true, &[(512, 8 << 20, 4096)], knobs());
+        let p = plan(true, &[(512, 8 << 20, 4096)], resolve_tunables());
         assert_eq!(choices(&p, &Backend::Udmabuf, 6)[0].block_len, 1 << 20);
         // A small buffer: its own thread, one block.
-        let p = plan(true, &[(0, 4096, 0)], knobs());
+        let p = plan(true, &[(0, 4096, 0)], resolve_tunables());
         let c = choices(&p, &Backend::Memfd, 6);
         assert_eq!((c.len(), c[0].threads, c[0].blocks), (1, 1, 1));
     }
@@ -248,7 +248,7 @@ mod tests {
     #[test]
     fn heap_rings_are_bounded_whatever_the_tunables_ask() {
         let heap = Backend::Heap("system".into());
-        let p = plan(true, &chunks(256 << 20, 8 << 20), knobs());
+        let p = plan(true, &chunks(256 << 20, 8 << 20), resolve_tunables());
         let c = choices(&p, &heap, 6);
         // max(bounce_buffers 4, readers 4 + 1) blocks of a chunk and two alignment units.
         assert_eq!((c[0].readers, c[0].blocks), (4, 5));
@@ -256,21 +256,21 @@ mod tests {
         assert_eq!(c.last().map(|w| (w.readers, w.blocks)), Some((1, 1)));
         assert!(c.windows(2).all(|w| w[0].bytes() >= w[1].bytes()));
         // 64 readers of 256 MiB chunks asked 65 × 256 MiB: bounded to 1 GiB.
-        let greedy = Knobs {
+        let greedy = ResolvedTunables {
             chunk_size: 256 << 20,
             reader_threads: 64,
             bounce_buffers: 1,
-            ..knobs()
+            ..resolve_tunables()
         };
         let p = plan(true, &chunks(4 << 30, 256 << 20), greedy);
         let c = choices(&p, &heap, 64);
         assert!(c[0].bytes() <= MAX_WORKING_BYTES, "{:?}", c[0]);
         assert_eq!(c[0].blocks, 3);
         // No direct chunk: no ring at all.
-        let p = plan(false, &chunks(64 << 20, 8 << 20), knobs());
+        let p = plan(false, &chunks(64 << 20, 8 << 20), resolve_tunables());
         assert!(choices(&p, &heap, 6).iter().all(|w| w.bytes() == 0));
         // A small load's block fits its chunk, not the chunk size.
-        let p = plan(true, &[(0, 10_000, 0)], knobs());
+        let p = plan(true, &[(0, 10_000, 0)], resolve_tunables());
         let c = choices(&p, &heap, 6);
         assert_eq!((c.len(), c[0].blocks, c[0].block_len), (1, 1, 20480));
     }

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use dmaload_abi::dma_buf::copy_out;
 use dmaload_engine::{
-    BufferKind, CancelToken, Engine, EngineConfig, FdSegment, IoMode, LoadRequest, LoadedBuffer,
-    NoProgress, Owner, Tunables,
+    BackendChoice, CancelToken, Engine, EngineConfig, FdSegment, IoMode, LoadRequest, LoadedBuffer,
+    NoProgress, Caller, Tunables,
 };
 
 /// A directory on a file system with direct I/O (ext4 here): `DMALOAD_TEST_DIR` or the
@@ -95,15 +95,15 @@ pub fn small_tunables() -> Tunables {
     }
 }
 
-pub fn request(segments: Vec<FdSegment>, buffer: BufferKind, io_mode: IoMode) -> LoadRequest {
+pub fn request(segments: Vec<FdSegment>, buffer: BackendChoice, io_mode: IoMode) -> LoadRequest {
     LoadRequest::from_fd_segments(segments, "test")
-        .with_buffer(buffer)
+        .with_backend(buffer)
         .with_io_mode(io_mode)
         .with_tunables(small_tunables())
 }
 
 pub fn load(engine: &Engine, req: LoadRequest) -> Result<LoadedBuffer, dmaload_engine::LoadError> {
-    engine.load(Owner::new(1000), req, &CancelToken::new(), &NoProgress)
+    engine.load(Caller::new(1000), req, &CancelToken::new(), &NoProgress)
 }
 
 /// The buffer's bytes.
@@ -119,7 +119,7 @@ pub fn open_fds() -> usize {
 }
 
 /// Loads `data` from a file in `dir` with each combination given and checks every byte.
-pub fn check_whole_file(dir: &Path, engine: &Engine, kind: BufferKind, len: usize, direct: bool) {
+pub fn check_whole_file(dir: &Path, engine: &Engine, kind: BackendChoice, len: usize, direct: bool) {
     let data = pattern(len, len as u64 + 7);
     let path = write_file(dir, &format!("f{len}-{direct}"), &data);
     let req = request(
