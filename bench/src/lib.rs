@@ -219,7 +219,9 @@ fn schemes_for(engine: &Engine, size: u64, args: &Args) -> Vec<Scheme> {
             kind: kind.clone(),
             variant: Variant::IoUring,
         });
-        if (pool_fits || surplus_fits) && matches!(kind, BackendChoice::Udmabuf | BackendChoice::Auto) {
+        if (pool_fits || surplus_fits)
+            && matches!(kind, BackendChoice::Udmabuf | BackendChoice::Auto)
+        {
             list.push(Scheme::Dmaload {
                 kind: kind.clone(),
                 variant: Variant::NoHugetlb,

@@ -15,7 +15,7 @@ use dmaload_abi::file::pread;
 use dmaload_abi::memfd::{shmem_thp, Memfd, ShmemThp};
 use dmaload_abi::mmap::Mapping;
 use dmaload_abi::udmabuf::Udmabuf;
-use dmaload_engine::{BackendChoice, CancelToken, Engine, IoMode, LoadRequest, NoProgress, Caller};
+use dmaload_engine::{BackendChoice, Caller, CancelToken, Engine, IoMode, LoadRequest, NoProgress};
 
 use crate::report;
 use crate::service::Service;
@@ -86,7 +86,10 @@ pub enum Scheme {
     /// heap alloc + mmap, then serial O_DIRECT reads into an 8 MiB bounce buffer + memcpy.
     HeapBounce { heap: String },
     /// The engine with a buffer kind, O_DIRECT fd, in one of its configurations.
-    Dmaload { kind: BackendChoice, variant: Variant },
+    Dmaload {
+        kind: BackendChoice,
+        variant: Variant,
+    },
     /// dmaloadd started by the bench, loading through binder (the client library's
     /// `Loader::load`): what an app sees end to end.
     DmaloadService { kind: BackendChoice },

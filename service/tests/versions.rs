@@ -20,8 +20,8 @@ use dmaload::{Endpoint, ErrorCode, LoadRequest, Loader};
 use dmaload_abi::SERVICE_INSTANCE as SERVICE_NAME;
 use dmaload_aidl::v1::aidl as v1;
 use dmaload_engine::{
-    BackendChoice, CancelToken, Engine, EngineConfig, FdSegment, LoadRequest as EngineRequest,
-    NoProgress, Caller,
+    BackendChoice, Caller, CancelToken, Engine, EngineConfig, FdSegment,
+    LoadRequest as EngineRequest, NoProgress,
 };
 use rpc::{fd_bytes, open, service_error, Service};
 use rsbinder::{ParcelFileDescriptor, Status, StatusCode, Strong};

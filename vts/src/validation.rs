@@ -13,8 +13,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use dmaload_engine::{
-    BackendChoice, CancelToken, Engine, EngineConfig, ErrorCode, FdSegment, IoMode, LoadRequest,
-    NoProgress, Caller, Tunables, Usage,
+    BackendChoice, Caller, CancelToken, Engine, EngineConfig, ErrorCode, FdSegment, IoMode,
+    LoadRequest, NoProgress, Tunables, Usage,
 };
 
 use crate::buffer::ReadView;

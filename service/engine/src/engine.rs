@@ -7,7 +7,7 @@ use crate::cancel::CancelToken;
 use crate::error::{load_err, LoadError};
 use crate::limits::{Accounting, Charge, EngineConfig, Usage};
 use crate::pipeline::{BlockPool, Devices, Measurements, WorkerPool};
-use crate::request::{LoadRequest, Caller, Progress};
+use crate::request::{Caller, LoadRequest, Progress};
 use crate::stats::{Backend, LoadStats};
 use dmaload_abi::meminfo::{MemInfo, MemInfoFile};
 use dmaload_abi::system::cpu_count;

@@ -34,7 +34,7 @@ pub use engine::{BackendInfo, Engine, LoadedBuffer};
 pub use error::{ErrorCode, LoadError};
 pub use limits::{Charge, EngineConfig, Usage};
 pub use request::{
-    BackendChoice, FdSegment, IoEngine, IoMode, LoadRequest, NoProgress, Caller, Progress, Segment,
+    BackendChoice, Caller, FdSegment, IoEngine, IoMode, LoadRequest, NoProgress, Progress, Segment,
     Tunables,
 };
 pub use stats::{Backend, Fallback, FallbackKind, LoadStats};

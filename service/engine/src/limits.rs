@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::{load_err, LoadError};
-use crate::request::{IoEngine, Caller, Tunables};
+use crate::request::{Caller, IoEngine, Tunables};
 use dmaload_abi::meminfo::MemInfo;
 use dmaload_abi::{dma_heap, udmabuf};
 

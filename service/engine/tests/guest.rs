@@ -16,8 +16,8 @@ use std::sync::Mutex;
 
 use common::*;
 use dmaload_engine::{
-    Backend, BackendChoice, CancelToken, Engine, EngineConfig, ErrorCode, FallbackKind, FdSegment,
-    IoMode, Caller, Progress, Tunables,
+    Backend, BackendChoice, Caller, CancelToken, Engine, EngineConfig, ErrorCode, FallbackKind,
+    FdSegment, IoMode, Progress, Tunables,
 };
 
 const SIZES: [usize; 7] = [

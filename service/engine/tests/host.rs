@@ -17,8 +17,8 @@ use std::sync::{Arc, Barrier, Mutex};
 use common::*;
 use dmaload_abi::file::resident_bytes;
 use dmaload_engine::{
-    Backend, BackendChoice, CancelToken, Engine, EngineConfig, ErrorCode, FallbackKind, FdSegment,
-    IoMode, LoadRequest, NoProgress, Caller, Progress, Segment, Tunables,
+    Backend, BackendChoice, Caller, CancelToken, Engine, EngineConfig, ErrorCode, FallbackKind,
+    FdSegment, IoMode, LoadRequest, NoProgress, Progress, Segment, Tunables,
 };
 
 const ODD_SIZES: [usize; 9] = [
@@ -382,7 +382,11 @@ fn unknown_and_disallowed_backends_are_refused() {
         .expect("memfd listed");
     assert!(!memfd.dma_buf && memfd.allowed);
     if !std::path::Path::new("/dev/udmabuf").exists() {
-        expect_code(&engine, one(BackendChoice::Udmabuf), ErrorCode::UnknownBackend);
+        expect_code(
+            &engine,
+            one(BackendChoice::Udmabuf),
+            ErrorCode::UnknownBackend,
+        );
     }
     if !std::path::Path::new("/dev/dma_heap").exists() {
         // Auto on a host without dma-bufs: a memfd, and the result says so plainly.

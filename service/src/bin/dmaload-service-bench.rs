@@ -26,7 +26,7 @@ use dmaload_abi::mmap::Mapping;
 use dmaload_abi::{parse_size, SERVICE_INSTANCE};
 use dmaload_aidl::{aidl as idl, IDmaLoader::IDmaLoader};
 use dmaload_engine::{
-    BackendChoice, CancelToken, Engine, EngineConfig, LoadRequest, NoProgress, Caller,
+    BackendChoice, Caller, CancelToken, Engine, EngineConfig, LoadRequest, NoProgress,
 };
 use rsbinder::{ParcelFileDescriptor, Strong};
 

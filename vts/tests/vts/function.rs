@@ -246,10 +246,9 @@ pub fn run(o: &Options, svc: &Svc) -> Group {
             || async_case(svc, backend, *dma_buf, files.last().ok_or("no file")?),
         );
     }
-    g.case(
-        "buffer name shows the caller (uid/pid)",
-        || name_case(svc, &files[5]),
-    );
+    g.case("buffer name shows the caller (uid/pid)", || {
+        name_case(svc, &files[5])
+    });
     // The frozen version 1 bindings exist in the rsbinder build; the Soong build carries the
     // one AIDL crate of the version under test.
     #[cfg(not(target_os = "android"))]

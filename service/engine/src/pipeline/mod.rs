@@ -30,7 +30,7 @@ use crate::cancel::CancelToken;
 use crate::engine::{BackendInfo, Engine, LoadedBuffer};
 use crate::error::{load_err, ErrorCode, LoadError};
 use crate::limits::{Charge, LoadSlot, Reservation};
-use crate::request::{IoEngine, LoadRequest, Caller, Progress};
+use crate::request::{Caller, IoEngine, LoadRequest, Progress};
 use crate::stats::{Backend, Fallback, FallbackKind, LoadStats};
 use dmaload_abi::dma_buf;
 use dmaload_abi::file::drop_cached;

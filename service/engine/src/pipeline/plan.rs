@@ -101,7 +101,10 @@ fn pick(value: u64, default: u64) -> u64 {
     }
 }
 
-pub(crate) fn resolve_tunables(t: &Tunables, defaults: &Tunables) -> Result<ResolvedTunables, LoadError> {
+pub(crate) fn resolve_tunables(
+    t: &Tunables,
+    defaults: &Tunables,
+) -> Result<ResolvedTunables, LoadError> {
     let page = page_size();
     let cpus = u64::from(cpu_count());
     let gather_size = pick(

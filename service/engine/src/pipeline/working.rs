@@ -176,7 +176,7 @@ fn heap_choices(plan: &Plan, pool: usize) -> Vec<Working> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::plan::{Chunk, ResolvedTunables, Plan, Source};
+    use super::super::plan::{Chunk, Plan, ResolvedTunables, Source};
     use super::*;
 
     fn resolve_tunables() -> ResolvedTunables {

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use dmaload_abi::dma_buf::copy_out;
 use dmaload_engine::{
-    BackendChoice, CancelToken, Engine, EngineConfig, FdSegment, IoMode, LoadRequest, LoadedBuffer,
-    NoProgress, Caller, Tunables,
+    BackendChoice, Caller, CancelToken, Engine, EngineConfig, FdSegment, IoMode, LoadRequest,
+    LoadedBuffer, NoProgress, Tunables,
 };
 
 /// A directory on a file system with direct I/O (ext4 here): `DMALOAD_TEST_DIR` or the
@@ -119,7 +119,13 @@ pub fn open_fds() -> usize {
 }
 
 /// Loads `data` from a file in `dir` with each combination given and checks every byte.
-pub fn check_whole_file(dir: &Path, engine: &Engine, kind: BackendChoice, len: usize, direct: bool) {
+pub fn check_whole_file(
+    dir: &Path,
+    engine: &Engine,
+    kind: BackendChoice,
+    len: usize,
+    direct: bool,
+) {
     let data = pattern(len, len as u64 + 7);
     let path = write_file(dir, &format!("f{len}-{direct}"), &data);
     let req = request(
