@@ -319,7 +319,8 @@ fn shareable_request(path: &Path) -> Result<LoadRequest> {
 }
 
 /// The request an app makes for the whole file behind `fd`: the backend of `kind`, direct
-/// I/O. Built before the clock starts, as the engine rows open their fd before it.
+/// I/O. Built on the clock: an app builds one per load (the client checks the fd's flags
+/// and file), while the file is opened before it, as every row opens its file before it.
 fn request(fd: &OwnedFd, kind: &BackendChoice) -> Result<LoadRequest> {
     let mut req = LoadRequest::new();
     req.add_fd(fd.as_fd(), 0, 0, 0)
@@ -337,12 +338,13 @@ fn request(fd: &OwnedFd, kind: &BackendChoice) -> Result<LoadRequest> {
     Ok(req)
 }
 
-/// Times one `Loader::load` of the whole file behind `fd`: from the call to the buffer fd in
-/// this process. The service's charge is released right after (not timed); the fd keeps the
-/// buffer.
+/// Times what an app with a connected `Loader` pays per load of the whole file behind `fd`:
+/// building the request and `Loader::load`, up to the buffer fd in this process. The
+/// service's charge is released right after (not timed, as `normal` does not time freeing
+/// its buffer); the fd keeps the buffer.
 pub fn load_timed(loader: &Loader, fd: &OwnedFd, kind: &BackendChoice) -> Result<ServiceLoad> {
-    let req = request(fd, kind)?;
     let start = Instant::now();
+    let req = request(fd, kind)?;
     let mut loaded = loader
         .load(&req)
         .map_err(|e| anyhow::anyhow!("load through dmaloadd: {e}"))?;
@@ -353,11 +355,19 @@ pub fn load_timed(loader: &Loader, fd: &OwnedFd, kind: &BackendChoice) -> Result
     loader
         .release_buffer(loaded.buffer_id())
         .map_err(|e| anyhow::anyhow!("releaseBuffer: {e}"))?;
+    // The transport's share of a load: a call that does next to no work in the service,
+    // after the load (before it, it would warm the path the load takes), shown in the note.
+    let call = Instant::now();
+    loader
+        .usage()
+        .map_err(|e| anyhow::anyhow!("getUsage: {e}"))?;
+    let round_trip = call.elapsed();
     let s = loaded.stats();
     let ms = |ns: u64| crate::report::ms(ns);
     let mut note = format!(
-        "{} via dmaloadd: service {}, alloc {}, first gather {}, io {}, copy {}",
+        "{} via dmaloadd: round trip {}, service {}, alloc {}, first gather {}, io {}, copy {}",
         loaded.backend(),
+        crate::report::ms(round_trip.as_nanos() as u64),
         ms(s.total_ns),
         ms(s.alloc_ns),
         ms(s.first_gather_ns),

@@ -498,23 +498,30 @@ fn wire_segment(
     })
 }
 
-fn from_wire(result: idl::LoadResult::LoadResult, request: &LoadRequest) -> Result<LoadedBuffer> {
-    from_wire_parts(&result, request.opened_direct(), request.name())
+fn from_wire(
+    mut result: idl::LoadResult::LoadResult,
+    request: &LoadRequest,
+) -> Result<LoadedBuffer> {
+    // The reply is ours: its fd is taken, not duplicated (and the original closed).
+    let fd = result
+        .r#buffer
+        .take()
+        .map(OwnedFd::from)
+        .ok_or_else(no_buffer_fd)?;
+    from_wire_parts(&result, fd, request.opened_direct(), request.name())
 }
 
+fn no_buffer_fd() -> Error {
+    Error::service(ErrorCode::Internal, "the service returned no buffer fd")
+}
+
+/// `fd` is the result's buffer fd, owned.
 fn from_wire_parts(
     result: &idl::LoadResult::LoadResult,
+    fd: OwnedFd,
     opened_direct: bool,
     requested_name: &str,
 ) -> Result<LoadedBuffer> {
-    // Our own duplicate: the parcel's fd closes with the parcel.
-    let fd = result
-        .r#buffer
-        .as_ref()
-        .ok_or_else(|| Error::service(ErrorCode::Internal, "the service returned no buffer fd"))?
-        .as_ref()
-        .try_clone()
-        .map_err(|e| Error::from_io("duplicating the buffer fd", &e))?;
     let s = &result.r#stats;
     let io_mode = match (s.r#bytesDirect > 0, s.r#bytesBuffered > 0) {
         (true, false) => IoMode::Direct,
@@ -573,7 +580,18 @@ impl idl::ILoadCallback::ILoadCallback for CallbackBridge {
     }
 
     fn r#onComplete(&self, result: &idl::LoadResult::LoadResult) -> BinderResult<()> {
-        let outcome = from_wire_parts(result, self.opened_direct, &self.requested_name);
+        // Our own duplicate: the parcel's fd closes with the parcel.
+        let fd = result
+            .r#buffer
+            .as_ref()
+            .ok_or_else(no_buffer_fd)
+            .and_then(|pfd| {
+                pfd.as_ref()
+                    .try_clone()
+                    .map_err(|e| Error::from_io("duplicating the buffer fd", &e))
+            });
+        let outcome =
+            fd.and_then(|fd| from_wire_parts(result, fd, self.opened_direct, &self.requested_name));
         self.task.finish(outcome);
         Ok(())
     }

@@ -306,7 +306,7 @@ impl LiveBuffers {
 impl LiveBuffers {
     /// The watch of process `pid`, started (and announced to the reaper) on its first call.
     fn watched<'l>(&self, ledger: &'l mut Ledger, pid: i32) -> Option<&'l mut Watched> {
-        if pid <= 0 || pid as u32 == std::process::id() {
+        if pid <= 0 || pid as u32 == own_pid() {
             return None; // no pid from the transport, or an in-process call
         }
         match ledger.watched.entry(pid) {
@@ -330,6 +330,12 @@ impl LiveBuffers {
             },
         }
     }
+}
+
+/// This process's id, asked of the kernel once (every load compares its caller's with it).
+fn own_pid() -> u32 {
+    static PID: OnceLock<u32> = OnceLock::new();
+    *PID.get_or_init(std::process::id)
 }
 
 impl Drop for LiveBuffers {

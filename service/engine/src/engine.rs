@@ -10,6 +10,7 @@ use crate::pipeline::{BlockPool, Devices, Measurements, WorkerPool};
 use crate::request::{Caller, LoadRequest, Progress};
 use crate::stats::{Backend, LoadStats};
 use dmaload_abi::digest::Digest;
+use dmaload_abi::meminfo::{MemInfo, MemInfoFile};
 use dmaload_abi::system::cpu_count;
 
 /// A backend this device offers, with its limits.
@@ -55,9 +56,11 @@ pub struct Engine {
     pub(crate) blocks: Arc<BlockPool>,
     /// The allocator devices, kept open.
     pub(crate) devices: Arc<Devices>,
-    /// Backends as discovered at most [`DISCOVERY_TTL`] ago: discovery reads a directory and
-    /// several sysfs files, a fixed cost every small load would pay again.
+    /// Backends as discovered for loads at most [`DISCOVERY_TTL`] ago: discovery reads a
+    /// directory and sysfs files, a fixed cost every small load would pay again.
     discovered: std::sync::Mutex<Option<(std::time::Instant, Vec<BackendInfo>)>>,
+    /// /proc/meminfo, kept open: admission reads MemAvailable for every load.
+    meminfo: Option<MemInfoFile>,
 }
 
 /// The pool's size: the configured count, else the default readers plus populating threads.
@@ -95,6 +98,7 @@ impl Engine {
             accounting,
             measured: Default::default(),
             discovered: Default::default(),
+            meminfo: MemInfoFile::open(),
         })
     }
 
@@ -104,7 +108,8 @@ impl Engine {
 
     /// Heaps, udmabuf and memfd as present on this device, with their limits.
     pub fn backends(&self) -> Vec<BackendInfo> {
-        let mut backends = crate::pipeline::discover_backends(&self.config);
+        let mut backends =
+            crate::pipeline::discover_backends(&self.config, crate::pipeline::Detail::Described);
         for b in &mut backends {
             let measured = self.measured.describe(&b.backend);
             if !measured.is_empty() {
@@ -118,6 +123,15 @@ impl Engine {
     /// bytes per second (a moving average) and the number of loads measured.
     pub fn measured_rate(&self, backend: &Backend, size: u64) -> Option<(f64, u32)> {
         self.measured.rate(backend, size)
+    }
+
+    /// MemAvailable now, in bytes.
+    pub(crate) fn mem_available(&self) -> Option<u64> {
+        match &self.meminfo {
+            Some(kept) => kept.read(),
+            None => MemInfo::read(),
+        }
+        .map(|m| m.available)
     }
 
     /// What `uid` holds now.
@@ -160,7 +174,10 @@ impl Engine {
             match &*cached {
                 Some((at, backends)) if at.elapsed() < DISCOVERY_TTL => backends.clone(),
                 _ => {
-                    let backends = crate::pipeline::discover_backends(&self.config);
+                    let backends = crate::pipeline::discover_backends(
+                        &self.config,
+                        crate::pipeline::Detail::ForLoads,
+                    );
                     *cached = Some((std::time::Instant::now(), backends.clone()));
                     backends
                 }

@@ -18,7 +18,18 @@ pub(crate) fn allowed(config: &EngineConfig, backend: &Backend) -> bool {
         || config.allowed_backends.iter().any(|b| *b == backend.name())
 }
 
-pub(crate) fn discover_backends(config: &EngineConfig) -> Vec<BackendInfo> {
+/// What discovery reads beside the backends a device offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Detail {
+    /// The listings' text: the memory udmabuf gets (shmem THP mode, hugetlb pages).
+    Described,
+    /// What choosing a backend needs and nothing more (presence, the udmabuf size limit):
+    /// a load pays for every file read here.
+    ForLoads,
+}
+
+pub(crate) fn discover_backends(config: &EngineConfig, detail: Detail) -> Vec<BackendInfo> {
+    let described = detail == Detail::Described;
     let mut out = Vec::new();
     for heap in list_heaps(&config.dma_heap_dir) {
         let backend = Backend::Heap(heap.clone());
@@ -27,40 +38,25 @@ pub(crate) fn discover_backends(config: &EngineConfig) -> Vec<BackendInfo> {
             backend,
             max_buffer_bytes: config.max_buffer_bytes,
             dma_buf: true,
-            detail: config.dma_heap_dir.join(&heap).display().to_string(),
+            detail: if described {
+                config.dma_heap_dir.join(&heap).display().to_string()
+            } else {
+                String::new()
+            },
         });
     }
     if config.udmabuf_device.exists() {
         let limit = udmabuf::size_limit(&config.udmabuf_size_limit_file);
-        let thp = match shmem_thp() {
-            ShmemThp::Available(mode) => format!("huge folios ({mode})"),
-            ShmemThp::Unavailable(_) => "4 KiB pages (shmem THP off)".to_string(),
-        };
-        let pages = HugetlbPages::read();
-        let thp = if config.hugetlb && (pages.pool_free() > 0 || pages.surplus_room() > 0) {
-            format!(
-                "hugetlb: {} free 2 MiB pages in the pool, {} more on demand; else {thp}",
-                pages.pool_free(),
-                pages.surplus_room()
-            )
-        } else {
-            thp
-        };
         out.push(BackendInfo {
             allowed: allowed(config, &Backend::Udmabuf),
             backend: Backend::Udmabuf,
             max_buffer_bytes: limit.unwrap_or(64 << 20).min(config.max_buffer_bytes),
             dma_buf: true,
-            detail: format!(
-                "{}, size limit {} MiB{}, {thp}",
-                config.udmabuf_device.display(),
-                limit.unwrap_or(64 << 20) >> 20,
-                if limit.is_none() {
-                    " (assumed: sysfs unreadable)"
-                } else {
-                    ""
-                }
-            ),
+            detail: if described {
+                udmabuf_detail(config, limit)
+            } else {
+                String::new()
+            },
         });
     }
     out.push(BackendInfo {
@@ -68,9 +64,41 @@ pub(crate) fn discover_backends(config: &EngineConfig) -> Vec<BackendInfo> {
         backend: Backend::Memfd,
         max_buffer_bytes: config.max_buffer_bytes,
         dma_buf: false,
-        detail: "sealed memfd; NOT a dma-buf".to_string(),
+        detail: if described {
+            "sealed memfd; NOT a dma-buf".to_string()
+        } else {
+            String::new()
+        },
     });
     out
+}
+
+/// The device, its size limit and the memory behind its buffers.
+fn udmabuf_detail(config: &EngineConfig, limit: Option<u64>) -> String {
+    let thp = match shmem_thp() {
+        ShmemThp::Available(mode) => format!("huge folios ({mode})"),
+        ShmemThp::Unavailable(_) => "4 KiB pages (shmem THP off)".to_string(),
+    };
+    let pages = HugetlbPages::read();
+    let thp = if config.hugetlb && (pages.pool_free() > 0 || pages.surplus_room() > 0) {
+        format!(
+            "hugetlb: {} free 2 MiB pages in the pool, {} more on demand; else {thp}",
+            pages.pool_free(),
+            pages.surplus_room()
+        )
+    } else {
+        thp
+    };
+    format!(
+        "{}, size limit {} MiB{}, {thp}",
+        config.udmabuf_device.display(),
+        limit.unwrap_or(64 << 20) >> 20,
+        if limit.is_none() {
+            " (assumed: sysfs unreadable)"
+        } else {
+            ""
+        }
+    )
 }
 
 /// The backends of this device, as seen by a buffer of `size` bytes.

@@ -43,7 +43,7 @@ pub(crate) struct Job<S: Steps> {
     pub(crate) steps: S,
     pub(crate) tally: Tally,
     inner: Mutex<Inner<S::State>>,
-    /// Signalled whenever `inner` changes.
+    /// Signalled whenever `inner` changes while a thread waits on it.
     changed: Condvar,
     bytes_total: u64,
     /// The load's own thread included.
@@ -64,6 +64,17 @@ struct Inner<T> {
     workers: usize,
     /// No more helpers may join: the load's own thread is collecting the result.
     closed: bool,
+    /// Threads waiting on `changed` now. A load its own thread runs alone has none, and a
+    /// signal nobody waits for is still a futex call per step.
+    waiting: usize,
+}
+
+impl<T> Inner<T> {
+    /// Whether a change must be signalled: a thread that starts waiting later looks at the
+    /// state first, under the lock, so it sees the change without the signal.
+    fn watched(&self) -> bool {
+        self.waiting > 0
+    }
 }
 
 impl<S: Steps> Job<S> {
@@ -86,6 +97,7 @@ impl<S: Steps> Job<S> {
                 running: 0,
                 workers: 0,
                 closed: false,
+                waiting: 0,
             }),
             changed: Condvar::new(),
             bytes_total,
@@ -99,10 +111,22 @@ impl<S: Steps> Job<S> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn wait<'g>(&self, guard: MutexGuard<'g, Inner<S::State>>) -> MutexGuard<'g, Inner<S::State>> {
-        let guard = self.changed.wait(guard).unwrap_or_else(|p| p.into_inner());
+    fn wait<'g>(
+        &self,
+        mut guard: MutexGuard<'g, Inner<S::State>>,
+    ) -> MutexGuard<'g, Inner<S::State>> {
+        guard.waiting += 1;
+        let mut guard = self.changed.wait(guard).unwrap_or_else(|p| p.into_inner());
+        guard.waiting -= 1;
         self.wakeups.fetch_add(1, Ordering::Relaxed);
         guard
+    }
+
+    /// Wakes the waiting threads, if any; `inner` is the state as changed, still locked.
+    fn signal(&self, inner: &Inner<S::State>) {
+        if inner.watched() {
+            self.changed.notify_all();
+        }
     }
 
     /// Times a waiting thread of this job woke up.
@@ -168,13 +192,13 @@ impl<S: Steps> Job<S> {
                 Ok(None) if inner.running == 0 => {
                     // Nothing runs that could make a step ready: a bug, not a wait.
                     fail(&mut inner, load_err!(Internal, "the load's steps stalled"));
-                    self.changed.notify_all();
+                    self.signal(&inner);
                     return;
                 }
                 Ok(None) => inner = self.wait(inner),
                 Err(err) => {
                     fail(&mut inner, err);
-                    self.changed.notify_all();
+                    self.signal(&inner);
                     return;
                 }
             }
@@ -202,7 +226,7 @@ impl<S: Steps> Job<S> {
             }
             Err(err) => fail(&mut inner, err),
         }
-        self.changed.notify_all();
+        self.signal(&inner);
         inner
     }
 }
@@ -241,8 +265,7 @@ impl<S: Steps> Wake for Job<S> {
                 load_err!(Cancelled, "the load was cancelled; everything was freed"),
             );
         }
-        drop(inner);
-        self.changed.notify_all();
+        self.signal(&inner);
     }
 }
 
@@ -259,8 +282,7 @@ impl<S: Steps> Drop for Member<'_, S> {
                 load_err!(Internal, "a thread of the load panicked"),
             );
         }
-        drop(inner);
-        self.0.changed.notify_all();
+        self.0.signal(&inner);
     }
 }
 

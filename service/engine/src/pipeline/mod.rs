@@ -35,10 +35,9 @@ use crate::request::{Caller, IoEngine, LoadRequest, Progress};
 use crate::stats::{Backend, Fallback, FallbackKind, LoadStats};
 use dmaload_abi::dma_buf;
 use dmaload_abi::file::drop_cached;
-use dmaload_abi::meminfo::MemInfo;
 use dmaload_abi::statx::file_facts;
 
-pub(crate) use backends::{allowed, discover_backends};
+pub(crate) use backends::{allowed, discover_backends, Detail};
 pub(crate) use blocks::BlockPool;
 pub(crate) use devices::Devices;
 pub(crate) use measured::Measurements;
@@ -170,7 +169,7 @@ fn admit(
         working: &bytes,
     };
     let reserve = || {
-        let available = MemInfo::read().map(|m| m.available);
+        let available = engine.mem_available();
         engine
             .accounting
             .admit(&engine.config, caller, ask, available)
