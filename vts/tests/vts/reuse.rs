@@ -97,6 +97,18 @@ impl CacheConfig {
 
 /// Waits until the cache let go of everything (its age limit) and the service is back at
 /// `base`.
+/// Runs a case's body, whose results (and so the buffer fds this process holds) are gone
+/// when it returns the baseline it took, then waits for the service and the system's
+/// dma-bufs to be back at that baseline.
+fn settled(
+    svc: &Svc,
+    cache: &CacheConfig,
+    body: impl FnOnce() -> Result<s::Baseline, String>,
+) -> CaseResult {
+    let base = body()?;
+    settle(svc, &base, cache)
+}
+
 fn settle(svc: &Svc, base: &s::Baseline, cache: &CacheConfig) -> CaseResult {
     let deadline = Instant::now() + cache.max_age + Duration::from_secs(5);
     while state(svc)?.r#cachedBuffers > 0 {
@@ -144,351 +156,365 @@ pub fn run(o: &Options, svc: &Svc) -> Group {
     };
 
     g.case("the same uid: one buffer, shared, then kept warm", || {
-        let f = file("same.bin", 901, (8 << 20) + 4097)?;
-        let base = s::baseline(svc)?;
-        let first = load(svc, &shareable(&f, HEAP)?)?;
-        ensure!(first.r#reuse == Reuse::NONE, "first: {:?}", first.r#reuse);
-        ensure!(
-            read_bytes(&first) == f.size as i64,
-            "the first load reads the file"
-        );
-        let charged = usage(svc)?.r#chargedBytes - base.charged_bytes;
-        ensure!(charged == first.r#sizeBytes, "charged {charged}");
-        let second = load(svc, &shareable(&f, HEAP)?)?;
-        ensure!(
-            second.r#reuse == Reuse::SHARED,
-            "second: {:?}",
-            second.r#reuse
-        );
-        ensure!(
-            read_bytes(&second) == 0,
-            "a shared buffer read {}",
-            read_bytes(&second)
-        );
-        ensure!(second.r#bufferId != first.r#bufferId, "one id per holder");
-        ensure!(second.r#isDmaBuf, "a dma-buf");
-        holds(&second, &f)?;
-        let u = usage(svc)?;
-        ensure!(
-            u.r#chargedBytes - base.charged_bytes == charged,
-            "a second charge: {u:?}"
-        );
-        ensure!(
-            state(svc)?.r#outstandingBufferBytes - base.state.1 == charged,
-            "the shared bytes count once"
-        );
-        // Without the flag: a buffer of its own, and never a source for others.
-        let own = load(
-            svc,
-            &s::whole_file_request(
-                f.open(false).map_err(|e| e.to_string())?,
-                HEAP,
-                IoMode::AUTO,
-                "vts-own",
-            ),
-        )?;
-        ensure!(own.r#reuse == Reuse::NONE, "own: {:?}", own.r#reuse);
-        ensure!(
-            read_bytes(&own) == f.size as i64,
-            "its own load reads the file"
-        );
-        release(svc, &own)?;
-        release(svc, &first)?;
-        holds(&second, &f)?;
-        release(svc, &second)?;
-        let third = load(svc, &shareable(&f, HEAP)?)?;
-        if cache.enabled() {
-            ensure!(third.r#reuse == Reuse::CACHED, "third: {:?}", third.r#reuse);
-            ensure!(read_bytes(&third) == 0, "a cached buffer read bytes");
-        } else {
+        settled(svc, &cache, || {
+            let f = file("same.bin", 901, (8 << 20) + 4097)?;
+            let base = s::baseline(svc)?;
+            let first = load(svc, &shareable(&f, HEAP)?)?;
+            ensure!(first.r#reuse == Reuse::NONE, "first: {:?}", first.r#reuse);
             ensure!(
-                third.r#reuse == Reuse::NONE,
-                "no cache configured: {:?}",
-                third.r#reuse
+                read_bytes(&first) == f.size as i64,
+                "the first load reads the file"
             );
-        }
-        holds(&third, &f)?;
-        release(svc, &third)?;
-        settle(svc, &base, &cache)
+            let charged = usage(svc)?.r#chargedBytes - base.charged_bytes;
+            ensure!(charged == first.r#sizeBytes, "charged {charged}");
+            let second = load(svc, &shareable(&f, HEAP)?)?;
+            ensure!(
+                second.r#reuse == Reuse::SHARED,
+                "second: {:?}",
+                second.r#reuse
+            );
+            ensure!(
+                read_bytes(&second) == 0,
+                "a shared buffer read {}",
+                read_bytes(&second)
+            );
+            ensure!(second.r#bufferId != first.r#bufferId, "one id per holder");
+            ensure!(second.r#isDmaBuf, "a dma-buf");
+            holds(&second, &f)?;
+            let u = usage(svc)?;
+            ensure!(
+                u.r#chargedBytes - base.charged_bytes == charged,
+                "a second charge: {u:?}"
+            );
+            ensure!(
+                state(svc)?.r#outstandingBufferBytes - base.state.1 == charged,
+                "the shared bytes count once"
+            );
+            // Without the flag: a buffer of its own, and never a source for others.
+            let own = load(
+                svc,
+                &s::whole_file_request(
+                    f.open(false).map_err(|e| e.to_string())?,
+                    HEAP,
+                    IoMode::AUTO,
+                    "vts-own",
+                ),
+            )?;
+            ensure!(own.r#reuse == Reuse::NONE, "own: {:?}", own.r#reuse);
+            ensure!(
+                read_bytes(&own) == f.size as i64,
+                "its own load reads the file"
+            );
+            release(svc, &own)?;
+            release(svc, &first)?;
+            holds(&second, &f)?;
+            release(svc, &second)?;
+            let third = load(svc, &shareable(&f, HEAP)?)?;
+            if cache.enabled() {
+                ensure!(third.r#reuse == Reuse::CACHED, "third: {:?}", third.r#reuse);
+                ensure!(read_bytes(&third) == 0, "a cached buffer read bytes");
+            } else {
+                ensure!(
+                    third.r#reuse == Reuse::NONE,
+                    "no cache configured: {:?}",
+                    third.r#reuse
+                );
+            }
+            holds(&third, &f)?;
+            release(svc, &third)?;
+            Ok(base)
+        })
     });
 
     g.case("another uid never gets the buffer", || {
-        let f = file("other-uid.bin", 902, 3 << 20)?;
-        let base = s::baseline(svc)?;
-        let mine = load(svc, &shareable(&f, HEAP)?)?;
-        let args: Vec<String> = ["--worker", "reuse-load"]
-            .iter()
-            .map(|a| a.to_string())
-            .chain([f.path.display().to_string()])
-            .collect();
-        let out = worker_as(OTHER_UID, &args)
-            .output()
-            .map_err(|e| format!("worker: {e}"))?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        ensure!(out.status.success(), "worker: {text}");
-        let want = format!(
-            "reuse {} read {} charged {}",
-            Reuse::NONE.0,
-            f.size,
-            mine.r#sizeBytes
-        );
-        ensure!(text.contains(&want), "expected {want:?}: {text}");
-        ensure!(
-            usage(svc)?.r#chargedBytes - base.charged_bytes == mine.r#sizeBytes,
-            "our charge changed"
-        );
-        release(svc, &mine)?;
-        settle(svc, &base, &cache)
+        settled(svc, &cache, || {
+            let f = file("other-uid.bin", 902, 3 << 20)?;
+            let base = s::baseline(svc)?;
+            let mine = load(svc, &shareable(&f, HEAP)?)?;
+            let args: Vec<String> = ["--worker", "reuse-load"]
+                .iter()
+                .map(|a| a.to_string())
+                .chain([f.path.display().to_string()])
+                .collect();
+            let out = worker_as(OTHER_UID, &args)
+                .output()
+                .map_err(|e| format!("worker: {e}"))?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            ensure!(out.status.success(), "worker: {text}");
+            let want = format!(
+                "reuse {} read {} charged {}",
+                Reuse::NONE.0,
+                f.size,
+                mine.r#sizeBytes
+            );
+            ensure!(text.contains(&want), "expected {want:?}: {text}");
+            ensure!(
+                usage(svc)?.r#chargedBytes - base.charged_bytes == mine.r#sizeBytes,
+                "our charge changed"
+            );
+            release(svc, &mine)?;
+            Ok(base)
+        })
     });
 
     g.case(
         "another version of the file: rewritten, truncated, renamed over",
         || {
-            let f = file("versions.bin", 903, 1 << 20)?;
-            let base = s::baseline(svc)?;
-            let held = load(svc, &shareable(&f, HEAP)?)?;
-            // Timestamps move in clock ticks: a rewrite within one tick of the last write is
-            // not seen (docs/DESIGN.md); wait a tick.
-            std::thread::sleep(Duration::from_millis(50));
-            let rewritten = PatternFile {
-                seed: 904,
-                ..f.clone()
-            };
-            let bytes = dmaload_vts::pattern::bytes(rewritten.seed, 0, f.size as usize);
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(&f.path)
-                .and_then(|w| w.write_all_at(&bytes, 0))
-                .map_err(|e| format!("rewrite: {e}"))?;
-            let a = load(svc, &shareable(&rewritten, HEAP)?)?;
-            ensure!(
-                a.r#reuse == Reuse::NONE,
-                "rewritten in place: {:?}",
-                a.r#reuse
-            );
-            holds(&a, &rewritten)?;
-            holds(&held, &f)?;
-            std::thread::sleep(Duration::from_millis(50));
-            let truncated = PatternFile {
-                size: f.size / 2,
-                ..rewritten.clone()
-            };
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(&f.path)
-                .and_then(|w| w.set_len(truncated.size))
-                .map_err(|e| format!("truncate: {e}"))?;
-            let b = load(svc, &shareable(&truncated, HEAP)?)?;
-            ensure!(b.r#reuse == Reuse::NONE, "truncated: {:?}", b.r#reuse);
-            holds(&b, &truncated)?;
-            let replaced = file("versions.new", 905, f.size)?;
-            std::fs::rename(&replaced.path, &f.path).map_err(|e| format!("rename: {e}"))?;
-            let replaced = PatternFile {
-                path: f.path.clone(),
-                ..replaced
-            };
-            let c = load(svc, &shareable(&replaced, HEAP)?)?;
-            ensure!(c.r#reuse == Reuse::NONE, "renamed over: {:?}", c.r#reuse);
-            holds(&c, &replaced)?;
-            let d = load(svc, &shareable(&replaced, HEAP)?)?;
-            ensure!(
-                d.r#reuse == Reuse::SHARED,
-                "unchanged since: {:?}",
-                d.r#reuse
-            );
-            for r in [&held, &a, &b, &c, &d] {
-                release(svc, r)?;
-            }
-            std::fs::remove_file(&f.path).map_err(|e| e.to_string())?;
-            settle(svc, &base, &cache)
+            settled(svc, &cache, || {
+                let f = file("versions.bin", 903, 1 << 20)?;
+                let base = s::baseline(svc)?;
+                let held = load(svc, &shareable(&f, HEAP)?)?;
+                // Timestamps move in clock ticks: a rewrite within one tick of the last write is
+                // not seen (docs/DESIGN.md); wait a tick.
+                std::thread::sleep(Duration::from_millis(50));
+                let rewritten = PatternFile {
+                    seed: 904,
+                    ..f.clone()
+                };
+                let bytes = dmaload_vts::pattern::bytes(rewritten.seed, 0, f.size as usize);
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&f.path)
+                    .and_then(|w| w.write_all_at(&bytes, 0))
+                    .map_err(|e| format!("rewrite: {e}"))?;
+                let a = load(svc, &shareable(&rewritten, HEAP)?)?;
+                ensure!(
+                    a.r#reuse == Reuse::NONE,
+                    "rewritten in place: {:?}",
+                    a.r#reuse
+                );
+                holds(&a, &rewritten)?;
+                holds(&held, &f)?;
+                std::thread::sleep(Duration::from_millis(50));
+                let truncated = PatternFile {
+                    size: f.size / 2,
+                    ..rewritten.clone()
+                };
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&f.path)
+                    .and_then(|w| w.set_len(truncated.size))
+                    .map_err(|e| format!("truncate: {e}"))?;
+                let b = load(svc, &shareable(&truncated, HEAP)?)?;
+                ensure!(b.r#reuse == Reuse::NONE, "truncated: {:?}", b.r#reuse);
+                holds(&b, &truncated)?;
+                let replaced = file("versions.new", 905, f.size)?;
+                std::fs::rename(&replaced.path, &f.path).map_err(|e| format!("rename: {e}"))?;
+                let replaced = PatternFile {
+                    path: f.path.clone(),
+                    ..replaced
+                };
+                let c = load(svc, &shareable(&replaced, HEAP)?)?;
+                ensure!(c.r#reuse == Reuse::NONE, "renamed over: {:?}", c.r#reuse);
+                holds(&c, &replaced)?;
+                let d = load(svc, &shareable(&replaced, HEAP)?)?;
+                ensure!(
+                    d.r#reuse == Reuse::SHARED,
+                    "unchanged since: {:?}",
+                    d.r#reuse
+                );
+                for r in [&held, &a, &b, &c, &d] {
+                    release(svc, r)?;
+                }
+                std::fs::remove_file(&f.path).map_err(|e| e.to_string())?;
+                Ok(base)
+            })
         },
     );
 
     g.case("another range or backend", || {
-        let f = file("keys.bin", 906, 2 << 20)?;
-        let base = s::baseline(svc)?;
-        let held = load(svc, &shareable(&f, HEAP)?)?;
-        let mut range = shareable(&f, HEAP)?;
-        range.r#segments[0].r#fileOffset = 4096;
-        range.r#segments[0].r#length = 8192;
-        let r = load(svc, &range)?;
-        ensure!(r.r#reuse == Reuse::NONE, "another range: {:?}", r.r#reuse);
-        let fd = s::buffer_fd(&r)?;
-        let piece = s::Piece {
-            seed: f.seed,
-            file_offset: 4096,
-            len: 8192,
-            at: 0,
-        };
-        s::verify_content(&fd, r.r#sizeBytes as u64, &[piece])?;
-        let mut results = vec![held, r];
-        let other = if Path::new("/dev/udmabuf").exists() {
-            "udmabuf"
-        } else {
-            "memfd"
-        };
-        let b = load(svc, &shareable(&f, other)?)?;
-        ensure!(b.r#reuse == Reuse::NONE, "{other}: {:?}", b.r#reuse);
-        holds(&b, &f)?;
-        results.push(b);
-        let again = load(svc, &shareable(&f, other)?)?;
-        ensure!(
-            again.r#reuse == Reuse::SHARED,
-            "{other} again: {:?}",
-            again.r#reuse
-        );
-        results.push(again);
-        for r in &results {
-            release(svc, r)?;
-        }
-        settle(svc, &base, &cache)
+        settled(svc, &cache, || {
+            let f = file("keys.bin", 906, 2 << 20)?;
+            let base = s::baseline(svc)?;
+            let held = load(svc, &shareable(&f, HEAP)?)?;
+            let mut range = shareable(&f, HEAP)?;
+            range.r#segments[0].r#fileOffset = 4096;
+            range.r#segments[0].r#length = 8192;
+            let r = load(svc, &range)?;
+            ensure!(r.r#reuse == Reuse::NONE, "another range: {:?}", r.r#reuse);
+            let fd = s::buffer_fd(&r)?;
+            let piece = s::Piece {
+                seed: f.seed,
+                file_offset: 4096,
+                len: 8192,
+                at: 0,
+            };
+            s::verify_content(&fd, r.r#sizeBytes as u64, &[piece])?;
+            let mut results = vec![held, r];
+            let other = if Path::new("/dev/udmabuf").exists() {
+                "udmabuf"
+            } else {
+                "memfd"
+            };
+            let b = load(svc, &shareable(&f, other)?)?;
+            ensure!(b.r#reuse == Reuse::NONE, "{other}: {:?}", b.r#reuse);
+            holds(&b, &f)?;
+            results.push(b);
+            let again = load(svc, &shareable(&f, other)?)?;
+            ensure!(
+                again.r#reuse == Reuse::SHARED,
+                "{other} again: {:?}",
+                again.r#reuse
+            );
+            results.push(again);
+            for r in &results {
+                release(svc, r)?;
+            }
+            Ok(base)
+        })
     });
 
     g.case("8 identical requests: 1 load, 8 buffers", || {
-        let f = file("coalesce.bin", 907, 96 << 20)?;
-        let base = s::baseline(svc)?;
-        let loads = dump_value(svc, "stats", "loads_ok")?;
-        let mut slow = s::slow_request(&f, HEAP)?;
-        slow.r#shareable = true;
-        let (_handle, first) = s::start(svc, &slow).map_err(|e| e.to_string())?;
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let ev = first.events.lock().unwrap_or_else(|p| p.into_inner());
-            ensure!(ev.ends == 0, "the first load ended before the others came");
-            if !ev.progress.is_empty() {
-                break;
+        settled(svc, &cache, || {
+            let f = file("coalesce.bin", 907, 96 << 20)?;
+            let base = s::baseline(svc)?;
+            let loads = dump_value(svc, "stats", "loads_ok")?;
+            let mut slow = s::slow_request(&f, HEAP)?;
+            slow.r#shareable = true;
+            let (_handle, first) = s::start(svc, &slow).map_err(|e| e.to_string())?;
+            let deadline = Instant::now() + Duration::from_secs(120);
+            loop {
+                let ev = first.events.lock().unwrap_or_else(|p| p.into_inner());
+                ensure!(ev.ends == 0, "the first load ended before the others came");
+                if !ev.progress.is_empty() {
+                    break;
+                }
+                drop(ev);
+                ensure!(Instant::now() < deadline, "no progress from the first load");
+                std::thread::sleep(Duration::from_millis(2));
             }
-            drop(ev);
-            ensure!(Instant::now() < deadline, "no progress from the first load");
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        let others: Vec<Result<LoadResult, String>> = std::thread::scope(|scope| {
-            let threads: Vec<_> = (0..7)
-                .map(|_| {
-                    scope.spawn(|| {
-                        let mut req = s::slow_request(&f, HEAP)?;
-                        req.r#shareable = true;
-                        load(svc, &req)
+            let others: Vec<Result<LoadResult, String>> = std::thread::scope(|scope| {
+                let threads: Vec<_> = (0..7)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            let mut req = s::slow_request(&f, HEAP)?;
+                            req.r#shareable = true;
+                            load(svc, &req)
+                        })
                     })
-                })
-                .collect();
-            threads
-                .into_iter()
-                .map(|t| t.join().unwrap_or_else(|_| Err("panicked".into())))
-                .collect()
-        });
-        let mut ev = first.wait(Duration::from_secs(300))?;
-        let done = ev
-            .complete
-            .take()
-            .ok_or_else(|| format!("first: {:?}", ev.error))?;
-        drop(ev);
-        let mut ids = vec![done.buffer_id];
-        let fd = done.fd?;
-        let whole = [s::Piece {
-            seed: f.seed,
-            file_offset: 0,
-            len: f.size,
-            at: 0,
-        }];
-        s::verify_content(&fd, done.size as u64, &whole)?;
-        for r in others {
-            let r = r?;
-            ensure!(r.r#reuse == Reuse::COALESCED, "a waiter: {:?}", r.r#reuse);
-            holds(&r, &f)?;
-            ids.push(r.r#bufferId);
-        }
-        ids.sort_unstable();
-        ids.dedup();
-        ensure!(ids.len() == 8, "buffer ids {ids:?}");
-        let now = dump_value(svc, "stats", "loads_ok")?;
-        ensure!(now == loads + 1, "{} loads read the file", now - loads);
-        let charged = usage(svc)?.r#chargedBytes - base.charged_bytes;
-        ensure!(
-            charged == done.size,
-            "charged {charged} for {} bytes",
-            done.size
-        );
-        for id in ids {
-            svc.r#releaseBuffer(id)
-                .map_err(|e| Failure::from_status(e).to_string())?;
-        }
-        settle(svc, &base, &cache)
+                    .collect();
+                threads
+                    .into_iter()
+                    .map(|t| t.join().unwrap_or_else(|_| Err("panicked".into())))
+                    .collect()
+            });
+            let mut ev = first.wait(Duration::from_secs(300))?;
+            let done = ev
+                .complete
+                .take()
+                .ok_or_else(|| format!("first: {:?}", ev.error))?;
+            drop(ev);
+            let mut ids = vec![done.buffer_id];
+            let fd = done.fd?;
+            let whole = [s::Piece {
+                seed: f.seed,
+                file_offset: 0,
+                len: f.size,
+                at: 0,
+            }];
+            s::verify_content(&fd, done.size as u64, &whole)?;
+            for r in others {
+                let r = r?;
+                ensure!(r.r#reuse == Reuse::COALESCED, "a waiter: {:?}", r.r#reuse);
+                holds(&r, &f)?;
+                ids.push(r.r#bufferId);
+            }
+            ids.sort_unstable();
+            ids.dedup();
+            ensure!(ids.len() == 8, "buffer ids {ids:?}");
+            let now = dump_value(svc, "stats", "loads_ok")?;
+            ensure!(now == loads + 1, "{} loads read the file", now - loads);
+            let charged = usage(svc)?.r#chargedBytes - base.charged_bytes;
+            ensure!(
+                charged == done.size,
+                "charged {charged} for {} bytes",
+                done.size
+            );
+            for id in ids {
+                svc.r#releaseBuffer(id)
+                    .map_err(|e| Failure::from_status(e).to_string())?;
+            }
+            Ok(base)
+        })
     });
 
     g.case(
         "cached buffers leave when MemAvailable falls below the threshold",
         || {
-            if !cache.enabled() {
-                return Err("the service keeps no cache: configure cache_per_caller".into());
-            }
-            let f = file("pressure.bin", 908, 16 << 20)?;
-            let base = s::baseline(svc)?;
-            let r = load(svc, &shareable(&f, HEAP)?)?;
-            release(svc, &r)?;
-            ensure!(state(svc)?.r#cachedBuffers == 1, "kept warm");
-            let available = dmaload_abi::meminfo::MemInfo::read()
-                .ok_or("/proc/meminfo")?
-                .available;
-            ensure!(
-                available > cache.min_available + (256 << 20),
-                "MemAvailable {available} is already near the threshold {}",
-                cache.min_available
-            );
-            let take = available - cache.min_available + (128 << 20);
-            ensure!(
-                take + (256 << 20) < available,
-                "crossing the threshold would take {take} of {available} bytes"
-            );
-            let memfd = dmaload_abi::memfd::Memfd::create("vts-pressure", take)
-                .map_err(|e| format!("memfd: {e}"))?;
-            let map = dmaload_abi::mmap::Mapping::map_shared(memfd.as_fd(), take as usize)
-                .map_err(|e| format!("mmap: {e}"))?;
-            map.populate_write(0, take as usize)
-                .map_err(|e| format!("populate: {e}"))?;
-            let deadline = Instant::now() + Duration::from_secs(10);
-            let left = loop {
-                if state(svc)?.r#cachedBuffers == 0 {
-                    break Ok(());
+            settled(svc, &cache, || {
+                if !cache.enabled() {
+                    return Err("the service keeps no cache: configure cache_per_caller".into());
                 }
-                if Instant::now() > deadline {
-                    break Err("the cached buffer stayed under memory pressure".to_string());
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            };
-            drop(map);
-            drop(memfd);
-            left?;
-            s::back_to_baseline(svc, &base, Duration::from_secs(2)).map(|_| ())
+                let f = file("pressure.bin", 908, 16 << 20)?;
+                let base = s::baseline(svc)?;
+                let r = load(svc, &shareable(&f, HEAP)?)?;
+                release(svc, &r)?;
+                ensure!(state(svc)?.r#cachedBuffers == 1, "kept warm");
+                let available = dmaload_abi::meminfo::MemInfo::read()
+                    .ok_or("/proc/meminfo")?
+                    .available;
+                ensure!(
+                    available > cache.min_available + (256 << 20),
+                    "MemAvailable {available} is already near the threshold {}",
+                    cache.min_available
+                );
+                let take = available - cache.min_available + (128 << 20);
+                ensure!(
+                    take + (256 << 20) < available,
+                    "crossing the threshold would take {take} of {available} bytes"
+                );
+                let memfd = dmaload_abi::memfd::Memfd::create("vts-pressure", take)
+                    .map_err(|e| format!("memfd: {e}"))?;
+                let map = dmaload_abi::mmap::Mapping::map_shared(memfd.as_fd(), take as usize)
+                    .map_err(|e| format!("mmap: {e}"))?;
+                map.populate_write(0, take as usize)
+                    .map_err(|e| format!("populate: {e}"))?;
+                let deadline = Instant::now() + Duration::from_secs(10);
+                let left = loop {
+                    if state(svc)?.r#cachedBuffers == 0 {
+                        break Ok(());
+                    }
+                    if Instant::now() > deadline {
+                        break Err("the cached buffer stayed under memory pressure".to_string());
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                };
+                drop(map);
+                drop(memfd);
+                left?;
+                Ok(base)
+            })
         },
     );
 
     g.case("a holder dies: the other keeps a valid buffer", || {
-        let f = file("holders.bin", 909, 8 << 20)?;
-        let base = s::baseline(svc)?;
-        let args: Vec<String> = ["--worker", "reuse-hold"]
-            .iter()
-            .map(|a| a.to_string())
-            .chain([f.path.display().to_string()])
-            .collect();
-        let mut child = spawn_holder(&args)?;
-        let mine = load(svc, &shareable(&f, HEAP)?)?;
-        let shared = mine.r#reuse == Reuse::SHARED;
-        let _ = child.kill();
-        let _ = child.wait();
-        ensure!(shared, "ours: {:?}", mine.r#reuse);
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while state(svc)?.r#liveBuffers > base.state.2 + 1 {
-            ensure!(Instant::now() < deadline, "the dead holder's share stayed");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        ensure!(
-            usage(svc)?.r#chargedBytes - base.charged_bytes == mine.r#sizeBytes,
-            "the buffer is charged once, still"
-        );
-        holds(&mine, &f)?;
-        release(svc, &mine)?;
-        settle(svc, &base, &cache)
+        settled(svc, &cache, || {
+            let f = file("holders.bin", 909, 8 << 20)?;
+            let base = s::baseline(svc)?;
+            let args: Vec<String> = ["--worker", "reuse-hold"]
+                .iter()
+                .map(|a| a.to_string())
+                .chain([f.path.display().to_string()])
+                .collect();
+            let mut child = spawn_holder(&args)?;
+            let mine = load(svc, &shareable(&f, HEAP)?)?;
+            let shared = mine.r#reuse == Reuse::SHARED;
+            let _ = child.kill();
+            let _ = child.wait();
+            ensure!(shared, "ours: {:?}", mine.r#reuse);
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while state(svc)?.r#liveBuffers > base.state.2 + 1 {
+                ensure!(Instant::now() < deadline, "the dead holder's share stayed");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            ensure!(
+                usage(svc)?.r#chargedBytes - base.charged_bytes == mine.r#sizeBytes,
+                "the buffer is charged once, still"
+            );
+            holds(&mine, &f)?;
+            release(svc, &mine)?;
+            Ok(base)
+        })
     });
     g
 }
