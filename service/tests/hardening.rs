@@ -11,9 +11,8 @@
 
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 #[path = "common/rpc.rs"]
@@ -507,17 +506,6 @@ fn unknown_dump_views_are_an_error_that_lists_the_views() {
     assert!(conn.loader.debugDump(&many[..16]).is_ok());
 }
 
-/// This process's effective uid (`Uid:` of /proc/self/status: real, effective, ...).
-fn effective_uid() -> u32 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1))
-        .and_then(|id| id.parse().ok())
-        .expect("Uid: in /proc/self/status")
-}
-
 /// A caller of another uid (see `dump_shows_a_caller_only_its_own_buffers`).
 const OTHER_UID: u32 = 10_042;
 
@@ -568,11 +556,6 @@ fn child_other_uid_dumps() {
 
 #[test]
 fn dump_shows_a_caller_only_its_own_buffers() {
-    assert_eq!(
-        effective_uid(),
-        0,
-        "this test runs a caller as uid {OTHER_UID}: run the host tests as root, as CI does"
-    );
     let service = Service::start("uids", &["--socket-mode", "666"]);
     let conn = service.connect();
     let (path, _) = service.file("root.bin", 8192);
@@ -582,25 +565,8 @@ fn dump_shows_a_caller_only_its_own_buffers() {
     };
     let mine = conn.loader.load(&req).unwrap();
     let file = std::fs::File::open(&path).unwrap();
-    let output = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_other_uid_dumps",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env("DMALOAD_E2E_CHILD_SOCKET", service.socket())
-        .stdin(Stdio::from(file))
-        .uid(OTHER_UID)
-        .gid(OTHER_UID)
-        .output()
-        .unwrap();
+    let output = rpc::run_child_as(OTHER_UID, "child_other_uid_dumps", &service, file);
     let text = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "child: {text}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
     assert!(text.contains(&format!("UID {OTHER_UID}")), "{text}");
     let dumps: Vec<&str> = text.lines().filter(|l| l.starts_with("DUMP ")).collect();
     assert_eq!(dumps.len(), 2, "{text}");

@@ -13,7 +13,6 @@
 use std::io::{BufRead, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
@@ -315,17 +314,6 @@ fn another_version_of_the_file_is_a_miss() {
     }
 }
 
-/// This process's effective uid (`Uid:` of /proc/self/status).
-fn effective_uid() -> u32 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1))
-        .and_then(|id| id.parse().ok())
-        .expect("Uid: in /proc/self/status")
-}
-
 const OTHER_UID: u32 = 10_043;
 
 /// The child half of `another_uid_never_gets_the_buffer`, run as `OTHER_UID`: a shareable
@@ -363,11 +351,6 @@ fn child_other_uid_loads() {
 
 #[test]
 fn another_uid_never_gets_the_buffer() {
-    assert_eq!(
-        effective_uid(),
-        0,
-        "this test runs a caller as uid {OTHER_UID}: run the host tests as root, as CI does"
-    );
     let service = Service::start(
         "uids",
         &["--socket-mode", "666", "--cache-per-caller", "64M"],
@@ -375,25 +358,9 @@ fn another_uid_never_gets_the_buffer() {
     let conn = service.connect();
     let (path, data) = service.file("shared.bin", 200_000);
     let mine = conn.loader.load(&shareable(&path, "memfd")).unwrap();
-    let output = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_other_uid_loads",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env("DMALOAD_E2E_CHILD_SOCKET", service.socket())
-        .stdin(Stdio::from(std::fs::File::open(&path).unwrap()))
-        .uid(OTHER_UID)
-        .gid(OTHER_UID)
-        .output()
-        .unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    let output = rpc::run_child_as(OTHER_UID, "child_other_uid_loads", &service, file);
     let text = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "child: {text}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
     let expected = format!(
         "REUSE 0 READ {} CHARGED {} HITS 0 SIZE {}",
         data.len(),

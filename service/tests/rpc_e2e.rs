@@ -517,7 +517,7 @@ fn working_memory_is_charged_reported_and_back_to_zero() {
     assert!(usage.workingBytes >= 1 << 20, "{usage:?}");
     assert_eq!(state.workingBytes, usage.workingBytes);
     // The caller's own line, though it holds no buffer yet: only a load in flight.
-    let uid = own_uid();
+    let uid = rpc::effective_uid();
     assert!(
         dump.lines().any(|l| l.starts_with(&format!("uid {uid}: "))
             && l.contains("loads_in_flight=1")
@@ -665,11 +665,4 @@ fn client_death_cancels_its_async_load() {
         stats.contains("CANCELLED = 1"),
         "the load was cancelled, not finished: {stats}"
     );
-}
-
-/// This process's uid (the caller the service sees over the socket): the owner of
-/// `/proc/self`.
-fn own_uid() -> u32 {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").expect("/proc/self").uid()
 }

@@ -5,8 +5,9 @@
 #![allow(dead_code)]
 
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use dmaload_abi::SERVICE_INSTANCE as SERVICE_NAME;
@@ -241,4 +242,41 @@ pub fn wait_for_state(
         assert!(Instant::now() < deadline, "{what}: {now:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// This process's effective uid (`Uid:` of /proc/self/status: real, effective, ...).
+pub fn effective_uid() -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        .and_then(|id| id.parse().ok())
+        .expect("Uid: in /proc/self/status")
+}
+
+/// Runs this test binary's ignored test `test` as a caller of uid (and gid) `uid`, with
+/// `service`'s socket in `DMALOAD_E2E_CHILD_SOCKET` and `stdin` (a file it loads) as its
+/// stdin; the child has succeeded. Needs root, as CI runs the host tests.
+pub fn run_child_as(uid: u32, test: &str, service: &Service, stdin: std::fs::File) -> Output {
+    assert_eq!(
+        effective_uid(),
+        0,
+        "this test runs a caller as uid {uid}: run the host tests as root, as CI does"
+    );
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--ignored", "--nocapture"])
+        .env("DMALOAD_E2E_CHILD_SOCKET", service.socket())
+        .stdin(Stdio::from(stdin))
+        .uid(uid)
+        .gid(uid)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "child: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
 }
