@@ -1345,16 +1345,9 @@ impl DmaLoaderService {
                         self.loaded_result(name.clone(), loaded)
                     });
                 return match leader.finish(loaded) {
-                    Ok((mut result, holder)) => {
+                    Ok((result, holder)) => {
                         let size = u64::try_from(result.sizeBytes).unwrap_or(0);
-                        result.bufferId = self.buffers().insert(
-                            caller,
-                            result.name.clone(),
-                            size,
-                            result.backend.clone(),
-                            Hold::Shared(holder),
-                        );
-                        Ok(result)
+                        Ok(self.hand_out_shared(caller, result, size, holder))
                     }
                     Err(err) => Err(self.load_failed(caller, &name, err)),
                 };
@@ -1363,18 +1356,29 @@ impl DmaLoaderService {
         match outcome {
             Ok(claim) => {
                 let size = claim.size();
-                let (mut result, holder) = claim.result(started.elapsed());
-                result.bufferId = self.buffers().insert(
-                    caller,
-                    result.name.clone(),
-                    size,
-                    result.backend.clone(),
-                    Hold::Shared(holder),
-                );
-                Ok(result)
+                let (result, holder) = claim.result(started.elapsed());
+                Ok(self.hand_out_shared(caller, result, size, holder))
             }
             Err(err) => Err(self.load_failed(caller, &name, err)),
         }
+    }
+
+    /// Hands `caller` its own buffer id for a share of a shared buffer of `size` bytes.
+    fn hand_out_shared(
+        &self,
+        caller: Caller,
+        mut result: idl::LoadResult::LoadResult,
+        size: u64,
+        holder: Holder,
+    ) -> idl::LoadResult::LoadResult {
+        result.bufferId = self.buffers().insert(
+            caller,
+            result.name.clone(),
+            size,
+            result.backend.clone(),
+            Hold::Shared(holder),
+        );
+        result
     }
 
     /// Loads `request` for `uid`; a load refused for room (caps, MemAvailable) is retried
