@@ -34,10 +34,10 @@ impl FileFacts {
     }
 }
 
-/// statx of an open fd (`AT_EMPTY_PATH`).
-pub fn file_facts(fd: BorrowedFd<'_>) -> io::Result<FileFacts> {
+/// `statx` of an open fd (`AT_EMPTY_PATH`) asking for `mask`; `stx_mask` says what the file
+/// system filled in.
+fn statx_fd(fd: BorrowedFd<'_>, mask: u32) -> io::Result<libc::statx> {
     let mut buf = MaybeUninit::<libc::statx>::zeroed();
-    let mask = libc::STATX_TYPE | libc::STATX_SIZE | libc::STATX_INO | libc::STATX_DIOALIGN;
     // SAFETY: the path is a NUL-terminated empty string, `buf` is a valid statx to write to,
     // and `fd` is an open descriptor borrowed for the call.
     let ret = unsafe {
@@ -52,6 +52,13 @@ pub fn file_facts(fd: BorrowedFd<'_>) -> io::Result<FileFacts> {
     crate::syscall::result(ret)?;
     // SAFETY: statx succeeded and filled the structure (it was zeroed before, too).
     let stx = unsafe { buf.assume_init() };
+    Ok(stx)
+}
+
+/// statx of an open fd (`AT_EMPTY_PATH`).
+pub fn file_facts(fd: BorrowedFd<'_>) -> io::Result<FileFacts> {
+    let mask = libc::STATX_TYPE | libc::STATX_SIZE | libc::STATX_INO | libc::STATX_DIOALIGN;
+    let stx = statx_fd(fd, mask)?;
     let dio = stx.stx_mask & libc::STATX_DIOALIGN != 0 && stx.stx_dio_offset_align != 0;
     Ok(FileFacts {
         size: stx.stx_size,
@@ -103,26 +110,12 @@ impl FileIdentity {
 
 /// statx of an open fd (`AT_EMPTY_PATH`) for its content identity.
 pub fn file_identity(fd: BorrowedFd<'_>) -> io::Result<FileIdentity> {
-    let mut buf = MaybeUninit::<libc::statx>::zeroed();
     let mask = libc::STATX_TYPE
         | libc::STATX_SIZE
         | libc::STATX_INO
         | libc::STATX_MTIME
         | libc::STATX_CTIME;
-    // SAFETY: the path is a NUL-terminated empty string, `buf` is a valid statx to write to,
-    // and `fd` is an open descriptor borrowed for the call.
-    let ret = unsafe {
-        libc::statx(
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
-            mask,
-            buf.as_mut_ptr(),
-        )
-    };
-    crate::syscall::result(ret)?;
-    // SAFETY: statx succeeded and filled the structure (it was zeroed before, too).
-    let stx = unsafe { buf.assume_init() };
+    let stx = statx_fd(fd, mask)?;
     let wanted = libc::STATX_SIZE | libc::STATX_INO | libc::STATX_MTIME | libc::STATX_CTIME;
     if stx.stx_mask & wanted != wanted {
         // A file system that cannot tell these apart cannot tell versions of a file apart.
