@@ -1,7 +1,7 @@
 //! The interfaces every dmaload crate shares, each defined once: the kernel's (dma-heap,
 //! dma-buf, udmabuf, memfd, memory mappings, file reads, statx, fs-verity, pidfd, eventfd and
 //! poll) as small typed wrappers, and dmaload's own stable ones (the error-code table, the
-//! digest algorithms, the service instance name, the size grammar of flags and config files,
+//! digest algorithms, the I/O modes, a request's segment, the service instance name, the size grammar of flags and config files,
 //! the escaping of caller text).
 //!
 //! It holds no binder and no server code: the client library that apps load links it, and so
@@ -30,6 +30,7 @@ pub mod meminfo;
 pub mod mmap;
 pub mod pidfd;
 pub mod rlimit;
+pub mod segment;
 pub mod size;
 pub mod statx;
 mod syscall;

@@ -13,16 +13,9 @@ use dmaload_abi::statx::file_facts;
 /// How the service reads the file (the values of the AIDL enum and `ADmaLoadIoMode`).
 pub use dmaload_abi::io_mode::IoMode;
 
-/// One range of one of the request's files and where it lands in the buffer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Segment {
-    /// The file: an index into the request's distinct files ([`LoadRequest::file_count`]).
-    pub file: usize,
-    pub file_offset: u64,
-    /// 0 means "to the end of the file".
-    pub length: u64,
-    pub buffer_offset: u64,
-}
+/// One range of one of the request's files ([`LoadRequest::file_count`]) and where it lands
+/// in the buffer.
+pub use dmaload_abi::segment::Segment;
 
 /// Most distinct files one request carries (`IDmaLoader.MAX_FILES`): every binder transport
 /// takes that many fds in one call. Segments of one file share its fd, so they cost nothing.

@@ -16,28 +16,9 @@ impl Caller {
     }
 }
 
-/// One range of one of the request's files, placed at an offset of the buffer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Segment {
-    /// The file: an index into [`LoadRequest::files`].
-    pub file: usize,
-    pub file_offset: u64,
-    /// Bytes to load; 0 means "to the end of the file".
-    pub length: u64,
-    pub buffer_offset: u64,
-}
-
-impl Segment {
-    /// The whole of file `file` at the start of the buffer.
-    pub fn whole_file(file: usize) -> Segment {
-        Segment {
-            file,
-            file_offset: 0,
-            length: 0,
-            buffer_offset: 0,
-        }
-    }
-}
+/// One range of one of the request's files ([`LoadRequest::files`]), placed at an offset of
+/// the buffer.
+pub use dmaload_abi::segment::Segment;
 
 /// A segment that brings its own file, for callers with one fd per segment
 /// ([`LoadRequest::from_fd_segments`]).
