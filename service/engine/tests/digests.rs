@@ -123,15 +123,7 @@ fn segments_at_odd_offsets_are_digested_on_their_own_bytes() {
         (0, 4096, (5 << 20) + 1),
     ];
     for direct in [true, false] {
-        let segments = layout
-            .iter()
-            .map(|&(file_offset, length, buffer_offset)| FdSegment {
-                fd: open(&path, direct),
-                file_offset,
-                length,
-                buffer_offset,
-            })
-            .collect();
+        let segments = fd_segments(&path, direct, &layout);
         let req = with_digests(request(segments, BackendChoice::Memfd, mode(direct)), &BOTH);
         let buf = load(&engine, req).unwrap_or_else(|e| panic!("direct {direct}: {e}"));
         let got = contents(&buf);

@@ -74,15 +74,7 @@ fn segments_at_offsets_in_dma_bufs() {
     ];
     for kind in [system_heap(), BackendChoice::Udmabuf] {
         for direct in [true, false] {
-            let segments = layout
-                .iter()
-                .map(|&(file_offset, length, buffer_offset)| FdSegment {
-                    fd: open(&path, direct),
-                    file_offset,
-                    length,
-                    buffer_offset,
-                })
-                .collect();
+            let segments = fd_segments(&path, direct, &layout);
             let buf = load(&engine, request(segments, kind.clone(), IoMode::Auto))
                 .unwrap_or_else(|e| panic!("{kind:?} direct {direct}: {e}"));
             let mut expected = vec![0u8; buf.size as usize];
@@ -652,15 +644,7 @@ fn digests_in_dma_bufs_equal_the_tools() {
         .collect();
     for kind in [system_heap(), BackendChoice::Udmabuf] {
         for direct in [true, false] {
-            let segments = layout
-                .iter()
-                .map(|&(file_offset, length, buffer_offset)| FdSegment {
-                    fd: open(&path, direct),
-                    file_offset,
-                    length,
-                    buffer_offset,
-                })
-                .collect();
+            let segments = fd_segments(&path, direct, &layout);
             let req = with_digests(request(segments, kind.clone(), IoMode::Auto), &BOTH);
             let buf = load(&engine, req).unwrap_or_else(|e| panic!("{kind:?}: {e}"));
             for (i, want) in pieces.iter().enumerate() {

@@ -106,15 +106,7 @@ fn segments_at_offsets_land_where_asked() {
             (1 << 20, 1 << 20, 1 << 20),
             (3 * 4096 + 5, 0, (2 << 20) + 3), // to EOF
         ];
-        let segments = layout
-            .iter()
-            .map(|&(file_offset, length, buffer_offset)| FdSegment {
-                fd: open(&path, direct),
-                file_offset,
-                length,
-                buffer_offset,
-            })
-            .collect();
+        let segments = fd_segments(&path, direct, &layout);
         let req = request(segments, BackendChoice::Memfd, IoMode::Auto);
         let buf = load(&engine, req).unwrap_or_else(|e| panic!("direct {direct}: {e}"));
         let got = contents(&buf);
@@ -798,15 +790,7 @@ fn io_uring_reads_are_byte_exact_at_odd_sizes_and_offsets() {
         (4097, 1_000_000, (4 << 20) + 5),
         (5 << 20, 0, 6 << 20), // to EOF
     ];
-    let segments = layout
-        .iter()
-        .map(|&(file_offset, length, buffer_offset)| FdSegment {
-            fd: open_direct(&path),
-            file_offset,
-            length,
-            buffer_offset,
-        })
-        .collect();
+    let segments = fd_segments(&path, true, &layout);
     let req = request(segments, BackendChoice::Memfd, IoMode::Direct).with_tunables(Tunables {
         gather_size: 2 << 20,
         chunk_size: 4 << 20,

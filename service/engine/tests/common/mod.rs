@@ -83,6 +83,20 @@ pub fn open(path: &Path, direct: bool) -> OwnedFd {
     }
 }
 
+/// One fd segment per `(file offset, length, buffer offset)` of `layout`, each with its own
+/// open of `path` (with `O_DIRECT` when `direct`).
+pub fn fd_segments(path: &Path, direct: bool, layout: &[(u64, u64, u64)]) -> Vec<FdSegment> {
+    layout
+        .iter()
+        .map(|&(file_offset, length, buffer_offset)| FdSegment {
+            fd: open(path, direct),
+            file_offset,
+            length,
+            buffer_offset,
+        })
+        .collect()
+}
+
 pub fn engine() -> Engine {
     Engine::new(EngineConfig::from_system()).expect("engine")
 }
