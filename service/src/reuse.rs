@@ -261,6 +261,17 @@ struct Registry {
 }
 
 impl Registry {
+    /// Forgets the flight of `key` if it is still `flight` (a newer one may have replaced it).
+    fn end_flight(&mut self, key: &ContentKey, flight: &Arc<Flight>) {
+        if self
+            .flights
+            .get(key)
+            .is_some_and(|f| Arc::ptr_eq(f, flight))
+        {
+            self.flights.remove(key);
+        }
+    }
+
     fn tally(&mut self, uid: u32) -> &mut Tally {
         self.tallies.entry(uid).or_default()
     }
@@ -930,13 +941,7 @@ impl Reuse {
     fn publish(self: &Arc<Self>, key: &ContentKey, flight: &Arc<Flight>, mut entry: Entry) {
         let mut dropped = Vec::new();
         let mut registry = self.lock();
-        if registry
-            .flights
-            .get(key)
-            .is_some_and(|f| Arc::ptr_eq(f, flight))
-        {
-            registry.flights.remove(key);
-        }
+        registry.end_flight(key, flight);
         registry.next_entry += 1;
         let id = registry.next_entry;
         entry.id = id;
@@ -986,16 +991,8 @@ impl Reuse {
 
     /// Ends a flight without an entry: every participant gets `outcome`.
     fn end_flight(&self, key: &ContentKey, flight: &Arc<Flight>, outcome: Outcome) {
-        {
-            let mut registry = self.lock();
-            if registry
-                .flights
-                .get(key)
-                .is_some_and(|f| Arc::ptr_eq(f, flight))
-            {
-                registry.flights.remove(key);
-            }
-        }
+        // The registry's lock is let go before the flight's is taken.
+        self.lock().end_flight(key, flight);
         flight.lock().outcome = Some(outcome);
         flight.changed.notify_all();
     }

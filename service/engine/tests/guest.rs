@@ -307,6 +307,19 @@ fn assert_shmem(buf: &dmaload_engine::LoadedBuffer) {
     );
 }
 
+/// A buffer of shmem memory whose load says it found too few hugetlb pages.
+fn assert_shmem_for_want_of_hugetlb_pages(buf: &dmaload_engine::LoadedBuffer) {
+    assert_shmem(buf);
+    assert!(
+        buf.stats
+            .fallbacks
+            .iter()
+            .any(|f| f.kind == FallbackKind::SmallPages && f.reason.contains("hugetlb pages")),
+        "{:?}",
+        buf.stats.fallbacks
+    );
+}
+
 /// Sets the size of the 2 MiB hugetlb pool for a test and restores it afterwards.
 struct HugetlbPool {
     before: u64,
@@ -375,15 +388,7 @@ fn udmabuf_memory_comes_from_the_hugetlb_pool_when_it_has_room() {
     let (_small, got) = HugetlbPool::set(8);
     assert!(got > 0 && got < 13, "pool of {got} pages");
     let buf = load_udmabuf(&engine);
-    assert_shmem(&buf);
-    assert!(
-        buf.stats
-            .fallbacks
-            .iter()
-            .any(|f| f.kind == FallbackKind::SmallPages && f.reason.contains("hugetlb pages")),
-        "{:?}",
-        buf.stats.fallbacks
-    );
+    assert_shmem_for_want_of_hugetlb_pages(&buf);
     drop(buf);
     // A pool with room: the buffer's 13 pages come from it and go back on release.
     let (_big, total) = HugetlbPool::set(32);
@@ -489,15 +494,7 @@ fn udmabuf_memory_comes_from_surplus_hugetlb_pages_without_a_pool() {
     // Too few allowed for the buffer: shmem, and the load says why.
     let _few = Overcommit::set(pages / 2);
     let buf = load(&engine, req()).expect("udmabuf load");
-    assert_shmem(&buf);
-    assert!(
-        buf.stats
-            .fallbacks
-            .iter()
-            .any(|f| f.kind == FallbackKind::SmallPages && f.reason.contains("hugetlb pages")),
-        "{:?}",
-        buf.stats.fallbacks
-    );
+    assert_shmem_for_want_of_hugetlb_pages(&buf);
     drop(buf);
     // Someone takes surplus pages while the load runs (exactly the buffer's are allowed): the
     // engine fills the buffer again with shmem memory, byte-exact, and says so; progress
