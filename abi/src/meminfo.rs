@@ -52,6 +52,14 @@ impl MemInfoFile {
             .map(|file| MemInfoFile { file })
     }
 
+    /// The figures now from `kept`, an open /proc/meminfo, or without one from a fresh read.
+    pub fn read_kept(kept: Option<&MemInfoFile>) -> Option<MemInfo> {
+        match kept {
+            Some(file) => file.read(),
+            None => MemInfo::read(),
+        }
+    }
+
     /// The figures now; `None` if the read fails or lacks a figure.
     pub fn read(&self) -> Option<MemInfo> {
         let mut text = vec![0u8; READ_AT_ONCE];

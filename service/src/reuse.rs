@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use dmaload_abi::meminfo::MemInfo;
+use dmaload_abi::meminfo::MemInfoFile;
 use dmaload_abi::statx::{file_identity, FileIdentity};
 use dmaload_abi::Untrusted;
 use dmaload_engine::{
@@ -331,6 +331,9 @@ pub struct Reuse {
     registry: Mutex<Registry>,
     /// Wakes the keeper: something was cached, or the service stops.
     keeper: Condvar,
+    /// /proc/meminfo, kept open: read on every release of a shareable buffer and by the
+    /// keeper.
+    meminfo: Option<MemInfoFile>,
 }
 
 /// How a shareable request is served.
@@ -760,10 +763,6 @@ fn clamp_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn mem_available() -> Option<u64> {
-    MemInfo::read().map(|m| m.available)
-}
-
 impl Reuse {
     /// `min_available` is the MemAvailable below which cached entries go; `max_waiting`
     /// bounds the requests waiting for loads in flight at once.
@@ -774,7 +773,13 @@ impl Reuse {
             max_waiting,
             registry: Mutex::new(Registry::default()),
             keeper: Condvar::new(),
+            meminfo: MemInfoFile::open(),
         })
+    }
+
+    /// MemAvailable now, in bytes.
+    fn mem_available(&self) -> Option<u64> {
+        MemInfoFile::read_kept(self.meminfo.as_ref()).map(|m| m.available)
     }
 
     fn lock(&self) -> MutexGuard<'_, Registry> {
@@ -1026,7 +1031,9 @@ impl Reuse {
             && limit > 0
             && size <= limit
             && !self.config.cache_max_age.is_zero()
-            && mem_available().map_or(true, |available| available >= self.min_available);
+            && self
+                .mem_available()
+                .map_or(true, |available| available >= self.min_available);
         if !keep {
             dropped.extend(registry.remove(id));
             return;
@@ -1243,7 +1250,7 @@ impl Reuse {
             drop(dropped);
             // Under the threshold: the oldest go, one at a time (each frees its memory before
             // MemAvailable is read again), until memory is back or the cache is empty.
-            while let Some(available) = mem_available().filter(|&a| a < self.min_available) {
+            while let Some(available) = self.mem_available().filter(|&a| a < self.min_available) {
                 let oldest = {
                     let mut registry = self.lock();
                     let oldest = registry.cached_oldest_first(None, false).first().copied();

@@ -10,7 +10,7 @@ use crate::pipeline::{BlockPool, Devices, Measurements, WorkerPool};
 use crate::request::{Caller, LoadRequest, Progress};
 use crate::stats::{Backend, LoadStats};
 use dmaload_abi::digest::Digest;
-use dmaload_abi::meminfo::{MemInfo, MemInfoFile};
+use dmaload_abi::meminfo::MemInfoFile;
 use dmaload_abi::system::cpu_count;
 
 /// A backend this device offers, with its limits.
@@ -127,11 +127,7 @@ impl Engine {
 
     /// MemAvailable now, in bytes.
     pub(crate) fn mem_available(&self) -> Option<u64> {
-        match &self.meminfo {
-            Some(kept) => kept.read(),
-            None => MemInfo::read(),
-        }
-        .map(|m| m.available)
+        MemInfoFile::read_kept(self.meminfo.as_ref()).map(|m| m.available)
     }
 
     /// What `uid` holds now.
